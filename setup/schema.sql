@@ -1,0 +1,71 @@
+-- capbench — the schema of the system under test (CommonTrace, after the seeds), one source for
+-- every path: the setup binary, the tests and the benches read this file (include_str!).
+--
+-- Sections are separated by `-- @section NAME` lines; `{{dims}}`, `{{m}}` and `{{ef_construction}}`
+-- are filled in from the configuration. To apply it by hand:
+--   sed -e 's/{{dims}}/1536/; s/{{m}}/16/; s/{{ef_construction}}/64/' setup/schema.sql | psql "$DATABASE_URL"
+
+-- @section base
+-- Objects that live beside the dataset and survive a rebuild of it.
+CREATE EXTENSION IF NOT EXISTS vector;
+
+CREATE TABLE IF NOT EXISTS users (
+    id           uuid PRIMARY KEY,
+    email        text NOT NULL UNIQUE,
+    display_name text,
+    is_seed      boolean NOT NULL DEFAULT false,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         uuid PRIMARY KEY,
+    key_hash   text NOT NULL UNIQUE,          -- SHA-256 of the key; the key itself is never stored
+    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ix_api_keys_user_id ON api_keys (user_id);
+
+-- One row: which dataset is loaded (its fingerprint covers every generation and index parameter)
+-- and what the load measured. Written last, in the same transaction as the data it describes.
+CREATE TABLE IF NOT EXISTS capacity_meta (
+    id          integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    fingerprint text NOT NULL,
+    params      jsonb NOT NULL,
+    figures     jsonb NOT NULL,
+    loaded_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- @section traces_table
+-- Created in a private schema inside the load transaction, filled by binary COPY, then swapped in.
+-- Keys and foreign keys come after the load (section traces_constraints): that is how pg_dump
+-- restores, and it is several times faster than checking them row by row.
+CREATE TABLE traces (
+    id                 uuid NOT NULL,
+    title              text NOT NULL,
+    context_text       text NOT NULL,
+    solution_text      text NOT NULL,
+    embedding          vector({{dims}}),
+    embedding_model_id text,
+    status             text NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'validated', 'rejected')),
+    trust_score        double precision NOT NULL DEFAULT 0,
+    confirmation_count integer NOT NULL DEFAULT 0,
+    contributor_id     uuid NOT NULL,
+    is_seed            boolean NOT NULL DEFAULT false,
+    is_flagged         boolean NOT NULL DEFAULT false,
+    agent_model        text,
+    agent_version      text,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- @section traces_constraints
+ALTER TABLE traces
+    ADD CONSTRAINT traces_pkey PRIMARY KEY (id),
+    ADD CONSTRAINT traces_contributor_id_fkey FOREIGN KEY (contributor_id)
+        REFERENCES users (id) ON DELETE CASCADE;
+
+-- @section traces_index
+-- The seeds' index name; cosine distance (`<=>`) as the seeds' search uses.
+CREATE INDEX ix_traces_embedding_hnsw ON traces
+    USING hnsw (embedding vector_cosine_ops)
+    WITH (m = {{m}}, ef_construction = {{ef_construction}});

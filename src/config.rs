@@ -1,0 +1,171 @@
+//! One configuration for every binary and bench: clap derive, and every option also read from its
+//! environment variable (benches cannot take flags, so they read the same names from the environment).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+/// Where capbench keeps its private servers, the PostgreSQL it installed, and its state.
+pub fn default_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("capbench")
+}
+
+/// The configuration shared by all binaries and benches.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "capbench: capacity and benchmark harness for pgvector search APIs")]
+pub struct Config {
+    #[command(flatten)]
+    pub servers: Servers,
+    #[command(flatten)]
+    pub dataset: DatasetParams,
+    #[command(flatten)]
+    pub index: IndexParams,
+}
+
+impl Config {
+    /// The configuration from environment variables alone (what benches use).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::try_parse_from(["capbench"]).map_err(|e| anyhow::anyhow!(first_line(&e.to_string())))
+    }
+}
+
+/// Which servers to use: the user's (`DATABASE_URL`, `REDIS_URL`) or the embedded stack.
+#[derive(Args, Debug, Clone)]
+pub struct Servers {
+    /// PostgreSQL with pgvector to use instead of the embedded stack.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis to use instead of the embedded stack.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Directory of the embedded stack: installed PostgreSQL, data, logs.
+    #[arg(long, env = "CAPBENCH_HOME", default_value_os_t = default_home())]
+    pub home: PathBuf,
+    /// Loopback port of the embedded PostgreSQL (not 5432, so a user's own server is never touched).
+    #[arg(long, env = "CAPBENCH_PG_PORT", default_value_t = 54320)]
+    pub pg_port: u16,
+    /// Loopback port of the embedded Redis (not 6379).
+    #[arg(long, env = "CAPBENCH_REDIS_PORT", default_value_t = 63790)]
+    pub redis_port: u16,
+}
+
+/// Every parameter that determines the generated vectors (all of them enter the fingerprint).
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct DatasetParams {
+    /// Number of traces to generate.
+    #[arg(long, env = "CAPBENCH_ROWS", default_value_t = 100_000, value_parser = parse_rows)]
+    pub rows: u64,
+    /// Embedding dimension (HNSW on `vector` supports at most 2000).
+    #[arg(long, env = "CAPBENCH_DIMS", default_value_t = 1536, value_parser = parse_dims)]
+    pub dims: u32,
+    /// Seed of every random stream (vectors, metadata, ids).
+    #[arg(long, env = "CAPBENCH_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Number of unit-norm base vectors; row i is a noisy copy of base[i % clusters].
+    #[arg(long, env = "CAPBENCH_CLUSTERS", default_value_t = 1000, value_parser = parse_clusters)]
+    pub clusters: u32,
+    /// Standard deviation of the Gaussian noise added to each coordinate before renormalizing.
+    #[arg(long, env = "CAPBENCH_SIGMA", default_value_t = 0.05, value_parser = parse_sigma, allow_negative_numbers = true)]
+    pub sigma: f32,
+}
+
+impl Default for DatasetParams {
+    fn default() -> Self {
+        Self { rows: 100_000, dims: 1536, seed: 42, clusters: 1000, sigma: 0.05 }
+    }
+}
+
+/// HNSW index parameters (they enter the fingerprint too).
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct IndexParams {
+    /// HNSW `m`: neighbours per node (pgvector allows 2..=100).
+    #[arg(long = "m", env = "CAPBENCH_HNSW_M", default_value_t = 16, value_parser = parse_m)]
+    pub m: u32,
+    /// HNSW `ef_construction`: candidate list while building (4..=1000, and at least 2 × m).
+    #[arg(long, env = "CAPBENCH_EF_CONSTRUCTION", default_value_t = 64, value_parser = parse_ef_construction)]
+    pub ef_construction: u32,
+    /// Parallel workers for the index build, besides the leader [default: cores - 1].
+    #[arg(long, env = "CAPBENCH_BUILD_WORKERS")]
+    pub build_workers: Option<u32>,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        Self { m: 16, ef_construction: 64, build_workers: None }
+    }
+}
+
+impl IndexParams {
+    /// Checks what clap cannot check one flag at a time.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.ef_construction >= 2 * self.m,
+            "--ef-construction {} is less than 2 × --m {}: pgvector requires ef_construction >= 2 × m",
+            self.ef_construction,
+            self.m
+        );
+        Ok(())
+    }
+
+    pub fn workers(&self) -> u32 {
+        self.build_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32).saturating_sub(1)
+        })
+    }
+}
+
+/// The first line of a (possibly multi-line) error message.
+pub fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+fn parse_rows(s: &str) -> Result<u64, String> {
+    let n: u64 = s.trim().replace('_', "").parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("rows must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn parse_dims(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    match n {
+        0 => Err("dims must be at least 1".into()),
+        2001.. => Err(format!(
+            "{n} dimensions is more than the 2000 an HNSW index on `vector` supports: use --dims 2000 or less"
+        )),
+        _ => Ok(n),
+    }
+}
+
+fn parse_clusters(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("clusters must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn parse_sigma(s: &str) -> Result<f32, String> {
+    let x: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !x.is_finite() || x < 0.0 {
+        return Err(format!("sigma must be a finite number >= 0, got {s}"));
+    }
+    Ok(x)
+}
+
+fn parse_m(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !(2..=100).contains(&n) {
+        return Err(format!("m must be between 2 and 100 (pgvector's limits), got {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_ef_construction(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !(4..=1000).contains(&n) {
+        return Err(format!("ef_construction must be between 4 and 1000 (pgvector's limits), got {n}"));
+    }
+    Ok(n)
+}

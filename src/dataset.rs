@@ -1,0 +1,187 @@
+//! The deterministic clustered dataset (the seeds' "tiled with noise" design) and its fingerprint.
+//!
+//! `clusters` unit-norm base vectors; row i = base[i % clusters] + N(0, σ²) per coordinate,
+//! renormalized. Every random draw comes from its own ChaCha stream, keyed by the seed, a domain
+//! (base vectors, row noise, metadata, …) and an index, so any row can be generated alone, in any
+//! order, on any thread, and is always the same.
+
+use fake::Fake;
+use fake::faker::company::en::Bs;
+use fake::faker::lorem::en::Paragraph;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{DatasetParams, IndexParams};
+
+/// Bumped whenever the generator's output changes for the same parameters.
+pub const GENERATOR_VERSION: u32 = 1;
+
+/// The embedding model every generated trace claims (the seeds' model).
+pub const EMBEDDING_MODEL_ID: &str = "text-embedding-3-small";
+
+/// The dedicated contributor of every generated trace (the seeds' capacity-test user).
+pub const CONTRIBUTOR_EMAIL: &str = "capacity-test@commontrace.internal";
+
+/// Random-stream domains: distinct keys, so no two kinds of draw ever share a stream.
+#[derive(Clone, Copy)]
+#[repr(u64)]
+enum Domain {
+    Base = 0x6261_7365,      // "base"
+    Noise = 0x6e6f_6973,     // "nois"
+    Metadata = 0x6d65_7461,  // "meta"
+    Contributor = 0x7573_6572, // "user"
+}
+
+/// The RNG for draw `index` of `domain`.
+pub(crate) fn stream(seed: u64, domain: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ domain.rotate_left(17));
+    rng.set_stream(index);
+    rng
+}
+
+/// One generated trace, as loaded into `traces`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    pub id: Uuid,
+    pub title: String,
+    pub context_text: String,
+    pub solution_text: String,
+    pub embedding: Vec<f32>,
+    /// Seconds after 2026-01-01T00:00:00Z (deterministic creation times, one second apart).
+    pub created_offset_s: i64,
+}
+
+/// The generator: parameters plus the base vectors every row is drawn around.
+pub struct Dataset {
+    pub params: DatasetParams,
+    base: Vec<f32>,
+}
+
+impl Dataset {
+    pub fn new(params: DatasetParams) -> Self {
+        let dims = params.dims as usize;
+        let mut base = vec![0f32; params.clusters as usize * dims];
+        for (c, v) in base.chunks_mut(dims).enumerate() {
+            let mut rng = stream(params.seed, Domain::Base as u64, c as u64);
+            for x in v.iter_mut() {
+                *x = rng.sample(StandardNormal);
+            }
+            normalize(v);
+        }
+        Self { params, base }
+    }
+
+    pub fn dims(&self) -> usize {
+        self.params.dims as usize
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.params.rows
+    }
+
+    /// Base vector `c` (unit norm).
+    pub fn base(&self, c: usize) -> &[f32] {
+        let d = self.dims();
+        &self.base[c * d..(c + 1) * d]
+    }
+
+    /// Which base vector row `i` is drawn around.
+    pub fn cluster_of(&self, i: u64) -> usize {
+        (i % u64::from(self.params.clusters)) as usize
+    }
+
+    /// Writes row `i`'s embedding into `out` (length `dims`).
+    pub fn vector_into(&self, i: u64, out: &mut [f32]) {
+        self.noisy_copy(self.cluster_of(i), Domain::Noise as u64, i, out);
+    }
+
+    /// Row `i`'s embedding.
+    pub fn vector(&self, i: u64) -> Vec<f32> {
+        let mut v = vec![0f32; self.dims()];
+        self.vector_into(i, &mut v);
+        v
+    }
+
+    /// base[cluster] + σ·N(0, 1) from stream (`domain`, `index`), renormalized.
+    pub(crate) fn noisy_copy(&self, cluster: usize, domain: u64, index: u64, out: &mut [f32]) {
+        let sigma = self.params.sigma;
+        let mut rng = stream(self.params.seed, domain, index);
+        for (x, b) in out.iter_mut().zip(self.base(cluster)) {
+            let z: f32 = rng.sample(StandardNormal);
+            *x = b + sigma * z;
+        }
+        normalize(out);
+    }
+
+    /// Row `i` with its metadata (titles after the seeds: "Capacity test trace {i}: …").
+    pub fn row(&self, i: u64) -> TraceRow {
+        let mut rng = stream(self.params.seed, Domain::Metadata as u64, i);
+        let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+        let bs: String = Bs().fake_with_rng(&mut rng);
+        let context_text: String = Paragraph(3..4).fake_with_rng(&mut rng);
+        let solution_text: String = Paragraph(5..6).fake_with_rng(&mut rng);
+        TraceRow {
+            id,
+            title: format!("Capacity test trace {i}: {bs}"),
+            context_text,
+            solution_text,
+            embedding: self.vector(i),
+            created_offset_s: i as i64,
+        }
+    }
+
+    /// The id of the capacity-test user who contributes every trace.
+    pub fn contributor_id(&self) -> Uuid {
+        let mut rng = stream(self.params.seed, Domain::Contributor as u64, 0);
+        uuid::Builder::from_random_bytes(rng.random()).into_uuid()
+    }
+}
+
+/// Scales `v` to unit length (accumulating in f64); leaves a zero vector alone.
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        for x in v.iter_mut() {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+}
+
+/// Cosine distance, as pgvector's `<=>` computes it (accumulating in f64).
+pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    1.0 - dot / (na.sqrt() * nb.sqrt())
+}
+
+/// The identity of a loaded dataset: every generation and index parameter, and the generator version.
+pub fn fingerprint(data: &DatasetParams, index: &IndexParams) -> String {
+    let canonical = fingerprint_params(data, index).to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    hex::encode(&digest[..12])
+}
+
+/// The parameters a fingerprint covers, as stored beside it in `capacity_meta.params`.
+pub fn fingerprint_params(data: &DatasetParams, index: &IndexParams) -> serde_json::Value {
+    // serde_json keeps keys sorted (BTreeMap), so the text is canonical.
+    serde_json::json!({
+        "generator_version": GENERATOR_VERSION,
+        "rows": data.rows,
+        "dims": data.dims,
+        "seed": data.seed,
+        "clusters": data.clusters,
+        "sigma": data.sigma,
+        "embedding_model_id": EMBEDDING_MODEL_ID,
+        "hnsw_m": index.m,
+        "hnsw_ef_construction": index.ef_construction,
+        "hnsw_ops": "vector_cosine_ops",
+    })
+}

@@ -1,0 +1,148 @@
+//! The HNSW index: building it (parallel, with progress, relaying pgvector's memory notice),
+//! and reading back what was built.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::PgConnection;
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::config::IndexParams;
+use crate::db::schema;
+
+/// What the built index looks like, read from the catalog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct IndexInfo {
+    pub name: String,
+    pub method: String,
+    pub opclass: String,
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
+    pub size_bytes: i64,
+    pub valid: bool,
+}
+
+/// The HNSW index on `table` (schema-qualified or on the search path), if there is one.
+pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexInfo>> {
+    let row: Option<(String, String, String, Option<Vec<String>>, i64, bool)> = sqlx::query_as(
+        "SELECT ic.relname::text, am.amname::text, opc.opcname::text, ic.reloptions::text[],
+                pg_relation_size(ic.oid), i.indisvalid
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         JOIN pg_am am ON am.oid = ic.relam
+         JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+         WHERE i.indrelid = to_regclass($1) AND am.amname = 'hnsw'
+         LIMIT 1",
+    )
+    .bind(table)
+    .fetch_optional(conn)
+    .await
+    .context("reading the HNSW index from the catalog")?;
+    Ok(row.map(|(name, method, opclass, options, size_bytes, valid)| {
+        let option = |key: &str| {
+            options.iter().flatten().find_map(|o| o.strip_prefix(&format!("{key}="))?.parse().ok())
+        };
+        IndexInfo {
+            m: option("m"),
+            ef_construction: option("ef_construction"),
+            name,
+            method,
+            opclass,
+            size_bytes,
+            valid,
+        }
+    }))
+}
+
+/// Messages pgvector sent while building (e.g. "hnsw graph no longer fits into maintenance_work_mem").
+#[derive(Debug, Default, Clone)]
+pub struct BuildNotices(Arc<Mutex<Vec<String>>>);
+
+impl BuildNotices {
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Collects the server notices sqlx reports (target `sqlx::postgres::notice`).
+struct NoticeLayer(BuildNotices);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoticeLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "sqlx::postgres::notice" {
+            return;
+        }
+        struct Message(Option<String>);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = Some(format!("{v:?}").trim_matches('"').to_string());
+                }
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "message" {
+                    self.0 = Some(v.to_string());
+                }
+            }
+        }
+        let mut m = Message(None);
+        event.record(&mut m);
+        if let Some(text) = m.0 {
+            self.0.0.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+        }
+    }
+}
+
+/// Builds the HNSW index of setup/schema.sql on `traces` (on the connection's search path), with
+/// `workers` parallel workers. `progress(done, total)` is fed from pg_stat_progress_create_index
+/// through `monitor`, a second connection. Returns pgvector's notices.
+pub async fn build(
+    conn: &mut PgConnection,
+    monitor: Option<PgConnection>,
+    dims: u32,
+    params: &IndexParams,
+    workers: u32,
+    progress: impl Fn(u64, u64) + Send + 'static,
+) -> Result<Vec<String>> {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await?;
+    // The planner sizes a parallel build from the main heap, which TOAST leaves tiny (~6 MB for
+    // 100K × 1536 dims): name the worker count on the table, cap it for this session.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL max_parallel_maintenance_workers = {workers}; \
+         ALTER TABLE traces SET (parallel_workers = {workers});"
+    )))
+    .execute(&mut *conn)
+    .await
+    .context("configuring the parallel index build")?;
+
+    let watcher = monitor.map(|mut mon| {
+        tokio::spawn(async move {
+            loop {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT tuples_done, tuples_total FROM pg_stat_progress_create_index WHERE pid = $1",
+                )
+                .bind(pid)
+                .fetch_optional(&mut mon)
+                .await
+                .unwrap_or(None);
+                if let Some((done, total)) = row {
+                    progress(done.max(0) as u64, total.max(0) as u64);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    });
+
+    let notices = BuildNotices::default();
+    let subscriber = tracing_subscriber::registry().with(NoticeLayer(notices.clone()));
+    let sql = schema::render("traces_index", dims, params)?;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).with_subscriber(subscriber).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    result.context("building the HNSW index")?;
+    sqlx::raw_sql("ALTER TABLE traces RESET (parallel_workers)").execute(&mut *conn).await?;
+    Ok(notices.take())
+}

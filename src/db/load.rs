@@ -1,0 +1,143 @@
+//! Bulk load through binary COPY: rows are generated and encoded in parallel, in batches, on a
+//! thread of their own, and streamed to PostgreSQL while the next batch is being made — never one
+//! 600 MB buffer, never a row INSERT.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::dataset::{Dataset, EMBEDDING_MODEL_ID, TraceRow};
+
+/// The columns, in the order `encode_row` writes them.
+pub const COPY_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
+     status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, agent_model, \
+     agent_version, created_at";
+const FIELD_COUNT: i16 = 15;
+
+/// Microseconds from PostgreSQL's epoch (2000-01-01) to 2026-01-01, where generated rows start.
+const CREATED_BASE_US: i64 = 820_540_800 * 1_000_000;
+
+/// `PGCOPY\n\377\r\n\0`, flags, header extension length.
+pub fn encode_header(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+}
+
+pub fn encode_trailer(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+}
+
+fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+fn null(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(-1i32).to_be_bytes());
+}
+
+/// pgvector's binary `vector`: int16 dimensions, int16 unused, then big-endian float4s.
+pub fn encode_vector(buf: &mut Vec<u8>, v: &[f32]) {
+    buf.extend_from_slice(&((4 + 4 * v.len()) as i32).to_be_bytes());
+    buf.extend_from_slice(&(v.len() as i16).to_be_bytes());
+    buf.extend_from_slice(&0i16.to_be_bytes());
+    for x in v {
+        buf.extend_from_slice(&x.to_be_bytes());
+    }
+}
+
+/// One tuple of a generated trace, in `COPY_COLUMNS` order.
+pub fn encode_row(buf: &mut Vec<u8>, row: &TraceRow, contributor: Uuid) {
+    buf.extend_from_slice(&FIELD_COUNT.to_be_bytes());
+    field(buf, row.id.as_bytes());
+    field(buf, row.title.as_bytes());
+    field(buf, row.context_text.as_bytes());
+    field(buf, row.solution_text.as_bytes());
+    encode_vector(buf, &row.embedding);
+    field(buf, EMBEDDING_MODEL_ID.as_bytes());
+    field(buf, b"validated");
+    field(buf, &1.0f64.to_be_bytes()); // trust_score
+    field(buf, &2i32.to_be_bytes()); // confirmation_count
+    field(buf, contributor.as_bytes());
+    field(buf, &[1]); // is_seed
+    field(buf, &[0]); // is_flagged
+    null(buf); // agent_model
+    null(buf); // agent_version
+    field(buf, &(CREATED_BASE_US + row.created_offset_s * 1_000_000).to_be_bytes());
+}
+
+/// Rows `[start, end)` encoded as COPY tuples, generated in parallel.
+pub fn encode_batch(dataset: &Dataset, start: u64, end: u64, contributor: Uuid) -> Vec<u8> {
+    let parts: Vec<Vec<u8>> = (start..end)
+        .into_par_iter()
+        .fold(Vec::new, |mut buf, i| {
+            encode_row(&mut buf, &dataset.row(i), contributor);
+            buf
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+/// Streams every row of `dataset` into `table` with binary COPY on `conn` (inside the caller's
+/// transaction). Generation runs ahead on its own thread by at most two batches. `progress` is
+/// called with the number of rows sent so far. Returns the row count PostgreSQL reports.
+pub async fn copy_dataset(
+    conn: &mut PgConnection,
+    table: &str,
+    dataset: Arc<Dataset>,
+    contributor: Uuid,
+    batch_rows: u64,
+    progress: impl Fn(u64),
+) -> Result<u64> {
+    let rows = dataset.rows();
+    let batch_rows = batch_rows.max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
+    let producer = std::thread::Builder::new()
+        .name("capbench-generate".into())
+        .spawn(move || {
+            let mut header = Vec::new();
+            encode_header(&mut header);
+            if tx.blocking_send((0, header)).is_err() {
+                return;
+            }
+            let mut start = 0;
+            while start < rows {
+                let end = (start + batch_rows).min(rows);
+                let batch = encode_batch(&dataset, start, end, contributor);
+                if tx.blocking_send((end, batch)).is_err() {
+                    return; // the COPY side gave up; stop generating
+                }
+                start = end;
+            }
+            let mut trailer = Vec::new();
+            encode_trailer(&mut trailer);
+            let _ = tx.blocking_send((rows, trailer));
+        })
+        .context("starting the generator thread")?;
+
+    let statement = format!("COPY {table} ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)");
+    let mut copy = conn.copy_in_raw(&statement).await.with_context(|| statement.clone())?;
+    let mut sent = 0;
+    while let Some((done, bytes)) = rx.recv().await {
+        if let Err(e) = copy.send(bytes).await {
+            drop(rx);
+            let _ = producer.join();
+            return Err(e).context("sending COPY data");
+        }
+        if done != sent {
+            sent = done;
+            progress(sent);
+        }
+    }
+    let _ = producer.join();
+    let copied = copy.finish().await.context("finishing COPY")?;
+    Ok(copied)
+}

@@ -1,0 +1,80 @@
+//! capbench — a capacity and benchmark harness for pgvector-backed search APIs.
+//!
+//! # Layout
+//!
+//! - [`config`]: the one clap `Config` (every flag also an environment variable) shared by the
+//!   binaries and the benches.
+//! - [`stack`]: the embedded default — a private PostgreSQL+pgvector and Redis under
+//!   `target/capbench/`, started or reused on demand; or the servers of `DATABASE_URL` / `REDIS_URL`.
+//! - [`dataset`]: the deterministic clustered vectors (1,000 unit base vectors + Gaussian noise),
+//!   their fake metadata and the dataset fingerprint.
+//! - [`db`]: everything said to PostgreSQL — `schema` (setup/schema.sql), `load` (binary COPY),
+//!   `index` (HNSW build and catalog), `search` (THE search query).
+//! - [`setup`]: the `setup` binary's job — load the dataset once, atomically, and report it.
+//!
+//! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
+//! and a non-zero exit code.
+
+pub mod config;
+pub mod dataset;
+pub mod db;
+pub mod setup;
+pub mod stack;
+
+/// Runs a binary's `main`: one `error: …` line and exit code 1 on failure, 130 on Ctrl-C.
+pub fn main_with<F>(fut: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            result = fut => match result {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {}", one_line(&e));
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: work in progress was rolled back; nothing was changed");
+                std::process::ExitCode::from(130)
+            }
+        }
+    })
+}
+
+/// An error chain as one line: `what we were doing: why`.
+/// Causes that repeat the message before them (sqlx wraps I/O errors that way) are left out.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if parts.last().is_some_and(|prev| prev.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// Parses `T` from the command line; on a usage error prints clap's first line and exits 2.
+pub fn parse_args<T: clap::Parser>() -> Result<T, std::process::ExitCode> {
+    match T::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}", config::first_line(&e.render().to_string()));
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! `setup`: the dataset in PostgreSQL — generated, loaded by binary COPY, indexed, analyzed and
+//! fingerprinted, all in one transaction (an interrupted run leaves the previous state untouched).
+//! A re-run with the same parameters finds the fingerprint and does nothing.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::{Connection, PgConnection};
+
+use crate::config::Config;
+use crate::dataset::{self, CONTRIBUTOR_EMAIL, Dataset};
+use crate::db::{self, ServerInfo, index, load, schema};
+use crate::stack;
+
+/// Schema the new dataset is built in before it is swapped into the search path's first schema.
+const LOAD_SCHEMA: &str = "capbench_load";
+
+/// `cargo run --release --bin setup -- [flags]`
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "Load the capbench dataset (100K deterministic vectors, HNSW index) into PostgreSQL")]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub config: Config,
+    /// Rebuild even when the loaded dataset has the same fingerprint (and replace a traces table
+    /// capbench did not create, or one of another dimension).
+    #[arg(long, env = "CAPBENCH_FORCE")]
+    pub force: bool,
+    /// Rows per COPY batch (generated in parallel while the previous batch streams).
+    #[arg(long, env = "CAPBENCH_COPY_BATCH", default_value_t = 1000)]
+    pub copy_batch: u64,
+    /// Print `export DATABASE_URL=… REDIS_URL=…` for the servers in use (starting the embedded ones).
+    #[arg(long, conflicts_with_all = ["stop", "compare_copy_floor"])]
+    pub print_env: bool,
+    /// Stop the embedded PostgreSQL and Redis.
+    #[arg(long, conflicts_with = "compare_copy_floor")]
+    pub stop: bool,
+    /// After setup, time the binary COPY load against PostgreSQL's own `COPY … FROM` a
+    /// server-side binary file of the same rows (embedded stack only), `--repeat` times each.
+    #[arg(long)]
+    pub compare_copy_floor: bool,
+    /// Repetitions of each side of --compare-copy-floor (the median is reported).
+    #[arg(long, default_value_t = 3, requires = "compare_copy_floor")]
+    pub repeat: u32,
+}
+
+/// How `ensure_dataset` should behave.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub force: bool,
+    pub copy_batch: u64,
+    /// Draw progress bars (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { force: false, copy_batch: 1000, progress: false }
+    }
+}
+
+/// What setup measured, stored in `capacity_meta.figures` and printed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Figures {
+    pub rows: u64,
+    pub load_seconds: f64,
+    pub rows_per_second: f64,
+    pub constraints_seconds: f64,
+    pub index_seconds: f64,
+    pub analyze_seconds: f64,
+    pub build_workers: u32,
+    pub table_bytes: i64,
+    pub index_bytes: i64,
+    pub server: ServerInfo,
+    pub notices: Vec<String>,
+}
+
+impl Figures {
+    /// The seeds' pitfall 1: an index larger than shared_buffers is read from disk.
+    pub fn index_exceeds_shared_buffers(&self) -> bool {
+        self.index_bytes > self.server.shared_buffers_bytes
+    }
+}
+
+/// The result of `ensure_dataset`.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The dataset with this fingerprint was already loaded; nothing was done.
+    Unchanged { fingerprint: String, rows: u64 },
+    /// The dataset was (re)built.
+    Built { fingerprint: String, figures: Box<Figures> },
+}
+
+/// What the database holds now.
+struct State {
+    traces_exists: bool,
+    traces_dims: Option<i32>,
+    fingerprint: Option<String>,
+}
+
+async fn read_state(conn: &mut PgConnection) -> Result<State> {
+    let (traces_exists, traces_dims, fingerprint): (bool, Option<i32>, Option<String>) = sqlx::query_as(
+        "SELECT to_regclass('traces') IS NOT NULL,
+                (SELECT atttypmod FROM pg_attribute
+                  WHERE attrelid = to_regclass('traces') AND attname = 'embedding' AND NOT attisdropped),
+                (SELECT fingerprint FROM capacity_meta WHERE id = 1)",
+    )
+    .fetch_one(conn)
+    .await
+    .context("reading the current dataset state")?;
+    Ok(State { traces_exists, traces_dims, fingerprint })
+}
+
+/// Makes the database at `url` hold the dataset `config` describes: a no-op when its fingerprint
+/// is already there, a full rebuild otherwise.
+pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> Result<Outcome> {
+    config.index.validate()?;
+    let mut conn = db::connect(url).await?;
+    db::ensure_pgvector(&mut conn, url).await?;
+    sqlx::raw_sql(schema::section("base")?)
+        .execute(&mut conn)
+        .await
+        .context("creating the base schema (setup/schema.sql, section base)")?;
+
+    let wanted = dataset::fingerprint(&config.dataset, &config.index);
+    let state = read_state(&mut conn).await?;
+    let dims = config.dataset.dims;
+    if state.traces_exists && !opts.force {
+        if state.fingerprint.is_none() {
+            bail!(
+                "a traces table exists that capbench did not load (no capacity_meta row): refusing to \
+                 replace it; pass --force to replace it, or point DATABASE_URL at another database"
+            );
+        }
+        if let Some(existing) = state.traces_dims.filter(|&d| d > 0 && d != dims as i32) {
+            bail!(
+                "the existing traces table holds vector({existing}) embeddings but --dims is {dims}: \
+                 pass --dims {existing}, or --force to rebuild it with {dims} dimensions"
+            );
+        }
+        if state.fingerprint.as_deref() == Some(wanted.as_str()) && is_complete(&mut conn).await? {
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM traces").fetch_one(&mut conn).await?;
+            if rows as u64 == config.dataset.rows {
+                return Ok(Outcome::Unchanged { fingerprint: wanted, rows: rows as u64 });
+            }
+        }
+    }
+    let monitor = if opts.progress { Some(db::connect(url).await?) } else { None };
+    let figures = build(conn, monitor, config, &wanted, opts).await?;
+    Ok(Outcome::Built { fingerprint: wanted, figures: Box::new(figures) })
+}
+
+async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
+    Ok(index::info(conn, "traces").await?.is_some_and(|i| i.valid))
+}
+
+fn bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Generates, loads, indexes and swaps in the dataset, in one transaction.
+async fn build(
+    mut conn: PgConnection,
+    monitor: Option<PgConnection>,
+    config: &Config,
+    fingerprint: &str,
+    opts: &LoadOptions,
+) -> Result<Figures> {
+    let params = &config.dataset;
+    let dims = params.dims;
+    let target_schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&mut conn).await?;
+    let dataset = Arc::new(Dataset::new(params.clone()));
+    let workers = config.index.workers();
+
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {LOAD_SCHEMA} CASCADE; CREATE SCHEMA {LOAD_SCHEMA}; \
+         SET LOCAL search_path TO {LOAD_SCHEMA}, {};",
+        stack::quote_ident(&target_schema)
+    )))
+    .execute(&mut *tx)
+    .await
+    .context("preparing the load schema")?;
+    let contributor: uuid::Uuid = sqlx::query_scalar(
+        "WITH ins AS (
+            INSERT INTO users (id, email, display_name, is_seed) VALUES ($1, $2, 'Capacity Test', true)
+            ON CONFLICT (email) DO NOTHING RETURNING id)
+         SELECT id FROM ins UNION ALL SELECT id FROM users WHERE email = $2 LIMIT 1",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(CONTRIBUTOR_EMAIL)
+    .fetch_one(&mut *tx)
+    .await
+    .context("creating the capacity-test user")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render("traces_table", dims, &config.index)?))
+        .execute(&mut *tx)
+        .await
+        .context("creating the traces table (setup/schema.sql, section traces_table)")?;
+
+    // 1. Binary COPY.
+    let pb = bar(opts.progress, params.rows, "COPY");
+    let t = Instant::now();
+    let copied = {
+        let pb = pb.clone();
+        load::copy_dataset(&mut tx, "traces", dataset, contributor, opts.copy_batch, move |n| {
+            pb.set_position(n)
+        })
+        .await?
+    };
+    let load_seconds = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    anyhow::ensure!(copied == params.rows, "COPY stored {copied} rows, expected {}", params.rows);
+
+    // 2. Keys after the load, as pg_dump does.
+    let t = Instant::now();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render("traces_constraints", dims, &config.index)?))
+        .execute(&mut *tx)
+        .await
+        .context("adding keys (setup/schema.sql, section traces_constraints)")?;
+    let constraints_seconds = t.elapsed().as_secs_f64();
+
+    // 3. HNSW.
+    let pb = bar(opts.progress, params.rows, "HNSW");
+    let t = Instant::now();
+    let notices = {
+        let pb = pb.clone();
+        index::build(&mut tx, monitor, dims, &config.index, workers, move |done, total| {
+            if total > 0 {
+                pb.set_length(total);
+            }
+            pb.set_position(done);
+        })
+        .await
+        .map_err(|e| relay_memory_error(e, workers))?
+    };
+    let index_seconds = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+
+    // 4. Statistics.
+    let t = Instant::now();
+    sqlx::raw_sql("ANALYZE traces").execute(&mut *tx).await.context("ANALYZE traces")?;
+    let analyze_seconds = t.elapsed().as_secs_f64();
+
+    // 5. Swap in and record, still in the same transaction.
+    let (table_bytes, index_bytes): (i64, i64) = sqlx::query_as(
+        "SELECT pg_table_size(to_regclass('traces')), pg_relation_size(to_regclass($1))",
+    )
+    .bind(format!("{LOAD_SCHEMA}.{}", schema::HNSW_INDEX))
+    .fetch_one(&mut *tx)
+    .await?;
+    let server = ServerInfo::read(&mut tx).await?;
+    let figures = Figures {
+        rows: copied,
+        load_seconds,
+        rows_per_second: copied as f64 / load_seconds.max(1e-9),
+        constraints_seconds,
+        index_seconds,
+        analyze_seconds,
+        build_workers: workers,
+        table_bytes,
+        index_bytes,
+        server,
+        notices: notices.iter().filter(|n| n.contains("maintenance_work_mem")).cloned().collect(),
+    };
+    let target = stack::quote_ident(&target_schema);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {target}.traces; \
+         ALTER TABLE {LOAD_SCHEMA}.traces SET SCHEMA {target}; \
+         DROP SCHEMA {LOAD_SCHEMA}; \
+         SET LOCAL search_path TO {target};"
+    )))
+    .execute(&mut *tx)
+    .await
+    .context("swapping the new traces table in")?;
+    sqlx::query(
+        "INSERT INTO capacity_meta (id, fingerprint, params, figures, loaded_at) VALUES (1, $1, $2, $3, now())
+         ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, params = EXCLUDED.params,
+             figures = EXCLUDED.figures, loaded_at = EXCLUDED.loaded_at",
+    )
+    .bind(fingerprint)
+    .bind(dataset::fingerprint_params(params, &config.index))
+    .bind(serde_json::to_value(&figures)?)
+    .execute(&mut *tx)
+    .await
+    .context("recording the fingerprint in capacity_meta")?;
+    tx.commit().await.context("committing the new dataset")?;
+    Ok(figures)
+}
+
+/// pgvector fails a parallel build whose graph cannot fit in memory; say what to change.
+fn relay_memory_error(e: anyhow::Error, workers: u32) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("maintenance_work_mem") || text.contains("shared memory") {
+        e.context(format!(
+            "the HNSW graph did not fit in memory: raise maintenance_work_mem in setup/postgres.conf \
+             (and Docker's shm_size), or build with fewer workers (--build-workers, now {workers})"
+        ))
+    } else {
+        e
+    }
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The summary lines setup prints after a build.
+pub fn summary(figures: &Figures, fingerprint: &str) -> Vec<String> {
+    let mut lines = vec![
+        format!("dataset      {} rows, fingerprint {fingerprint}", figures.rows),
+        format!(
+            "load         {:.1} s binary COPY ({:.0} rows/s), keys {:.1} s",
+            figures.load_seconds, figures.rows_per_second, figures.constraints_seconds
+        ),
+        format!(
+            "index        HNSW built in {:.1} s (leader + {} workers), ANALYZE {:.1} s",
+            figures.index_seconds, figures.build_workers, figures.analyze_seconds
+        ),
+        format!("size         table {}, index {}", mib(figures.table_bytes), mib(figures.index_bytes)),
+        format!(
+            "server       PostgreSQL {}, pgvector {}, shared_buffers {}",
+            figures.server.postgres_version,
+            figures.server.pgvector_version,
+            mib(figures.server.shared_buffers_bytes)
+        ),
+    ];
+    for n in &figures.notices {
+        lines.push(format!(
+            "warning      pgvector: {n}; raise maintenance_work_mem in setup/postgres.conf for a faster build"
+        ));
+    }
+    if figures.index_exceeds_shared_buffers() {
+        lines.push(format!(
+            "warning      the index ({}) is larger than shared_buffers ({}): searches will read it from disk; \
+             raise shared_buffers in setup/postgres.conf",
+            mib(figures.index_bytes),
+            mib(figures.server.shared_buffers_bytes)
+        ));
+    }
+    lines
+}
+
+/// Times capbench's streamed binary COPY against `COPY … FROM` a server-side binary file of the same
+/// rows, each into a fresh table created in its own (rolled back) transaction. Returns the medians.
+pub async fn compare_copy_floor(config: &Config, url: &str, repeat: u32, copy_batch: u64) -> Result<(f64, f64)> {
+    if config.servers.database_url.is_some() {
+        bail!("--compare-copy-floor needs the embedded stack (it writes a file in the server's data directory): unset DATABASE_URL");
+    }
+    let file = "capbench-copy-floor.bin";
+    let file_path = config.servers.home.join("pg").join("data").join(file);
+    let mut conn = db::connect(url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "COPY (SELECT {cols} FROM traces ORDER BY created_at) TO '{file}' (FORMAT binary)",
+        cols = load::COPY_COLUMNS
+    )))
+    .execute(&mut conn)
+    .await
+    .context("exporting the dataset to a server-side binary file")?;
+    let dataset = Arc::new(Dataset::new(config.dataset.clone()));
+    let contributor: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(CONTRIBUTOR_EMAIL)
+        .fetch_one(&mut conn)
+        .await?;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let result: Result<()> = async {
+        for _ in 0..repeat.max(1) {
+            for server_side in [true, false] {
+                let mut tx = conn.begin().await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA capbench_floor; SET LOCAL search_path TO capbench_floor, public; {}",
+                    schema::render("traces_table", config.dataset.dims, &config.index)?
+                )))
+                .execute(&mut *tx)
+                .await?;
+                let t = Instant::now();
+                if server_side {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "COPY traces ({}) FROM '{file}' (FORMAT binary)",
+                        load::COPY_COLUMNS
+                    )))
+                    .execute(&mut *tx)
+                    .await?;
+                    floor.push(t.elapsed().as_secs_f64());
+                } else {
+                    load::copy_dataset(&mut tx, "traces", dataset.clone(), contributor, copy_batch, |_| {})
+                        .await?;
+                    ours.push(t.elapsed().as_secs_f64());
+                }
+                tx.rollback().await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_file(&file_path);
+    result.context("timing the two COPY paths")?;
+    Ok((median(&mut ours), median(&mut floor)))
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// The `setup` binary.
+pub async fn run(args: SetupArgs) -> Result<ExitCode> {
+    let servers = &args.config.servers;
+    if args.stop {
+        for line in tokio::task::spawn_blocking({
+            let servers = servers.clone();
+            move || stack::stop(&servers)
+        })
+        .await??
+        {
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.print_env {
+        let ep = stack::endpoints(servers).await?;
+        println!("export DATABASE_URL={} REDIS_URL={}", ep.database_url, ep.redis_url);
+        return Ok(ExitCode::SUCCESS);
+    }
+    args.config.index.validate()?;
+    let started = Instant::now();
+    let url = stack::postgres(servers).await?;
+    let opts = LoadOptions {
+        force: args.force,
+        copy_batch: args.copy_batch,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    eprintln!("setup: PostgreSQL at {}", stack::redact(&url));
+    match ensure_dataset(&args.config, &url, &opts).await? {
+        Outcome::Unchanged { fingerprint, rows } => {
+            println!(
+                "dataset      {rows} rows, fingerprint {fingerprint}: already loaded, nothing to do ({} ms)",
+                started.elapsed().as_millis()
+            );
+        }
+        Outcome::Built { fingerprint, figures } => {
+            for line in summary(&figures, &fingerprint) {
+                println!("{line}");
+            }
+        }
+    }
+    if args.compare_copy_floor {
+        eprintln!("setup: timing binary COPY vs COPY FROM a server-side file ({} × each)…", args.repeat);
+        let (ours, floor) = compare_copy_floor(&args.config, &url, args.repeat, args.copy_batch).await?;
+        let rows = args.config.dataset.rows as f64;
+        println!(
+            "copy-floor   capbench binary COPY {ours:.2} s ({:.0} rows/s); PostgreSQL COPY FROM file {floor:.2} s ({:.0} rows/s); ratio {:.2} (median of {})",
+            rows / ours,
+            rows / floor,
+            ours / floor.max(1e-9),
+            args.repeat
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
