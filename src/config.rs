@@ -7,12 +7,17 @@ use clap::{Args, Parser};
 
 /// Where capbench keeps its private servers, the PostgreSQL it installed, and its state.
 pub fn default_home() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("capbench")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("capbench")
 }
 
 /// The configuration shared by all binaries and benches.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about = "capbench: capacity and benchmark harness for pgvector search APIs")]
+#[command(
+    version,
+    about = "capbench: capacity and benchmark harness for pgvector search APIs"
+)]
 pub struct Config {
     #[command(flatten)]
     pub servers: Servers,
@@ -71,7 +76,13 @@ pub struct DatasetParams {
 
 impl Default for DatasetParams {
     fn default() -> Self {
-        Self { rows: 100_000, dims: 1536, seed: 42, clusters: 1000, sigma: 0.05 }
+        Self {
+            rows: 100_000,
+            dims: 1536,
+            seed: 42,
+            clusters: 1000,
+            sigma: 0.05,
+        }
     }
 }
 
@@ -91,7 +102,11 @@ pub struct IndexParams {
 
 impl Default for IndexParams {
     fn default() -> Self {
-        Self { m: 16, ef_construction: 64, build_workers: None }
+        Self {
+            m: 16,
+            ef_construction: 64,
+            build_workers: None,
+        }
     }
 }
 
@@ -109,7 +124,9 @@ impl IndexParams {
 
     pub fn workers(&self) -> u32 {
         self.build_workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u32).saturating_sub(1)
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get() as u32)
+                .saturating_sub(1)
         })
     }
 }
@@ -120,7 +137,11 @@ pub fn first_line(s: &str) -> String {
 }
 
 fn parse_rows(s: &str) -> Result<u64, String> {
-    let n: u64 = s.trim().replace('_', "").parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u64 = s
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if n == 0 {
         return Err("rows must be at least 1".into());
     }
@@ -128,7 +149,10 @@ fn parse_rows(s: &str) -> Result<u64, String> {
 }
 
 fn parse_dims(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     match n {
         0 => Err("dims must be at least 1".into()),
         2001.. => Err(format!(
@@ -139,7 +163,10 @@ fn parse_dims(s: &str) -> Result<u32, String> {
 }
 
 fn parse_clusters(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if n == 0 {
         return Err("clusters must be at least 1".into());
     }
@@ -147,7 +174,10 @@ fn parse_clusters(s: &str) -> Result<u32, String> {
 }
 
 fn parse_sigma(s: &str) -> Result<f32, String> {
-    let x: f32 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    let x: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
     if !x.is_finite() || x < 0.0 {
         return Err(format!("sigma must be a finite number >= 0, got {s}"));
     }
@@ -155,17 +185,27 @@ fn parse_sigma(s: &str) -> Result<f32, String> {
 }
 
 fn parse_m(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if !(2..=100).contains(&n) {
-        return Err(format!("m must be between 2 and 100 (pgvector's limits), got {n}"));
+        return Err(format!(
+            "m must be between 2 and 100 (pgvector's limits), got {n}"
+        ));
     }
     Ok(n)
 }
 
 fn parse_ef_construction(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if !(4..=1000).contains(&n) {
-        return Err(format!("ef_construction must be between 4 and 1000 (pgvector's limits), got {n}"));
+        return Err(format!(
+            "ef_construction must be between 4 and 1000 (pgvector's limits), got {n}"
+        ));
     }
     Ok(n)
 }

@@ -1,16 +1,16 @@
 //! The deterministic clustered dataset (the seeds' "tiled with noise" design) and its fingerprint.
 //!
 //! `clusters` unit-norm base vectors; row i = base[i % clusters] + N(0, σ²) per coordinate,
-//! renormalized. Every random draw comes from its own ChaCha stream, keyed by the seed, a domain
-//! (base vectors, row noise, metadata, …) and an index, so any row can be generated alone, in any
-//! order, on any thread, and is always the same.
+//! renormalized. Every random draw comes from its own stream (Xoshiro256++, a portable generator
+//! with a fixed algorithm), keyed by the seed, a domain (base vectors, row noise, metadata, …) and
+//! an index, so any row can be generated alone, in any order, on any thread, and is always the same.
 
 use fake::Fake;
 use fake::faker::company::en::Bs;
 use fake::faker::lorem::en::Paragraph;
 use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rand_xoshiro::Xoshiro256PlusPlus;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -29,17 +29,23 @@ pub const CONTRIBUTOR_EMAIL: &str = "capacity-test@commontrace.internal";
 #[derive(Clone, Copy)]
 #[repr(u64)]
 enum Domain {
-    Base = 0x6261_7365,      // "base"
-    Noise = 0x6e6f_6973,     // "nois"
-    Metadata = 0x6d65_7461,  // "meta"
-    Contributor = 0x7573_6572, // "user"
+    Base = 0x6261_7365,     // "base"
+    Noise = 0x6e6f_6973,    // "nois"
+    Metadata = 0x6d65_7461, // "meta"
 }
 
-/// The RNG for draw `index` of `domain`.
-pub(crate) fn stream(seed: u64, domain: u64, index: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ domain.rotate_left(17));
-    rng.set_stream(index);
-    rng
+/// The RNG for draw `index` of `domain`: the three words mixed by SplitMix64 steps, then
+/// expanded into Xoshiro256++'s state.
+pub fn stream(seed: u64, domain: u64, index: u64) -> Xoshiro256PlusPlus {
+    let key = splitmix64(splitmix64(splitmix64(seed) ^ domain) ^ index);
+    Xoshiro256PlusPlus::seed_from_u64(key)
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// One generated trace, as loaded into `traces`.
@@ -118,8 +124,15 @@ impl Dataset {
 
     /// Row `i` with its metadata (titles after the seeds: "Capacity test trace {i}: …").
     pub fn row(&self, i: u64) -> TraceRow {
+        let mut embedding = vec![0f32; self.dims()];
+        self.vector_into(i, &mut embedding);
+        self.row_with(i, embedding)
+    }
+
+    /// Row `i` around an embedding the caller already generated (see `vector_into`).
+    pub fn row_with(&self, i: u64, embedding: Vec<f32>) -> TraceRow {
         let mut rng = stream(self.params.seed, Domain::Metadata as u64, i);
-        let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+        let id: Uuid = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
         let bs: String = Bs().fake_with_rng(&mut rng);
         let context_text: String = Paragraph(3..4).fake_with_rng(&mut rng);
         let solution_text: String = Paragraph(5..6).fake_with_rng(&mut rng);
@@ -128,38 +141,44 @@ impl Dataset {
             title: format!("Capacity test trace {i}: {bs}"),
             context_text,
             solution_text,
-            embedding: self.vector(i),
+            embedding,
             created_offset_s: i as i64,
         }
     }
-
-    /// The id of the capacity-test user who contributes every trace.
-    pub fn contributor_id(&self) -> Uuid {
-        let mut rng = stream(self.params.seed, Domain::Contributor as u64, 0);
-        uuid::Builder::from_random_bytes(rng.random()).into_uuid()
-    }
 }
 
-/// Scales `v` to unit length (accumulating in f64); leaves a zero vector alone.
+/// Σ a[i]·b[i] in f64, over eight independent lanes (so it vectorizes), always in the same order.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += f64::from(x[k]) * f64::from(y[k]);
+        }
+    }
+    let tail: f64 = ra
+        .iter()
+        .zip(rb)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// Scales `v` to unit length (norm accumulated in f64); leaves a zero vector alone.
 pub fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    let norm = dot(v, v).sqrt();
     if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
         for x in v.iter_mut() {
-            *x = (f64::from(*x) / norm) as f32;
+            *x *= inv;
         }
     }
 }
 
-/// Cosine distance, as pgvector's `<=>` computes it (accumulating in f64).
+/// Cosine distance, as pgvector's `<=>` defines it (accumulating in f64).
 pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    1.0 - dot / (na.sqrt() * nb.sqrt())
+    1.0 - dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
 }
 
 /// The identity of a loaded dataset: every generation and index parameter, and the generator version.

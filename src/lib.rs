@@ -26,7 +26,10 @@ pub fn main_with<F>(fut: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -21,7 +21,10 @@ const LOAD_SCHEMA: &str = "capbench_load";
 
 /// `cargo run --release --bin setup -- [flags]`
 #[derive(Parser, Debug, Clone)]
-#[command(version, about = "Load the capbench dataset (100K deterministic vectors, HNSW index) into PostgreSQL")]
+#[command(
+    version,
+    about = "Load the capbench dataset (100K deterministic vectors, HNSW index) into PostgreSQL"
+)]
 pub struct SetupArgs {
     #[command(flatten)]
     pub config: Config,
@@ -58,7 +61,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { force: false, copy_batch: 1000, progress: false }
+        Self {
+            force: false,
+            copy_batch: 1000,
+            progress: false,
+        }
     }
 }
 
@@ -91,7 +98,10 @@ pub enum Outcome {
     /// The dataset with this fingerprint was already loaded; nothing was done.
     Unchanged { fingerprint: String, rows: u64 },
     /// The dataset was (re)built.
-    Built { fingerprint: String, figures: Box<Figures> },
+    Built {
+        fingerprint: String,
+        figures: Box<Figures>,
+    },
 }
 
 /// What the database holds now.
@@ -111,7 +121,11 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
     .fetch_one(conn)
     .await
     .context("reading the current dataset state")?;
-    Ok(State { traces_exists, traces_dims, fingerprint })
+    Ok(State {
+        traces_exists,
+        traces_dims,
+        fingerprint,
+    })
 }
 
 /// Makes the database at `url` hold the dataset `config` describes: a no-op when its fingerprint
@@ -142,15 +156,27 @@ pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> R
             );
         }
         if state.fingerprint.as_deref() == Some(wanted.as_str()) && is_complete(&mut conn).await? {
-            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM traces").fetch_one(&mut conn).await?;
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM traces")
+                .fetch_one(&mut conn)
+                .await?;
             if rows as u64 == config.dataset.rows {
-                return Ok(Outcome::Unchanged { fingerprint: wanted, rows: rows as u64 });
+                return Ok(Outcome::Unchanged {
+                    fingerprint: wanted,
+                    rows: rows as u64,
+                });
             }
         }
     }
-    let monitor = if opts.progress { Some(db::connect(url).await?) } else { None };
+    let monitor = if opts.progress {
+        Some(db::connect(url).await?)
+    } else {
+        None
+    };
     let figures = build(conn, monitor, config, &wanted, opts).await?;
-    Ok(Outcome::Built { fingerprint: wanted, figures: Box::new(figures) })
+    Ok(Outcome::Built {
+        fingerprint: wanted,
+        figures: Box::new(figures),
+    })
 }
 
 async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
@@ -181,7 +207,9 @@ async fn build(
 ) -> Result<Figures> {
     let params = &config.dataset;
     let dims = params.dims;
-    let target_schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&mut conn).await?;
+    let target_schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&mut conn)
+        .await?;
     let dataset = Arc::new(Dataset::new(params.clone()));
     let workers = config.index.workers();
 
@@ -205,31 +233,48 @@ async fn build(
     .fetch_one(&mut *tx)
     .await
     .context("creating the capacity-test user")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render("traces_table", dims, &config.index)?))
-        .execute(&mut *tx)
-        .await
-        .context("creating the traces table (setup/schema.sql, section traces_table)")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render(
+        "traces_table",
+        dims,
+        &config.index,
+    )?))
+    .execute(&mut *tx)
+    .await
+    .context("creating the traces table (setup/schema.sql, section traces_table)")?;
 
     // 1. Binary COPY.
     let pb = bar(opts.progress, params.rows, "COPY");
     let t = Instant::now();
     let copied = {
         let pb = pb.clone();
-        load::copy_dataset(&mut tx, "traces", dataset, contributor, opts.copy_batch, move |n| {
-            pb.set_position(n)
-        })
+        load::copy_dataset(
+            &mut tx,
+            "traces",
+            dataset,
+            contributor,
+            opts.copy_batch,
+            move |n| pb.set_position(n),
+        )
         .await?
     };
     let load_seconds = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    anyhow::ensure!(copied == params.rows, "COPY stored {copied} rows, expected {}", params.rows);
+    anyhow::ensure!(
+        copied == params.rows,
+        "COPY stored {copied} rows, expected {}",
+        params.rows
+    );
 
     // 2. Keys after the load, as pg_dump does.
     let t = Instant::now();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render("traces_constraints", dims, &config.index)?))
-        .execute(&mut *tx)
-        .await
-        .context("adding keys (setup/schema.sql, section traces_constraints)")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schema::render(
+        "traces_constraints",
+        dims,
+        &config.index,
+    )?))
+    .execute(&mut *tx)
+    .await
+    .context("adding keys (setup/schema.sql, section traces_constraints)")?;
     let constraints_seconds = t.elapsed().as_secs_f64();
 
     // 3. HNSW.
@@ -237,12 +282,19 @@ async fn build(
     let t = Instant::now();
     let notices = {
         let pb = pb.clone();
-        index::build(&mut tx, monitor, dims, &config.index, workers, move |done, total| {
-            if total > 0 {
-                pb.set_length(total);
-            }
-            pb.set_position(done);
-        })
+        index::build(
+            &mut tx,
+            monitor,
+            dims,
+            &config.index,
+            workers,
+            move |done, total| {
+                if total > 0 {
+                    pb.set_length(total);
+                }
+                pb.set_position(done);
+            },
+        )
         .await
         .map_err(|e| relay_memory_error(e, workers))?
     };
@@ -251,7 +303,10 @@ async fn build(
 
     // 4. Statistics.
     let t = Instant::now();
-    sqlx::raw_sql("ANALYZE traces").execute(&mut *tx).await.context("ANALYZE traces")?;
+    sqlx::raw_sql("ANALYZE traces")
+        .execute(&mut *tx)
+        .await
+        .context("ANALYZE traces")?;
     let analyze_seconds = t.elapsed().as_secs_f64();
 
     // 5. Swap in and record, still in the same transaction.
@@ -273,7 +328,11 @@ async fn build(
         table_bytes,
         index_bytes,
         server,
-        notices: notices.iter().filter(|n| n.contains("maintenance_work_mem")).cloned().collect(),
+        notices: notices
+            .iter()
+            .filter(|n| n.contains("maintenance_work_mem"))
+            .cloned()
+            .collect(),
     };
     let target = stack::quote_ident(&target_schema);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -320,7 +379,10 @@ fn mib(bytes: i64) -> String {
 /// The summary lines setup prints after a build.
 pub fn summary(figures: &Figures, fingerprint: &str) -> Vec<String> {
     let mut lines = vec![
-        format!("dataset      {} rows, fingerprint {fingerprint}", figures.rows),
+        format!(
+            "dataset      {} rows, fingerprint {fingerprint}",
+            figures.rows
+        ),
         format!(
             "load         {:.1} s binary COPY ({:.0} rows/s), keys {:.1} s",
             figures.load_seconds, figures.rows_per_second, figures.constraints_seconds
@@ -329,7 +391,11 @@ pub fn summary(figures: &Figures, fingerprint: &str) -> Vec<String> {
             "index        HNSW built in {:.1} s (leader + {} workers), ANALYZE {:.1} s",
             figures.index_seconds, figures.build_workers, figures.analyze_seconds
         ),
-        format!("size         table {}, index {}", mib(figures.table_bytes), mib(figures.index_bytes)),
+        format!(
+            "size         table {}, index {}",
+            mib(figures.table_bytes),
+            mib(figures.index_bytes)
+        ),
         format!(
             "server       PostgreSQL {}, pgvector {}, shared_buffers {}",
             figures.server.postgres_version,
@@ -355,12 +421,28 @@ pub fn summary(figures: &Figures, fingerprint: &str) -> Vec<String> {
 
 /// Times capbench's streamed binary COPY against `COPY … FROM` a server-side binary file of the same
 /// rows, each into a fresh table created in its own (rolled back) transaction. Returns the medians.
-pub async fn compare_copy_floor(config: &Config, url: &str, repeat: u32, copy_batch: u64) -> Result<(f64, f64)> {
+pub async fn compare_copy_floor(
+    config: &Config,
+    url: &str,
+    repeat: u32,
+    copy_batch: u64,
+) -> Result<(f64, f64)> {
     if config.servers.database_url.is_some() {
-        bail!("--compare-copy-floor needs the embedded stack (it writes a file in the server's data directory): unset DATABASE_URL");
+        bail!(
+            "--compare-copy-floor needs the embedded stack (it writes a file in the server's data directory): unset DATABASE_URL"
+        );
     }
-    let file = "capbench-copy-floor.bin";
-    let file_path = config.servers.home.join("pg").join("data").join(file);
+    // In the data directory: the server (running as its own user) can write there.
+    let file_path = config
+        .servers
+        .home
+        .join("pg")
+        .join("data")
+        .join("capbench-copy-floor.bin");
+    let file = file_path
+        .to_str()
+        .context("the data directory path is not UTF-8")?
+        .replace('\'', "''");
     let mut conn = db::connect(url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "COPY (SELECT {cols} FROM traces ORDER BY created_at) TO '{file}' (FORMAT binary)",
@@ -438,7 +520,10 @@ pub async fn run(args: SetupArgs) -> Result<ExitCode> {
     }
     if args.print_env {
         let ep = stack::endpoints(servers).await?;
-        println!("export DATABASE_URL={} REDIS_URL={}", ep.database_url, ep.redis_url);
+        println!(
+            "export DATABASE_URL={} REDIS_URL={}",
+            ep.database_url, ep.redis_url
+        );
         return Ok(ExitCode::SUCCESS);
     }
     args.config.index.validate()?;
@@ -457,15 +542,22 @@ pub async fn run(args: SetupArgs) -> Result<ExitCode> {
                 started.elapsed().as_millis()
             );
         }
-        Outcome::Built { fingerprint, figures } => {
+        Outcome::Built {
+            fingerprint,
+            figures,
+        } => {
             for line in summary(&figures, &fingerprint) {
                 println!("{line}");
             }
         }
     }
     if args.compare_copy_floor {
-        eprintln!("setup: timing binary COPY vs COPY FROM a server-side file ({} × each)…", args.repeat);
-        let (ours, floor) = compare_copy_floor(&args.config, &url, args.repeat, args.copy_batch).await?;
+        eprintln!(
+            "setup: timing binary COPY vs COPY FROM a server-side file ({} × each)…",
+            args.repeat
+        );
+        let (ours, floor) =
+            compare_copy_floor(&args.config, &url, args.repeat, args.copy_batch).await?;
         let rows = args.config.dataset.rows as f64;
         println!(
             "copy-floor   capbench binary COPY {ours:.2} s ({:.0} rows/s); PostgreSQL COPY FROM file {floor:.2} s ({:.0} rows/s); ratio {:.2} (median of {})",

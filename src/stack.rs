@@ -47,13 +47,18 @@ pub async fn postgres(servers: &Servers) -> Result<String> {
     .await
     .context("starting the embedded PostgreSQL")??;
     let url = local_database_url(servers.pg_port, LOCAL_DATABASE);
-    ensure_database(&local_database_url(servers.pg_port, "postgres"), LOCAL_DATABASE).await?;
+    ensure_database(
+        &local_database_url(servers.pg_port, "postgres"),
+        LOCAL_DATABASE,
+    )
+    .await?;
     Ok(url)
 }
 
 /// Redis URL to use: `REDIS_URL`, or the embedded Redis (started or reused).
 pub async fn redis(servers: &Servers) -> Result<String> {
     if let Some(url) = &servers.redis_url {
+        ping_redis(url).await?;
         return Ok(url.clone());
     }
     let local = LocalRedis::new(servers);
@@ -67,9 +72,28 @@ pub async fn redis(servers: &Servers) -> Result<String> {
     Ok(local_redis_url(servers.redis_port))
 }
 
+/// Connects to Redis at `url` and sends PING, with an error that names the server.
+pub async fn ping_redis(url: &str) -> Result<()> {
+    let shown = redact(url);
+    let hint = "is it running and the URL right? (unset REDIS_URL to use the embedded stack)";
+    let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {shown}"))?;
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to Redis at {shown}; {hint}")),
+        Err(_) => bail!("cannot connect to Redis at {shown}: no answer within 5 s; {hint}"),
+    }
+}
+
 /// Both servers.
 pub async fn endpoints(servers: &Servers) -> Result<Endpoints> {
-    Ok(Endpoints { database_url: postgres(servers).await?, redis_url: redis(servers).await? })
+    Ok(Endpoints {
+        database_url: postgres(servers).await?,
+        redis_url: redis(servers).await?,
+    })
 }
 
 /// Stops the embedded servers (those capbench started; servers given by URL are never touched).
@@ -95,7 +119,9 @@ pub fn local_redis_url(port: u16) -> String {
 
 /// `url` with its password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -129,9 +155,13 @@ pub async fn ensure_database(admin_url: &str, database: &str) -> Result<()> {
             .await?;
     if !exists {
         let sql = format!("CREATE DATABASE {}", quote_ident(database));
-        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
             // Another process may have created it between the check and now.
-            let duplicate = e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04");
+            let duplicate =
+                e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04");
             if !duplicate {
                 return Err(e).with_context(|| format!("creating database {database}"));
             }
@@ -159,8 +189,9 @@ mod url_parts {
     impl FromStr for Url {
         type Err = anyhow::Error;
         fn from_str(s: &str) -> anyhow::Result<Self> {
-            let scheme_end =
-                s.find("://").ok_or_else(|| anyhow::anyhow!("not a URL: {}", super::redact(s)))?;
+            let scheme_end = s
+                .find("://")
+                .ok_or_else(|| anyhow::anyhow!("not a URL: {}", super::redact(s)))?;
             let after = scheme_end + 3;
             let path_start = s[after..].find('/').map(|i| after + i);
             let query_start = s[after..].find(['?', '#']).map(|i| after + i);
@@ -200,7 +231,8 @@ impl StackLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
         Ok(Self { _file: file })
     }
 }
@@ -224,7 +256,11 @@ fn server_user() -> Result<Option<ServerUser>> {
              create it or set CAPBENCH_PG_OS_USER to an unprivileged user"
         )
     })?;
-    Ok(Some(ServerUser { name, uid: user.uid, gid: user.gid }))
+    Ok(Some(ServerUser {
+        name,
+        uid: user.uid,
+        gid: user.gid,
+    }))
 }
 
 /// A private PostgreSQL cluster under `home/pg`.
@@ -264,7 +300,12 @@ impl LocalCluster {
                 bindir.display()
             );
         }
-        Ok(Self { bindir, dir, port, user: server_user()? })
+        Ok(Self {
+            bindir,
+            dir,
+            port,
+            user: server_user()?,
+        })
     }
 
     fn data(&self) -> PathBuf {
@@ -282,11 +323,17 @@ impl LocalCluster {
     /// Runs a PostgreSQL program as the server user.
     fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<Output> {
         let mut cmd = Command::new(self.bindir.join(program));
-        cmd.args(args).current_dir(&self.dir).env("LC_ALL", "C").env_remove("PGDATA");
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
         if let Some(user) = &self.user {
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &self.dir);
+            cmd.uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .env("HOME", &self.dir);
         }
-        cmd.output().with_context(|| format!("running {}", self.bindir.join(program).display()))
+        cmd.output()
+            .with_context(|| format!("running {}", self.bindir.join(program).display()))
     }
 
     fn chown(&self, path: &Path) -> Result<()> {
@@ -299,9 +346,13 @@ impl LocalCluster {
 
     /// When we run as root the server user must be able to reach `dir` through its parents.
     fn check_reachable(&self) -> Result<()> {
-        let Some(user) = &self.user else { return Ok(()) };
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
         for ancestor in self.dir.ancestors().skip(1) {
-            let Ok(meta) = fs::metadata(ancestor) else { continue };
+            let Ok(meta) = fs::metadata(ancestor) else {
+                continue;
+            };
             if meta.permissions().mode() & 0o001 == 0 {
                 bail!(
                     "PostgreSQL runs as '{}' (you are root) and cannot reach {} through {}: \
@@ -320,7 +371,10 @@ impl LocalCluster {
         if !self.data().join("PG_VERSION").exists() {
             return Ok(false);
         }
-        let out = self.run("pg_ctl", &["status".as_ref(), "-D".as_ref(), self.data().as_os_str()])?;
+        let out = self.run(
+            "pg_ctl",
+            &["status".as_ref(), "-D".as_ref(), self.data().as_os_str()],
+        )?;
         Ok(out.status.success())
     }
 
@@ -339,7 +393,8 @@ impl LocalCluster {
     fn init(&self) -> Result<()> {
         let staging = self.dir.join("data.init");
         if staging.exists() {
-            fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+            fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing {}", staging.display()))?;
         }
         let out = self.run(
             "initdb",
@@ -373,7 +428,8 @@ impl LocalCluster {
 
     /// Starts the cluster, or reuses it when it is already running with the same configuration.
     pub fn ensure_running(&self) -> Result<()> {
-        fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         self.chown(&self.dir)?;
         self.check_reachable()?;
         if !self.data().join("PG_VERSION").exists() {
@@ -383,7 +439,8 @@ impl LocalCluster {
         let wanted = self.conf();
         let changed = fs::read_to_string(&conf_path).ok().as_deref() != Some(wanted.as_str());
         if changed {
-            fs::write(&conf_path, &wanted).with_context(|| format!("writing {}", conf_path.display()))?;
+            fs::write(&conf_path, &wanted)
+                .with_context(|| format!("writing {}", conf_path.display()))?;
             self.chown(&conf_path)?;
         }
         let running = self.is_running()?;
@@ -425,10 +482,19 @@ impl LocalCluster {
         }
         let out = self.run(
             "pg_ctl",
-            &["stop".as_ref(), "-D".as_ref(), self.data().as_os_str(), "-m".as_ref(), "fast".as_ref()],
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                self.data().as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+            ],
         )?;
         if !out.status.success() {
-            bail!("pg_ctl stop failed: {}", last_lines(&String::from_utf8_lossy(&out.stderr), 2));
+            bail!(
+                "pg_ctl stop failed: {}",
+                last_lines(&String::from_utf8_lossy(&out.stderr), 2)
+            );
         }
         Ok(format!("PostgreSQL: stopped (127.0.0.1:{})", self.port))
     }
@@ -443,7 +509,10 @@ struct LocalRedis {
 
 impl LocalRedis {
     fn new(servers: &Servers) -> Self {
-        Self { dir: servers.home.join("redis"), port: servers.redis_port }
+        Self {
+            dir: servers.home.join("redis"),
+            port: servers.redis_port,
+        }
     }
 
     fn pidfile(&self) -> PathBuf {
@@ -451,13 +520,19 @@ impl LocalRedis {
     }
 
     fn pid(&self) -> Option<nix::unistd::Pid> {
-        let pid: i32 = fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok()?;
+        let pid: i32 = fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let pid = nix::unistd::Pid::from_raw(pid);
         nix::sys::signal::kill(pid, None).ok().map(|_| pid)
     }
 
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(local_redis_url(self.port)) else { return false };
+        let Ok(client) = redis::Client::open(local_redis_url(self.port)) else {
+            return false;
+        };
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
             return false;
         };
@@ -468,10 +543,18 @@ impl LocalRedis {
         if self.pid().is_some() && self.ping() {
             return Ok(());
         }
-        fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let log = self.dir.join("redis.log");
         let status = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--daemonize", "yes"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+            ])
             .arg("--pidfile")
             .arg(self.pidfile())
             .arg("--logfile")
@@ -507,7 +590,9 @@ impl LocalRedis {
     }
 
     fn stop(&self) -> Result<String> {
-        let Some(pid) = self.pid() else { return Ok("Redis: not running".into()) };
+        let Some(pid) = self.pid() else {
+            return Ok("Redis: not running".into());
+        };
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
             .with_context(|| format!("stopping redis-server (pid {pid})"))?;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -40,20 +40,25 @@ pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexIn
     .fetch_optional(conn)
     .await
     .context("reading the HNSW index from the catalog")?;
-    Ok(row.map(|(name, method, opclass, options, size_bytes, valid)| {
-        let option = |key: &str| {
-            options.iter().flatten().find_map(|o| o.strip_prefix(&format!("{key}="))?.parse().ok())
-        };
-        IndexInfo {
-            m: option("m"),
-            ef_construction: option("ef_construction"),
-            name,
-            method,
-            opclass,
-            size_bytes,
-            valid,
-        }
-    }))
+    Ok(
+        row.map(|(name, method, opclass, options, size_bytes, valid)| {
+            let option = |key: &str| {
+                options
+                    .iter()
+                    .flatten()
+                    .find_map(|o| o.strip_prefix(&format!("{key}="))?.parse().ok())
+            };
+            IndexInfo {
+                m: option("m"),
+                ef_construction: option("ef_construction"),
+                name,
+                method,
+                opclass,
+                size_bytes,
+                valid,
+            }
+        }),
+    )
 }
 
 /// Messages pgvector sent while building (e.g. "hnsw graph no longer fits into maintenance_work_mem").
@@ -90,7 +95,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoticeLayer {
         let mut m = Message(None);
         event.record(&mut m);
         if let Some(text) = m.0 {
-            self.0.0.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+            self.0
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text);
         }
     }
 }
@@ -106,7 +115,9 @@ pub async fn build(
     workers: u32,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<Vec<String>> {
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await?;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await?;
     // The planner sizes a parallel build from the main heap, which TOAST leaves tiny (~6 MB for
     // 100K × 1536 dims): name the worker count on the table, cap it for this session.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -138,11 +149,16 @@ pub async fn build(
     let notices = BuildNotices::default();
     let subscriber = tracing_subscriber::registry().with(NoticeLayer(notices.clone()));
     let sql = schema::render("traces_index", dims, params)?;
-    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).with_subscriber(subscriber).await;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .with_subscriber(subscriber)
+        .await;
     if let Some(w) = watcher {
         w.abort();
     }
     result.context("building the HNSW index")?;
-    sqlx::raw_sql("ALTER TABLE traces RESET (parallel_workers)").execute(&mut *conn).await?;
+    sqlx::raw_sql("ALTER TABLE traces RESET (parallel_workers)")
+        .execute(&mut *conn)
+        .await?;
     Ok(notices.take())
 }

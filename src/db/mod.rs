@@ -78,9 +78,13 @@ pub async fn ensure_pgvector(conn: &mut PgConnection, url: &str) -> Result<Strin
                     Some(a) if version_at_least(&a, MIN_PGVECTOR) => {
                         format!("run ALTER EXTENSION vector UPDATE (the server has {a})")
                     }
-                    _ => "upgrade pgvector on the server, then ALTER EXTENSION vector UPDATE".into(),
+                    _ => {
+                        "upgrade pgvector on the server, then ALTER EXTENSION vector UPDATE".into()
+                    }
                 };
-                bail!("pgvector {v} in {server} is older than {MIN_PGVECTOR} and has no HNSW: {update}");
+                bail!(
+                    "pgvector {v} in {server} is older than {MIN_PGVECTOR} and has no HNSW: {update}"
+                );
             }
             Ok(v)
         }
@@ -95,7 +99,11 @@ pub async fn ensure_pgvector(conn: &mut PgConnection, url: &str) -> Result<Strin
             sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS vector")
                 .execute(&mut *conn)
                 .await
-                .with_context(|| format!("CREATE EXTENSION vector in {server} (needs a role allowed to create it)"))?;
+                .with_context(|| {
+                    format!(
+                        "CREATE EXTENSION vector in {server} (needs a role allowed to create it)"
+                    )
+                })?;
             let v: String =
                 sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
                     .fetch_one(&mut *conn)
@@ -108,7 +116,12 @@ pub async fn ensure_pgvector(conn: &mut PgConnection, url: &str) -> Result<Strin
 /// `"0.8.1" >= "0.5.0"`, comparing numeric components.
 pub fn version_at_least(version: &str, min: &str) -> bool {
     let parse = |s: &str| -> Vec<u64> {
-        s.split(['.', '-']).map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>())
+        s.split(['.', '-'])
+            .map(|p| {
+                p.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .map(|p| p.parse().unwrap_or(0))
             .collect()
     };

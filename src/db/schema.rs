@@ -14,7 +14,9 @@ pub fn section(name: &str) -> Result<&'static str> {
         .find(&marker)
         .ok_or_else(|| anyhow!("setup/schema.sql has no section '{name}'"))?
         + marker.len();
-    let end = SCHEMA_SQL[start..].find("-- @section ").map_or(SCHEMA_SQL.len(), |i| start + i);
+    let end = SCHEMA_SQL[start..]
+        .find("-- @section ")
+        .map_or(SCHEMA_SQL.len(), |i| start + i);
     Ok(&SCHEMA_SQL[start..end])
 }
 

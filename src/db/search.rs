@@ -51,5 +51,6 @@ pub async fn explain(conn: &mut PgConnection, query: &Vector, limit: i64) -> Res
 
 /// Whether a plan scans the HNSW index `index`.
 pub fn plan_uses_index(plan: &[String], index: &str) -> bool {
-    plan.iter().any(|l| l.contains("Index Scan") && l.contains(index))
+    plan.iter()
+        .any(|l| l.contains("Index Scan") && l.contains(index))
 }

@@ -1,0 +1,63 @@
+//! Shared by the integration tests: a fresh database of its own for each test, on the real
+//! PostgreSQL+pgvector of the embedded stack (or the server of DATABASE_URL) — never the dataset's.
+#![allow(dead_code)]
+
+use capbench::config::{Config, DatasetParams, IndexParams};
+use capbench::stack;
+
+/// A small dataset: enough rows for structure, few enough for a quick suite.
+pub fn small_params(rows: u64, dims: u32) -> DatasetParams {
+    DatasetParams {
+        rows,
+        dims,
+        seed: 42,
+        clusters: 50,
+        sigma: 0.05,
+    }
+}
+
+/// Config from the environment, with the dataset and index replaced by the given ones.
+pub fn config(dataset: DatasetParams, index: IndexParams) -> Config {
+    let mut cfg =
+        Config::from_env().expect("the CAPBENCH_* / DATABASE_URL environment does not parse");
+    cfg.dataset = dataset;
+    cfg.index = IndexParams {
+        build_workers: Some(1),
+        ..index
+    };
+    cfg
+}
+
+/// URL of the server's admin database (`postgres`), starting the embedded stack when needed.
+pub async fn server_admin_url(cfg: &Config) -> String {
+    let url = stack::postgres(&cfg.servers).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL+pgvector is not available: {}\nrun setup/install-deps.sh (or set DATABASE_URL)",
+            capbench::one_line(&e)
+        )
+    });
+    stack::with_database(&url, "postgres").expect("database URL")
+}
+
+/// Drops and recreates database `capbench_test_<name>`; returns the config pointing at it and its URL.
+pub async fn fresh_database(name: &str, mut cfg: Config) -> (Config, String) {
+    let admin = server_admin_url(&cfg).await;
+    let db = format!("capbench_test_{name}");
+    let mut conn = capbench::db::connect(&admin)
+        .await
+        .expect("connect to the admin database");
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        stack::quote_ident(&db)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
+    stack::ensure_database(&admin, &db)
+        .await
+        .expect("create test database");
+    let url = stack::with_database(&admin, &db).expect("database URL");
+    cfg.servers.database_url = Some(url.clone());
+    (cfg, url)
+}
