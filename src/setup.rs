@@ -151,8 +151,8 @@ pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> R
         }
         if let Some(existing) = state.traces_dims.filter(|&d| d > 0 && d != dims as i32) {
             bail!(
-                "the existing traces table holds vector({existing}) embeddings but --dims is {dims}: \
-                 pass --dims {existing}, or --force to rebuild it with {dims} dimensions"
+                "the existing traces table holds vector({existing}) embeddings, not the vector({dims}) of \
+                 --dims {dims}: pass --dims {existing} to keep it, or --force to rebuild it"
             );
         }
         if state.fingerprint.as_deref() == Some(wanted.as_str()) && is_complete(&mut conn).await? {

@@ -26,9 +26,19 @@ pub struct IndexInfo {
 
 /// The HNSW index on `table` (schema-qualified or on the search path), if there is one.
 pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexInfo>> {
-    let row: Option<(String, String, String, Option<Vec<String>>, i64, bool)> = sqlx::query_as(
-        "SELECT ic.relname::text, am.amname::text, opc.opcname::text, ic.reloptions::text[],
-                pg_relation_size(ic.oid), i.indisvalid
+    #[derive(sqlx::FromRow)]
+    struct CatalogRow {
+        name: String,
+        method: String,
+        opclass: String,
+        options: Option<Vec<String>>,
+        size_bytes: i64,
+        valid: bool,
+    }
+    let row: Option<CatalogRow> = sqlx::query_as(
+        "SELECT ic.relname::text AS name, am.amname::text AS method, opc.opcname::text AS opclass,
+                ic.reloptions::text[] AS options, pg_relation_size(ic.oid) AS size_bytes,
+                i.indisvalid AS valid
          FROM pg_index i
          JOIN pg_class ic ON ic.oid = i.indexrelid
          JOIN pg_am am ON am.oid = ic.relam
@@ -40,25 +50,23 @@ pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexIn
     .fetch_optional(conn)
     .await
     .context("reading the HNSW index from the catalog")?;
-    Ok(
-        row.map(|(name, method, opclass, options, size_bytes, valid)| {
-            let option = |key: &str| {
-                options
-                    .iter()
-                    .flatten()
-                    .find_map(|o| o.strip_prefix(&format!("{key}="))?.parse().ok())
-            };
-            IndexInfo {
-                m: option("m"),
-                ef_construction: option("ef_construction"),
-                name,
-                method,
-                opclass,
-                size_bytes,
-                valid,
-            }
-        }),
-    )
+    Ok(row.map(|r| {
+        let option = |key: &str| {
+            r.options
+                .iter()
+                .flatten()
+                .find_map(|o| o.strip_prefix(&format!("{key}="))?.parse().ok())
+        };
+        IndexInfo {
+            m: option("m"),
+            ef_construction: option("ef_construction"),
+            name: r.name,
+            method: r.method,
+            opclass: r.opclass,
+            size_bytes: r.size_bytes,
+            valid: r.valid,
+        }
+    }))
 }
 
 /// Messages pgvector sent while building (e.g. "hnsw graph no longer fits into maintenance_work_mem").

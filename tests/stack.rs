@@ -1,0 +1,153 @@
+//! The embedded stack's life cycle, on a private home and ports of its own so the shared stack
+//! other tests use is never disturbed: start, reuse, stop, and data that survives a restart.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use sqlx::Connection;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct PrivateStack {
+    home: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl PrivateStack {
+    fn new() -> Self {
+        let main_home = std::env::var_os("CAPBENCH_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(capbench::config::default_home);
+        let bindir = std::env::var("CAPBENCH_PG_BINDIR").unwrap_or_else(|_| {
+            std::fs::read_to_string(main_home.join("pg-bindir"))
+                .unwrap_or_else(|_| {
+                    panic!("PostgreSQL+pgvector is not installed: run setup/install-deps.sh")
+                })
+                .trim()
+                .to_string()
+        });
+        let home = main_home.join("test-stack");
+        let stack = Self {
+            env: vec![
+                ("CAPBENCH_HOME".into(), home.display().to_string()),
+                ("CAPBENCH_PG_BINDIR".into(), bindir),
+                ("CAPBENCH_PG_PORT".into(), free_port().to_string()),
+                ("CAPBENCH_REDIS_PORT".into(), free_port().to_string()),
+            ],
+            home,
+        };
+        // A previous run that died may have left servers behind: stop them by their pid files.
+        if stack.home.exists() {
+            stack.setup(&["--stop"]);
+            std::fs::remove_dir_all(&stack.home).expect("remove the old test stack");
+        }
+        stack
+    }
+
+    fn setup(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_setup"));
+        cmd.args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run setup")
+    }
+
+    fn print_env(&self) -> (String, String) {
+        let out = self.setup(&["--print-env"]);
+        assert!(
+            out.status.success(),
+            "print-env failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let db = line
+            .split("DATABASE_URL=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("DATABASE_URL");
+        let redis = line.split("REDIS_URL=").nth(1).expect("REDIS_URL").trim();
+        (db.to_string(), redis.to_string())
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        self.setup(&["--stop"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_private_stack_starts_is_reused_stops_and_keeps_its_data() {
+    let stack = PrivateStack::new();
+    let (db_url, redis_url) = stack.print_env();
+    let port = &stack.env[2].1;
+    assert_eq!(
+        db_url,
+        format!("postgres://capbench@127.0.0.1:{port}/capbench")
+    );
+
+    let mut pg = sqlx::PgConnection::connect(&db_url)
+        .await
+        .expect("the printed DATABASE_URL works");
+    sqlx::raw_sql("CREATE TABLE survives (x int); INSERT INTO survives VALUES (42)")
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut r = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the printed REDIS_URL works");
+    let pong: String = redis::cmd("PING").query_async(&mut r).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    // Reuse: the same servers, not new ones (the open session is still alive).
+    assert_eq!(stack.print_env(), (db_url.clone(), redis_url.clone()));
+    let still: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut pg)
+        .await
+        .expect("session survived reuse");
+    assert_eq!(still, pid);
+    drop(pg);
+
+    let out = stack.setup(&["--stop"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("PostgreSQL: stopped") && said.contains("Redis: stopped"),
+        "{said}"
+    );
+    assert!(
+        sqlx::PgConnection::connect(&db_url).await.is_err(),
+        "PostgreSQL still answers after --stop"
+    );
+    assert!(
+        redis::Client::open(redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_err()
+    );
+
+    // Started again: the data is still there.
+    stack.print_env();
+    let mut pg = sqlx::PgConnection::connect(&db_url).await.unwrap();
+    let x: i32 = sqlx::query_scalar("SELECT x FROM survives")
+        .fetch_one(&mut pg)
+        .await
+        .expect("data survived a restart");
+    assert_eq!(x, 42);
+}
