@@ -35,6 +35,17 @@ CREATE TABLE IF NOT EXISTS capacity_meta (
     loaded_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- The query set and its exact top-k neighbours (ground truth), computed by brute force for the
+-- dataset whose truth fingerprint each row carries (it covers the dataset fingerprint, the number
+-- of queries and k).
+CREATE TABLE IF NOT EXISTS capacity_queries (
+    query_no        integer PRIMARY KEY,
+    fingerprint     text NOT NULL,
+    embedding       vector NOT NULL,
+    truth_ids       uuid[] NOT NULL,
+    truth_distances double precision[] NOT NULL
+);
+
 -- @section traces_table
 -- Created in a private schema inside the load transaction, filled by binary COPY, then swapped in.
 -- Keys and foreign keys come after the load (section traces_constraints): that is how pg_dump

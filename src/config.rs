@@ -25,13 +25,56 @@ pub struct Config {
     pub dataset: DatasetParams,
     #[command(flatten)]
     pub index: IndexParams,
+    #[command(flatten)]
+    pub bench: BenchParams,
 }
 
 impl Config {
-    /// The configuration from environment variables alone (what benches use).
+    /// The configuration from environment variables alone (what benches use), quick mode applied.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::try_parse_from(["capbench"]).map_err(|e| anyhow::anyhow!(first_line(&e.to_string())))
+        Self::try_parse_from(["capbench"])
+            .map(Self::effective)
+            .map_err(|e| anyhow::anyhow!(first_line(&e.to_string())))
     }
+
+    /// Applies quick mode (`CAPBENCH_QUICK=1`): a small dataset and query set, for smoke runs.
+    pub fn effective(mut self) -> Self {
+        if self.bench.quick {
+            self.dataset.rows = self.dataset.rows.min(QUICK_ROWS);
+            self.bench.queries = self.bench.queries.min(QUICK_QUERIES);
+        }
+        self
+    }
+
+    /// The embedded stack's database for this configuration: quick mode keeps its small dataset
+    /// apart, so it never replaces the 100K one.
+    pub fn local_database(&self) -> &'static str {
+        if self.bench.quick { "capbench_quick" } else { "capbench" }
+    }
+}
+
+/// Rows and queries in quick mode.
+pub const QUICK_ROWS: u64 = 5_000;
+pub const QUICK_QUERIES: u32 = 100;
+
+/// What the benches measure.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct BenchParams {
+    /// hnsw.ef_search values to measure (comma-separated).
+    #[arg(long, env = "CAPBENCH_EF_SEARCH", value_delimiter = ',', default_values_t = [16, 40, 64, 100, 200], value_parser = parse_ef_search)]
+    pub ef_search: Vec<u32>,
+    /// Size of the query set (drawn from the dataset's distribution, with exact top-k ground truth).
+    #[arg(long, env = "CAPBENCH_QUERIES", default_value_t = 1000, value_parser = parse_queries)]
+    pub queries: u32,
+    /// Neighbours per query: the search LIMIT and the k of recall@k.
+    #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
+    pub k: u32,
+    /// Quick mode: 5,000 rows, 100 queries, short Criterion times — a smoke run, not a measurement.
+    #[arg(long, env = "CAPBENCH_QUICK")]
+    pub quick: bool,
+    /// Also run pgbench (`-M prepared`, 1 client) on the same query at each measured ef_search.
+    #[arg(long, env = "CAPBENCH_PGBENCH")]
+    pub pgbench: bool,
 }
 
 /// Which servers to use: the user's (`DATABASE_URL`, `REDIS_URL`) or the embedded stack.
@@ -182,6 +225,30 @@ fn parse_sigma(s: &str) -> Result<f32, String> {
         return Err(format!("sigma must be a finite number >= 0, got {s}"));
     }
     Ok(x)
+}
+
+fn parse_ef_search(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !(1..=1000).contains(&n) {
+        return Err(format!("ef_search must be between 1 and 1000 (pgvector's limits), got {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_queries(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().replace('_', "").parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("the query set needs at least 1 query".into());
+    }
+    Ok(n)
+}
+
+fn parse_k(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !(1..=1000).contains(&n) {
+        return Err(format!("k must be between 1 and 1000, got {n}"));
+    }
+    Ok(n)
 }
 
 fn parse_m(s: &str) -> Result<u32, String> {

@@ -32,6 +32,8 @@ enum Domain {
     Base = 0x6261_7365,     // "base"
     Noise = 0x6e6f_6973,    // "nois"
     Metadata = 0x6d65_7461, // "meta"
+    QueryCluster = 0x636c_7573, // "clus"
+    QueryNoise = 0x7175_6572, // "quer"
 }
 
 /// The RNG for draw `index` of `domain`: the three words mixed by SplitMix64 steps, then
@@ -129,6 +131,12 @@ impl Dataset {
         self.row_with(i, embedding)
     }
 
+    /// Row `i`'s id alone (the first draw of its metadata stream).
+    pub fn row_id(&self, i: u64) -> Uuid {
+        let mut rng = stream(self.params.seed, Domain::Metadata as u64, i);
+        uuid::Builder::from_random_bytes(rng.random()).into_uuid()
+    }
+
     /// Row `i` around an embedding the caller already generated (see `vector_into`).
     pub fn row_with(&self, i: u64, embedding: Vec<f32>) -> TraceRow {
         let mut rng = stream(self.params.seed, Domain::Metadata as u64, i);
@@ -163,6 +171,47 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
         .sum();
     lanes.iter().sum::<f64>() + tail
+}
+
+/// The deterministic query set: each query is a random cluster's base vector plus the dataset's
+/// noise — the dataset's own distribution — drawn from streams of its own (never a row's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySet {
+    pub vectors: Vec<Vec<f32>>,
+    /// The cluster each query was drawn around.
+    pub clusters: Vec<usize>,
+}
+
+impl QuerySet {
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+}
+
+impl Dataset {
+    /// The first `n` queries of this dataset's query set (query j never depends on n).
+    pub fn queries(&self, n: u32) -> QuerySet {
+        let clusters: Vec<usize> = (0..u64::from(n))
+            .map(|j| {
+                stream(self.params.seed, Domain::QueryCluster as u64, j)
+                    .random_range(0..self.params.clusters as usize)
+            })
+            .collect();
+        let vectors = clusters
+            .iter()
+            .enumerate()
+            .map(|(j, &c)| {
+                let mut v = vec![0f32; self.dims()];
+                self.noisy_copy(c, Domain::QueryNoise as u64, j as u64, &mut v);
+                v
+            })
+            .collect();
+        QuerySet { vectors, clusters }
+    }
 }
 
 /// Scales `v` to unit length (norm accumulated in f64); leaves a zero vector alone.

@@ -505,7 +505,8 @@ fn median(xs: &mut [f64]) -> f64 {
 }
 
 /// The `setup` binary.
-pub async fn run(args: SetupArgs) -> Result<ExitCode> {
+pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
+    args.config = args.config.effective();
     let servers = &args.config.servers;
     if args.stop {
         for line in tokio::task::spawn_blocking({
@@ -519,7 +520,7 @@ pub async fn run(args: SetupArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.print_env {
-        let ep = stack::endpoints(servers).await?;
+        let ep = stack::endpoints(&args.config).await?;
         println!(
             "export DATABASE_URL={} REDIS_URL={}",
             ep.database_url, ep.redis_url
@@ -528,7 +529,7 @@ pub async fn run(args: SetupArgs) -> Result<ExitCode> {
     }
     args.config.index.validate()?;
     let started = Instant::now();
-    let url = stack::postgres(servers).await?;
+    let url = stack::postgres(servers, args.config.local_database()).await?;
     let opts = LoadOptions {
         force: args.force,
         copy_batch: args.copy_batch,

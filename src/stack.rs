@@ -22,9 +22,8 @@ use crate::config::Servers;
 /// The capacity tuning, one source for the embedded stack and (by test) the compose file.
 pub const POSTGRES_CONF: &str = include_str!("../setup/postgres.conf");
 
-/// Database, role and the name of the dataset database on the embedded cluster.
+/// The superuser role of the embedded cluster.
 pub const LOCAL_ROLE: &str = "capbench";
-pub const LOCAL_DATABASE: &str = "capbench";
 
 /// The servers in use, as URLs.
 #[derive(Debug, Clone)]
@@ -33,8 +32,9 @@ pub struct Endpoints {
     pub redis_url: String,
 }
 
-/// PostgreSQL URL to use: `DATABASE_URL`, or the embedded cluster (started or reused).
-pub async fn postgres(servers: &Servers) -> Result<String> {
+/// PostgreSQL URL to use: `DATABASE_URL`, or database `database` of the embedded cluster (started
+/// or reused, the database created when missing).
+pub async fn postgres(servers: &Servers, database: &str) -> Result<String> {
     if let Some(url) = &servers.database_url {
         return Ok(url.clone());
     }
@@ -46,13 +46,8 @@ pub async fn postgres(servers: &Servers) -> Result<String> {
     })
     .await
     .context("starting the embedded PostgreSQL")??;
-    let url = local_database_url(servers.pg_port, LOCAL_DATABASE);
-    ensure_database(
-        &local_database_url(servers.pg_port, "postgres"),
-        LOCAL_DATABASE,
-    )
-    .await?;
-    Ok(url)
+    ensure_database(&local_database_url(servers.pg_port, "postgres"), database).await?;
+    Ok(local_database_url(servers.pg_port, database))
 }
 
 /// Redis URL to use: `REDIS_URL`, or the embedded Redis (started or reused).
@@ -88,11 +83,11 @@ pub async fn ping_redis(url: &str) -> Result<()> {
     }
 }
 
-/// Both servers.
-pub async fn endpoints(servers: &Servers) -> Result<Endpoints> {
+/// Both servers, for this configuration (quick mode has a database of its own).
+pub async fn endpoints(config: &crate::config::Config) -> Result<Endpoints> {
     Ok(Endpoints {
-        database_url: postgres(servers).await?,
-        redis_url: redis(servers).await?,
+        database_url: postgres(&config.servers, config.local_database()).await?,
+        redis_url: redis(&config.servers).await?,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod index;
 pub mod load;
 pub mod schema;
 pub mod search;
+pub mod truth;
 
 use anyhow::{Context, Result, bail};
 use sqlx::{Connection, PgConnection};

@@ -30,7 +30,7 @@ pub fn config(dataset: DatasetParams, index: IndexParams) -> Config {
 
 /// URL of the server's admin database (`postgres`), starting the embedded stack when needed.
 pub async fn server_admin_url(cfg: &Config) -> String {
-    let url = stack::postgres(&cfg.servers).await.unwrap_or_else(|e| {
+    let url = stack::postgres(&cfg.servers, "postgres").await.unwrap_or_else(|e| {
         panic!(
             "PostgreSQL+pgvector is not available: {}\nrun setup/install-deps.sh (or set DATABASE_URL)",
             capbench::one_line(&e)
