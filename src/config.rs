@@ -34,13 +34,24 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         Self::try_parse_from(["capbench"])
             .map(Self::effective)
-            .map_err(|e| anyhow::anyhow!(first_line(&e.to_string())))
+            .map_err(|e| {
+                let line = first_line(&e.to_string());
+                anyhow::anyhow!(
+                    "{}",
+                    line.strip_prefix("error: ").unwrap_or(&line).to_string()
+                )
+            })
     }
 
     /// Applies quick mode (`CAPBENCH_QUICK=1`): a small dataset and query set, for smoke runs.
     pub fn effective(mut self) -> Self {
         if self.bench.quick {
             self.dataset.rows = self.dataset.rows.min(QUICK_ROWS);
+            // Keep the full dataset's density (100 rows per cluster) so recall and plans look alike.
+            self.dataset.clusters = self
+                .dataset
+                .clusters
+                .min((self.dataset.rows / 100).max(1) as u32);
             self.bench.queries = self.bench.queries.min(QUICK_QUERIES);
         }
         self
@@ -49,12 +60,17 @@ impl Config {
     /// The embedded stack's database for this configuration: quick mode keeps its small dataset
     /// apart, so it never replaces the 100K one.
     pub fn local_database(&self) -> &'static str {
-        if self.bench.quick { "capbench_quick" } else { "capbench" }
+        if self.bench.quick {
+            "capbench_quick"
+        } else {
+            "capbench"
+        }
     }
 }
 
-/// Rows and queries in quick mode.
-pub const QUICK_ROWS: u64 = 5_000;
+/// Rows and queries in quick mode (20,000 rows: below that the planner prefers a sequential scan
+/// to HNSW at low ef_search, which the bench refuses to time).
+pub const QUICK_ROWS: u64 = 20_000;
 pub const QUICK_QUERIES: u32 = 100;
 
 /// What the benches measure.
@@ -69,11 +85,11 @@ pub struct BenchParams {
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
-    /// Quick mode: 5,000 rows, 100 queries, short Criterion times — a smoke run, not a measurement.
-    #[arg(long, env = "CAPBENCH_QUICK")]
+    /// Quick mode: 20,000 rows, 100 queries, short Criterion times — a smoke run, not a measurement.
+    #[arg(long, env = "CAPBENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     pub quick: bool,
     /// Also run pgbench (`-M prepared`, 1 client) on the same query at each measured ef_search.
-    #[arg(long, env = "CAPBENCH_PGBENCH")]
+    #[arg(long, env = "CAPBENCH_PGBENCH", value_parser = clap::builder::FalseyValueParser::new())]
     pub pgbench: bool,
 }
 
@@ -228,15 +244,24 @@ fn parse_sigma(s: &str) -> Result<f32, String> {
 }
 
 fn parse_ef_search(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if !(1..=1000).contains(&n) {
-        return Err(format!("ef_search must be between 1 and 1000 (pgvector's limits), got {n}"));
+        return Err(format!(
+            "ef_search must be between 1 and 1000 (pgvector's limits), got {n}"
+        ));
     }
     Ok(n)
 }
 
 fn parse_queries(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().replace('_', "").parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if n == 0 {
         return Err("the query set needs at least 1 query".into());
     }
@@ -244,7 +269,10 @@ fn parse_queries(s: &str) -> Result<u32, String> {
 }
 
 fn parse_k(s: &str) -> Result<u32, String> {
-    let n: u32 = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
     if !(1..=1000).contains(&n) {
         return Err(format!("k must be between 1 and 1000, got {n}"));
     }

@@ -29,11 +29,11 @@ pub const CONTRIBUTOR_EMAIL: &str = "capacity-test@commontrace.internal";
 #[derive(Clone, Copy)]
 #[repr(u64)]
 enum Domain {
-    Base = 0x6261_7365,     // "base"
-    Noise = 0x6e6f_6973,    // "nois"
-    Metadata = 0x6d65_7461, // "meta"
+    Base = 0x6261_7365,         // "base"
+    Noise = 0x6e6f_6973,        // "nois"
+    Metadata = 0x6d65_7461,     // "meta"
     QueryCluster = 0x636c_7573, // "clus"
-    QueryNoise = 0x7175_6572, // "quer"
+    QueryNoise = 0x7175_6572,   // "quer"
 }
 
 /// The RNG for draw `index` of `domain`: the three words mixed by SplitMix64 steps, then

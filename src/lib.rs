@@ -15,9 +15,11 @@
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
 //! and a non-zero exit code.
 
+pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod db;
+pub mod record;
 pub mod setup;
 pub mod stack;
 

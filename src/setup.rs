@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{Connection, PgConnection};
 
 use crate::config::Config;
-use crate::dataset::{self, CONTRIBUTOR_EMAIL, Dataset};
+use crate::dataset::{self, CONTRIBUTOR_EMAIL, Dataset, QuerySet};
+use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, ServerInfo, index, load, schema};
 use crate::stack;
 
@@ -30,7 +31,7 @@ pub struct SetupArgs {
     pub config: Config,
     /// Rebuild even when the loaded dataset has the same fingerprint (and replace a traces table
     /// capbench did not create, or one of another dimension).
-    #[arg(long, env = "CAPBENCH_FORCE")]
+    #[arg(long, env = "CAPBENCH_FORCE", value_parser = clap::builder::FalseyValueParser::new())]
     pub force: bool,
     /// Rows per COPY batch (generated in parallel while the previous batch streams).
     #[arg(long, env = "CAPBENCH_COPY_BATCH", default_value_t = 1000)]
@@ -359,6 +360,35 @@ async fn build(
     Ok(figures)
 }
 
+/// The query set and its ground truth for the dataset `config` describes (which must be loaded):
+/// read from `capacity_queries` when stored for this fingerprint, computed and stored otherwise.
+/// Returns them and the seconds spent computing (None when read back).
+pub async fn ensure_truth(
+    config: &Config,
+    url: &str,
+) -> Result<(QuerySet, GroundTruth, Option<f64>)> {
+    let n = config.bench.queries as usize;
+    let k = (config.bench.k as usize).min(config.dataset.rows as usize);
+    let dataset_fp = dataset::fingerprint(&config.dataset, &config.index);
+    let truth_fp = truth::fingerprint(&dataset_fp, n, k);
+    let data = Arc::new(Dataset::new(config.dataset.clone()));
+    let queries = data.queries(config.bench.queries);
+    let mut conn = db::connect(url).await?;
+    if let Some(stored) = truth::load(&mut conn, &truth_fp, n, k).await? {
+        return Ok((queries, stored, None));
+    }
+    let t = Instant::now();
+    let computed = tokio::task::spawn_blocking({
+        let (data, queries) = (data.clone(), queries.clone());
+        move || truth::compute(&data, &queries, k)
+    })
+    .await
+    .context("computing the ground truth")?;
+    let seconds = t.elapsed().as_secs_f64();
+    truth::store(&mut conn, &truth_fp, &queries, &computed).await?;
+    Ok((queries, computed, Some(seconds)))
+}
+
 /// pgvector fails a parallel build whose graph cannot fit in memory; say what to change.
 fn relay_memory_error(e: anyhow::Error, workers: u32) -> anyhow::Error {
     let text = format!("{e:#}");
@@ -551,6 +581,20 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
                 println!("{line}");
             }
         }
+    }
+    let (queries, truth, computed) = ensure_truth(&args.config, &url).await?;
+    match computed {
+        Some(s) => println!(
+            "truth        exact top-{} of {} queries computed in {s:.1} s (brute force, {} threads) and stored",
+            truth.k,
+            queries.len(),
+            rayon::current_num_threads()
+        ),
+        None => println!(
+            "truth        exact top-{} of {} queries: already stored",
+            truth.k,
+            queries.len()
+        ),
     }
     if args.compare_copy_floor {
         eprintln!(

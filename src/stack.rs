@@ -104,6 +104,16 @@ pub fn stop(servers: &Servers) -> Result<Vec<String>> {
     Ok(said)
 }
 
+/// A PostgreSQL client program (`pgbench`, `psql`): from the embedded installation when there is
+/// one, else from PATH.
+pub fn pg_program(servers: &Servers, name: &str) -> PathBuf {
+    LocalCluster::new(servers)
+        .map(|c| c.bindir.join(name))
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 pub fn local_database_url(port: u16, database: &str) -> String {
     format!("postgres://{LOCAL_ROLE}@127.0.0.1:{port}/{database}")
 }

@@ -170,3 +170,40 @@ pub async fn build(
         .await?;
     Ok(notices.take())
 }
+
+/// Sizes of what a search touches, and whether it was loaded into shared_buffers.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Prewarmed {
+    pub index_bytes: i64,
+    pub table_bytes: i64,
+    pub shared_buffers_bytes: i64,
+}
+
+/// Loads the HNSW index, the table and its TOAST (where the vectors live) into shared_buffers with
+/// pg_prewarm, so the first timed queries do not read from disk.
+pub async fn prewarm(conn: &mut PgConnection) -> Result<Prewarmed> {
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        .execute(&mut *conn)
+        .await
+        .context("CREATE EXTENSION pg_prewarm (it ships with PostgreSQL's contrib modules)")?;
+    let (index_bytes, table_bytes, shared_buffers_bytes): (i64, i64, i64) = sqlx::query_as(
+        "SELECT pg_relation_size(to_regclass($1)), pg_table_size('traces'),
+                pg_size_bytes(current_setting('shared_buffers'))",
+    )
+    .bind(schema::HNSW_INDEX)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "SELECT pg_prewarm(to_regclass($1)), pg_prewarm('traces'),
+                pg_prewarm(reltoastrelid) FROM pg_class WHERE oid = 'traces'::regclass AND reltoastrelid <> 0",
+    )
+    .bind(schema::HNSW_INDEX)
+    .execute(&mut *conn)
+    .await
+    .context("pg_prewarm of the index and the table")?;
+    Ok(Prewarmed {
+        index_bytes,
+        table_bytes,
+        shared_buffers_bytes,
+    })
+}

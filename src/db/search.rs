@@ -54,3 +54,57 @@ pub fn plan_uses_index(plan: &[String], index: &str) -> bool {
     plan.iter()
         .any(|l| l.contains("Index Scan") && l.contains(index))
 }
+
+/// What an application does per request: BEGIN; SET LOCAL hnsw.ef_search; the search; COMMIT.
+pub async fn search_in_transaction(
+    conn: &mut PgConnection,
+    query: &Vector,
+    limit: i64,
+    ef_search: u32,
+) -> Result<Vec<Hit>> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    set_ef_search(&mut tx, ef_search, true).await?;
+    let hits = search(&mut tx, query, limit).await?;
+    tx.commit().await?;
+    Ok(hits)
+}
+
+/// `SET [LOCAL] hnsw.ef_search`, as a parameterized (prepared) statement.
+pub async fn set_ef_search(conn: &mut PgConnection, ef_search: u32, local: bool) -> Result<()> {
+    sqlx::query("SELECT set_config('hnsw.ef_search', $1, $2)")
+        .bind(ef_search.to_string())
+        .bind(local)
+        .execute(conn)
+        .await
+        .context("setting hnsw.ef_search")?;
+    Ok(())
+}
+
+/// Fails unless the planner runs the search query as a scan of the HNSW index `index` at
+/// `ef_search` (the planner's choice depends on it): timing a sequential scan would measure the
+/// wrong thing. Runs in a transaction that is rolled back, so the session is left as it was.
+pub async fn check_plan(
+    conn: &mut PgConnection,
+    query: &Vector,
+    limit: i64,
+    ef_search: u32,
+    index: &str,
+) -> Result<Vec<String>> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    set_ef_search(&mut tx, ef_search, true).await?;
+    let plan = explain(&mut tx, query, limit).await?;
+    tx.rollback().await?;
+    if !plan_uses_index(&plan, index) {
+        anyhow::bail!(
+            "at ef_search {ef_search} the planner would not use the HNSW index {index} for the search query \
+             (plan: {}): not timing the wrong plan; check that the index exists (cargo run --release --bin \
+             setup -- --force rebuilds it), that enable_indexscan is on, and that the table is large enough \
+             for the planner to prefer the index",
+            plan.iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
+    Ok(plan)
+}

@@ -27,7 +27,8 @@ pub struct GroundTruth {
 
 /// The identity of a ground truth: the dataset it was computed on, the query count and k.
 pub fn fingerprint(dataset_fingerprint: &str, queries: usize, k: usize) -> String {
-    let text = format!("truth v{TRUTH_VERSION} dataset {dataset_fingerprint} queries {queries} k {k}");
+    let text =
+        format!("truth v{TRUTH_VERSION} dataset {dataset_fingerprint} queries {queries} k {k}");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -40,14 +41,19 @@ struct Best {
 
 impl Best {
     fn new(keep: usize) -> Self {
-        Self { keep, items: Vec::with_capacity(keep + 1) }
+        Self {
+            keep,
+            items: Vec::with_capacity(keep + 1),
+        }
     }
 
     fn offer(&mut self, score: f32, row: u64) {
         if self.items.len() == self.keep && score <= self.items[self.keep - 1].0 {
             return;
         }
-        let at = self.items.partition_point(|&(s, r)| s > score || (s == score && r < row));
+        let at = self
+            .items
+            .partition_point(|&(s, r)| s > score || (s == score && r < row));
         self.items.insert(at, (score, row));
         self.items.truncate(self.keep);
     }
@@ -64,7 +70,12 @@ impl Best {
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for l in 0..16 {
             acc[l] += x[l] * y[l];
@@ -121,8 +132,14 @@ pub fn compute(dataset: &Dataset, queries: &QuerySet, k: usize) -> GroundTruth {
         .collect();
     GroundTruth {
         k,
-        ids: exact.iter().map(|v| v.iter().map(|&(_, i)| dataset.row_id(i)).collect()).collect(),
-        distances: exact.iter().map(|v| v.iter().map(|&(d, _)| d).collect()).collect(),
+        ids: exact
+            .iter()
+            .map(|v| v.iter().map(|&(_, i)| dataset.row_id(i)).collect())
+            .collect(),
+        distances: exact
+            .iter()
+            .map(|v| v.iter().map(|&(d, _)| d).collect())
+            .collect(),
     }
 }
 
@@ -144,7 +161,12 @@ pub fn recall(truth_ids: &[Uuid], truth_distances: &[f64], got: &[(Uuid, f64)]) 
 }
 
 /// Loads the ground truth stored for `truth_fingerprint`, if complete.
-pub async fn load(conn: &mut PgConnection, truth_fingerprint: &str, n: usize, k: usize) -> Result<Option<GroundTruth>> {
+pub async fn load(
+    conn: &mut PgConnection,
+    truth_fingerprint: &str,
+    n: usize,
+    k: usize,
+) -> Result<Option<GroundTruth>> {
     let rows: Vec<(Vec<Uuid>, Vec<f64>)> = sqlx::query_as(
         "SELECT truth_ids, truth_distances FROM capacity_queries WHERE fingerprint = $1 ORDER BY query_no",
     )
@@ -167,7 +189,9 @@ pub async fn store(
     truth: &GroundTruth,
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
-    sqlx::query("DELETE FROM capacity_queries").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM capacity_queries")
+        .execute(&mut *tx)
+        .await?;
     for (j, v) in queries.vectors.iter().enumerate() {
         sqlx::query(
             "INSERT INTO capacity_queries (query_no, fingerprint, embedding, truth_ids, truth_distances)

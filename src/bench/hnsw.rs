@@ -1,0 +1,530 @@
+//! `cargo bench hnsw`: raw HNSW `<=>` latency at each ef_search, with recall and percentiles.
+//!
+//! For each selected ef_search: Criterion times THE search query (db::search) on one warm
+//! connection where ef_search was set once (`hnsw/ef_search/<ef>`), and the per-request pattern
+//! BEGIN; SET LOCAL; query; COMMIT (`hnsw_txn/ef_search/<ef>`). After each, a measurement pass runs
+//! the whole query set once, recording every latency in an HDR histogram and every result's recall
+//! against the ground truth. Before timing, EXPLAIN must show the HNSW index scan, and the index is
+//! prewarmed.
+
+use std::cell::RefCell;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use criterion::{BenchmarkId, Throughput};
+use pgvector::Vector;
+use sqlx::PgConnection;
+
+use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::config::Config;
+use crate::db::truth::{self, GroundTruth};
+use crate::db::{self, index, schema, search};
+use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use crate::setup::{self, LoadOptions, Outcome};
+use crate::{dataset, stack};
+
+/// The seeds' launch gate for raw HNSW search.
+pub const GATE_P99_MS: f64 = 50.0;
+
+/// How each iteration runs the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// ef_search set once per session; each iteration is the bare query.
+    Session,
+    /// Each iteration: BEGIN; SET LOCAL hnsw.ef_search; query; COMMIT.
+    Transaction,
+}
+
+impl Mode {
+    pub fn group(self) -> &'static str {
+        match self {
+            Mode::Session => "hnsw",
+            Mode::Transaction => "hnsw_txn",
+        }
+    }
+
+    pub fn id(self, ef: u32) -> String {
+        format!("{}/ef_search/{ef}", self.group())
+    }
+}
+
+/// The benchmarks `args` selects, in the order they run.
+pub fn plan(args: &BenchArgs, config: &Config) -> Vec<(Mode, u32)> {
+    [Mode::Session, Mode::Transaction]
+        .into_iter()
+        .flat_map(|mode| config.bench.ef_search.iter().map(move |&ef| (mode, ef)))
+        .filter(|&(mode, ef)| args.selects(&mode.id(ef)))
+        .collect()
+}
+
+/// One measurement pass over the query set.
+#[derive(Debug, Clone)]
+pub struct PassResult {
+    pub mode: Mode,
+    pub ef_search: u32,
+    pub latency: LatencySummary,
+    pub histogram: hdrhistogram::Histogram<u64>,
+    pub qps: f64,
+    pub recall_mean: f64,
+    pub recall_min: f64,
+    pub criterion_median_ms: Option<f64>,
+    pub pgbench: Option<PgbenchResult>,
+}
+
+/// pgbench on the same SQL (`-M prepared`, 1 client).
+#[derive(Debug, Clone, Copy)]
+pub struct PgbenchResult {
+    pub latency_avg_ms: f64,
+    pub tps: f64,
+}
+
+/// What a run of the bench did.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The filter selected none of this binary's benchmarks: nothing was started or loaded.
+    NotSelected,
+    /// `--list`: names printed.
+    Listed,
+    Ran(Vec<PassResult>),
+}
+
+/// `benches/hnsw.rs`'s main.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = Config::from_env().and_then(|config| run(&args, config));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bench, for the given command line and configuration.
+pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
+    let bench_args = BenchArgs::parse(args)?;
+    let plan = plan(&bench_args, &config);
+    if plan.is_empty() {
+        return Ok(RunOutcome::NotSelected);
+    }
+    if bench_args.list {
+        for (mode, ef) in &plan {
+            println!("{}: benchmark", mode.id(*ef));
+        }
+        return Ok(RunOutcome::Listed);
+    }
+    config.index.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let mut prepared = rt.block_on(prepare(&config))?;
+    let mut c = criterion(&config);
+    let mut results = Vec::new();
+    let k = prepared.truth.k as i64;
+    let n = prepared.queries.len();
+
+    for mode in [Mode::Session, Mode::Transaction] {
+        let efs: Vec<u32> = plan
+            .iter()
+            .filter(|(m, _)| *m == mode)
+            .map(|&(_, ef)| ef)
+            .collect();
+        if efs.is_empty() {
+            continue;
+        }
+        let mut group = c.benchmark_group(mode.group());
+        group.throughput(Throughput::Elements(1));
+        for ef in efs {
+            if mode == Mode::Session {
+                rt.block_on(search::set_ef_search(&mut prepared.conn, ef, false))?;
+            }
+            let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+            let mut next = 0usize;
+            group.bench_function(BenchmarkId::new("ef_search", ef), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            let q = &prepared.queries[next % n];
+                            next += 1;
+                            let r = match mode {
+                                Mode::Session => search::search(&mut prepared.conn, q, k).await,
+                                Mode::Transaction => {
+                                    search::search_in_transaction(&mut prepared.conn, q, k, ef)
+                                        .await
+                                }
+                            };
+                            if let Err(e) = r {
+                                failure.borrow_mut().get_or_insert(e);
+                                break;
+                            }
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+            if let Some(e) = failure.take() {
+                return Err(e.context(format!("benchmark {}", mode.id(ef))));
+            }
+            if bench_args.test {
+                continue;
+            }
+            let mut pass = rt.block_on(measure(&mut prepared, mode, ef))?;
+            pass.criterion_median_ms = criterion_median_ms(&mode.id(ef));
+            if config.bench.pgbench && mode == Mode::Session {
+                pass.pgbench = Some(pgbench(&config, &prepared.url, ef, n, k)?);
+            }
+            results.push(pass);
+        }
+        group.finish();
+    }
+    c.final_summary();
+    if !results.is_empty() {
+        print_table(&config, &prepared, &results);
+        let path = rt.block_on(write_record(&config, &mut prepared, &results))?;
+        println!("run record: {}", path.display());
+    }
+    Ok(RunOutcome::Ran(results))
+}
+
+/// Everything the timed loops need, made before any timing.
+pub struct Prepared {
+    pub url: String,
+    pub conn: PgConnection,
+    pub queries: Vec<Vector>,
+    pub truth: GroundTruth,
+    pub dataset_fingerprint: String,
+    pub prewarmed: index::Prewarmed,
+}
+
+/// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
+pub async fn prepare(config: &Config) -> Result<Prepared> {
+    let url = stack::postgres(&config.servers, config.local_database()).await?;
+    eprintln!("hnsw: PostgreSQL at {}", stack::redact(&url));
+    let opts = LoadOptions {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..LoadOptions::default()
+    };
+    match setup::ensure_dataset(config, &url, &opts).await? {
+        Outcome::Unchanged { fingerprint, rows } => {
+            eprintln!("hnsw: dataset {fingerprint} ({rows} rows) already loaded")
+        }
+        Outcome::Built {
+            fingerprint,
+            figures,
+        } => {
+            for line in setup::summary(&figures, &fingerprint) {
+                eprintln!("hnsw: {line}");
+            }
+        }
+    }
+    let (queries, truth, computed) = setup::ensure_truth(config, &url).await?;
+    if let Some(s) = computed {
+        eprintln!(
+            "hnsw: ground truth for {} queries computed in {s:.1} s",
+            queries.len()
+        );
+    }
+    let queries: Vec<Vector> = queries.vectors.into_iter().map(Vector::from).collect();
+    let mut conn = db::connect(&url).await?;
+    for &ef in &config.bench.ef_search {
+        search::check_plan(
+            &mut conn,
+            &queries[0],
+            truth.k as i64,
+            ef,
+            schema::HNSW_INDEX,
+        )
+        .await?;
+    }
+    eprintln!(
+        "hnsw: plan checked: an Index Scan using {} at every ef_search ({:?})",
+        schema::HNSW_INDEX,
+        config.bench.ef_search
+    );
+    let prewarmed = index::prewarm(&mut conn).await?;
+    eprintln!(
+        "hnsw: prewarmed the HNSW index ({} MiB) and the table ({} MiB) into shared_buffers ({} MiB)",
+        prewarmed.index_bytes >> 20,
+        prewarmed.table_bytes >> 20,
+        prewarmed.shared_buffers_bytes >> 20
+    );
+    if prewarmed.index_bytes > prewarmed.shared_buffers_bytes {
+        eprintln!(
+            "hnsw: warning: the index is larger than shared_buffers: searches read it from disk; raise \
+             shared_buffers in setup/postgres.conf"
+        );
+    }
+    Ok(Prepared {
+        url,
+        conn,
+        queries,
+        truth,
+        dataset_fingerprint: dataset::fingerprint(&config.dataset, &config.index),
+        prewarmed,
+    })
+}
+
+/// One pass over the query set: every latency into an HDR histogram, every result's recall.
+pub async fn measure(prepared: &mut Prepared, mode: Mode, ef: u32) -> Result<PassResult> {
+    let k = prepared.truth.k as i64;
+    let mut hist = record::latency_histogram();
+    let mut answers = Vec::with_capacity(prepared.queries.len());
+    let start = Instant::now();
+    for q in &prepared.queries {
+        let t = Instant::now();
+        let hits = match mode {
+            Mode::Session => search::search(&mut prepared.conn, q, k).await?,
+            Mode::Transaction => {
+                search::search_in_transaction(&mut prepared.conn, q, k, ef).await?
+            }
+        };
+        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        answers.push(hits);
+    }
+    let total = start.elapsed();
+    let recalls: Vec<f64> = answers
+        .iter()
+        .enumerate()
+        .map(|(j, hits)| {
+            let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
+            truth::recall(&prepared.truth.ids[j], &prepared.truth.distances[j], &got)
+        })
+        .collect();
+    Ok(PassResult {
+        mode,
+        ef_search: ef,
+        latency: LatencySummary::of(&hist),
+        histogram: hist,
+        qps: prepared.queries.len() as f64 / total.as_secs_f64().max(1e-9),
+        recall_mean: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
+        recall_min: recalls.iter().copied().fold(f64::INFINITY, f64::min),
+        criterion_median_ms: None,
+        pgbench: None,
+    })
+}
+
+/// The pgbench script for THE search query, its vector read from `capacity_queries`.
+pub fn pgbench_script(queries: usize, k: i64) -> String {
+    let vector = "(SELECT embedding FROM capacity_queries WHERE query_no = :qid)";
+    let sql = search::SEARCH_SQL
+        .replace("$1", vector)
+        .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))
+        .replace("$3", &k.to_string());
+    format!(
+        "\\set qid random(0, {})\n{sql};\n",
+        queries.saturating_sub(1)
+    )
+}
+
+/// Runs pgbench (`-n -M prepared -c 1`) on the same query at `ef` for a fixed time.
+pub fn pgbench(
+    config: &Config,
+    url: &str,
+    ef: u32,
+    queries: usize,
+    k: i64,
+) -> Result<PgbenchResult> {
+    let program = stack::pg_program(&config.servers, "pgbench");
+    let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, pgbench_script(queries, k))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let seconds = if config.bench.quick { 3 } else { 15 };
+    let out = Command::new(&program)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "1",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(url)
+        .env("PGOPTIONS", format!("-c hnsw.ef_search={ef}"))
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (set CAPBENCH_PGBENCH=0 to skip)",
+                program.display()
+            )
+        });
+    let _ = std::fs::remove_file(&script);
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let number = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    match (number("latency average = "), number("tps = ")) {
+        (Some(latency_avg_ms), Some(tps)) => Ok(PgbenchResult {
+            latency_avg_ms,
+            tps,
+        }),
+        _ => bail!("could not read pgbench's output: {}", text.trim()),
+    }
+}
+
+fn verdict(p99_ms: f64) -> &'static str {
+    if p99_ms < GATE_P99_MS { "PASS" } else { "FAIL" }
+}
+
+fn print_table(config: &Config, prepared: &Prepared, results: &[PassResult]) {
+    println!();
+    println!(
+        "hnsw — {} rows × {} dims, m={} ef_construction={}, {} queries, recall@{} against exact top-{}{}",
+        config.dataset.rows,
+        config.dataset.dims,
+        config.index.m,
+        config.index.ef_construction,
+        prepared.queries.len(),
+        prepared.truth.k,
+        prepared.truth.k,
+        if config.bench.quick {
+            " — QUICK MODE (smoke run, not a measurement)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<22} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9}",
+        "benchmark (ms)",
+        "criterion",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "p99.9",
+        "max",
+        "QPS",
+        "recall",
+        "worst",
+        "p99<50ms"
+    );
+    for r in results {
+        let l = &r.latency;
+        println!(
+            "{:<22} {:>9} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.0} {:>7.3} {:>6.2} {:>9}",
+            r.mode.id(r.ef_search),
+            r.criterion_median_ms
+                .map_or("-".into(), |m| format!("{m:.3}")),
+            l.p50_ms,
+            l.p90_ms,
+            l.p95_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            r.qps,
+            r.recall_mean,
+            r.recall_min,
+            verdict(l.p99_ms)
+        );
+    }
+    for r in results {
+        if let (Some(pg), Some(median)) = (r.pgbench, r.criterion_median_ms) {
+            println!(
+                "pgbench -M prepared -c 1, same SQL, ef_search {}: avg {:.3} ms, {:.0} tps; criterion median / pgbench avg = {:.2}",
+                r.ef_search,
+                pg.latency_avg_ms,
+                pg.tps,
+                median / pg.latency_avg_ms
+            );
+        }
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.latency.p99_ms >= GATE_P99_MS)
+        .map(|r| r.mode.id(r.ef_search))
+        .collect();
+    let scale = if config.dataset.rows < 100_000 {
+        format!(
+            " (at {} rows; the seeds' gate is at 100K)",
+            config.dataset.rows
+        )
+    } else {
+        String::new()
+    };
+    if failed.is_empty() {
+        println!("p99 < {GATE_P99_MS} ms: PASS — every ef_search measured{scale}");
+    } else {
+        println!(
+            "p99 < {GATE_P99_MS} ms: FAIL — {}{scale}",
+            failed.join(", ")
+        );
+    }
+}
+
+async fn write_record(
+    config: &Config,
+    prepared: &mut Prepared,
+    results: &[PassResult],
+) -> Result<std::path::PathBuf> {
+    let environment = Environment::of_machine()
+        .with_postgres(&mut prepared.conn)
+        .await?;
+    let mut rec = RunRecord::new(
+        "hnsw",
+        environment,
+        serde_json::json!({
+            "ef_search": config.bench.ef_search,
+            "queries": prepared.queries.len(),
+            "k": prepared.truth.k,
+            "quick": config.bench.quick,
+            "prewarmed": prepared.prewarmed,
+        }),
+    );
+    rec.dataset = Some(serde_json::json!({
+        "fingerprint": prepared.dataset_fingerprint,
+        "params": dataset::fingerprint_params(&config.dataset, &config.index),
+    }));
+    for r in results {
+        let l = &r.latency;
+        let mut metrics: std::collections::BTreeMap<String, f64> = [
+            ("ef_search", f64::from(r.ef_search)),
+            ("count", l.count as f64),
+            ("p50_ms", l.p50_ms),
+            ("p90_ms", l.p90_ms),
+            ("p95_ms", l.p95_ms),
+            ("p99_ms", l.p99_ms),
+            ("p999_ms", l.p999_ms),
+            ("max_ms", l.max_ms),
+            ("mean_ms", l.mean_ms),
+            ("qps", r.qps),
+            ("recall_mean", r.recall_mean),
+            ("recall_min", r.recall_min),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(m) = r.criterion_median_ms {
+            metrics.insert("criterion_median_ms".into(), m);
+        }
+        if let Some(pg) = r.pgbench {
+            metrics.insert("pgbench_latency_avg_ms".into(), pg.latency_avg_ms);
+            metrics.insert("pgbench_tps".into(), pg.tps);
+        }
+        rec.results.push(ResultEntry {
+            name: r.mode.id(r.ef_search),
+            metrics,
+            histogram: Some(record::encode_histogram(&r.histogram)?),
+            gates: vec![Gate {
+                name: format!("p99 < {GATE_P99_MS} ms"),
+                pass: r.latency.p99_ms < GATE_P99_MS,
+            }],
+        });
+    }
+    rec.write(&record::reports_dir())
+}

@@ -1,0 +1,160 @@
+//! What every bench binary shares: reading Criterion's own command line to know which benchmarks
+//! were selected *before* doing any setup (`cargo bench hnsw` passes `hnsw` to every bench binary;
+//! those with nothing selected must start nothing and load nothing), Criterion's configuration
+//! (quick mode), and latency summaries from HDR histograms.
+
+pub mod hnsw;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use criterion::Criterion;
+use hdrhistogram::Histogram;
+
+use crate::config::Config;
+
+/// Which benchmarks Criterion will run, read from the same arguments Criterion reads.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    filter: Filter,
+    /// `--list`: print the benchmark names, run nothing.
+    pub list: bool,
+    /// `--test` (or `cargo test --benches`): run each benchmark once, as a smoke test.
+    pub test: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Filter {
+    All,
+    Regex(regex::Regex),
+    Exact(String),
+    Nothing,
+}
+
+/// Criterion options that take a value (so their value is not mistaken for the filter).
+const VALUE_OPTIONS: &[&str] = &[
+    "-c",
+    "--color",
+    "-s",
+    "--save-baseline",
+    "-b",
+    "--baseline",
+    "--baseline-lenient",
+    "--format",
+    "--profile-time",
+    "--load-baseline",
+    "--sample-size",
+    "--warm-up-time",
+    "--measurement-time",
+    "--nresamples",
+    "--noise-threshold",
+    "--confidence-level",
+    "--significance-level",
+    "--plotting-backend",
+    "--output-format",
+];
+
+impl BenchArgs {
+    /// Parses `args` (program name first) the way Criterion's `configure_from_args` does.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let (mut filter, mut exact, mut ignored, mut list, mut test) =
+            (None, false, false, false, false);
+        let mut it = args.iter().skip(1);
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--exact" => exact = true,
+                "--ignored" => ignored = true,
+                "--list" => list = true,
+                "--test" => test = true,
+                a if VALUE_OPTIONS.contains(&a) => {
+                    it.next();
+                }
+                a if a.starts_with('-') => {}
+                a if filter.is_none() => filter = Some(a.to_string()),
+                _ => {}
+            }
+        }
+        let filter = match (ignored, filter) {
+            (true, _) => Filter::Nothing,
+            (false, None) => Filter::All,
+            (false, Some(f)) if exact => Filter::Exact(f),
+            (false, Some(f)) => Filter::Regex(
+                regex::Regex::new(&f)
+                    .with_context(|| format!("the benchmark filter '{f}' is not a valid regex"))?,
+            ),
+        };
+        Ok(Self { filter, list, test })
+    }
+
+    /// The arguments of this process.
+    pub fn from_env() -> Result<Self> {
+        Self::parse(&std::env::args().collect::<Vec<_>>())
+    }
+
+    /// Whether Criterion would run the benchmark `id` (e.g. `hnsw/ef_search/40`).
+    pub fn selects(&self, id: &str) -> bool {
+        match &self.filter {
+            Filter::All => true,
+            Filter::Regex(r) => r.is_match(id),
+            Filter::Exact(e) => e == id,
+            Filter::Nothing => false,
+        }
+    }
+}
+
+/// Criterion configured for this run: quick mode shortens everything; Criterion's own flags
+/// (`--save-baseline`, `--baseline`, `--sample-size`, …) still apply on top.
+pub fn criterion(config: &Config) -> Criterion {
+    let c = Criterion::default();
+    let c = if config.bench.quick {
+        c.warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(10)
+    } else {
+        c
+    };
+    c.configure_from_args()
+}
+
+/// Latency percentiles and throughput of one measurement pass.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl LatencySummary {
+    /// From a histogram of nanoseconds.
+    pub fn of(hist: &Histogram<u64>) -> Self {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        Self {
+            count: hist.len(),
+            p50_ms: ms(hist.value_at_quantile(0.50)),
+            p90_ms: ms(hist.value_at_quantile(0.90)),
+            p95_ms: ms(hist.value_at_quantile(0.95)),
+            p99_ms: ms(hist.value_at_quantile(0.99)),
+            p999_ms: ms(hist.value_at_quantile(0.999)),
+            max_ms: ms(hist.max()),
+            mean_ms: hist.mean() / 1e6,
+        }
+    }
+}
+
+/// Criterion's median estimate (ms) of benchmark `id`, read from its `new/estimates.json`.
+pub fn criterion_median_ms(id: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target/criterion"));
+    let text = std::fs::read_to_string(home.join(id).join("new").join("estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("median")?
+        .get("point_estimate")?
+        .as_f64()
+        .map(|ns| ns / 1e6)
+}
