@@ -49,6 +49,27 @@ pub async fn explain(conn: &mut PgConnection, query: &Vector, limit: i64) -> Res
     Ok(lines)
 }
 
+/// `'[0.1,0.2,…]'` literals in a plan replaced by `'[…]'`, so a message stays one readable line.
+pub fn abbreviate_vectors(plan: &str) -> String {
+    let mut out = String::with_capacity(plan.len().min(4096));
+    let mut rest = plan;
+    while let Some(start) = rest.find("'[") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("]'") {
+            Some(end) => {
+                out.push_str("'[…]'");
+                rest = &rest[start + end + 2..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether a plan scans the HNSW index `index`.
 pub fn plan_uses_index(plan: &[String], index: &str) -> bool {
     plan.iter()
