@@ -38,7 +38,7 @@ impl Config {
                 let line = first_line(&e.to_string());
                 anyhow::anyhow!(
                     "{}",
-                    line.strip_prefix("error: ").unwrap_or(&line).to_string()
+                    line.strip_prefix("error: ").unwrap_or(&line)
                 )
             })
     }

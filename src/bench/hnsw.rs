@@ -173,7 +173,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                 continue;
             }
             let mut pass = rt.block_on(measure(&mut prepared, mode, ef))?;
-            pass.criterion_median_ms = criterion_median_ms(&mode.id(ef));
+            pass.criterion_median_ms = criterion_median_ms(&config, &mode.id(ef));
             if config.bench.pgbench && mode == Mode::Session {
                 pass.pgbench = Some(pgbench(&config, &prepared.url, ef, n, k)?);
             }

@@ -105,7 +105,7 @@ impl BenchArgs {
 /// Criterion configured for this run: quick mode shortens everything; Criterion's own flags
 /// (`--save-baseline`, `--baseline`, `--sample-size`, …) still apply on top.
 pub fn criterion(config: &Config) -> Criterion {
-    let c = Criterion::default();
+    let c = Criterion::default().output_directory(&criterion_home(config));
     let c = if config.bench.quick {
         c.warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1))
@@ -146,11 +146,26 @@ impl LatencySummary {
     }
 }
 
-/// Criterion's median estimate (ms) of benchmark `id`, read from its `new/estimates.json`.
-pub fn criterion_median_ms(id: &str) -> Option<f64> {
+/// Where Criterion keeps its data and reports: `CRITERION_HOME` (the project's cargo config points it
+/// at `target-reports/criterion`). Quick mode keeps a history of its own next to it, so a smoke run
+/// on the small dataset is never compared with a real one.
+pub fn criterion_home(config: &Config) -> std::path::PathBuf {
     let home = std::env::var_os("CRITERION_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("target/criterion"));
+    if config.bench.quick {
+        let name = home
+            .file_name()
+            .map_or("criterion".into(), |n| n.to_string_lossy().into_owned());
+        home.with_file_name(format!("{name}-quick"))
+    } else {
+        home
+    }
+}
+
+/// Criterion's median estimate (ms) of benchmark `id`, read from its `new/estimates.json`.
+pub fn criterion_median_ms(config: &Config, id: &str) -> Option<f64> {
+    let home = criterion_home(config);
     let text = std::fs::read_to_string(home.join(id).join("new").join("estimates.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("median")?
