@@ -36,10 +36,7 @@ impl Config {
             .map(Self::effective)
             .map_err(|e| {
                 let line = first_line(&e.to_string());
-                anyhow::anyhow!(
-                    "{}",
-                    line.strip_prefix("error: ").unwrap_or(&line)
-                )
+                anyhow::anyhow!("{}", line.strip_prefix("error: ").unwrap_or(&line))
             })
     }
 

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod db;
+pub mod ratelimit;
 pub mod record;
 pub mod setup;
 pub mod stack;

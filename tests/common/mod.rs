@@ -61,3 +61,14 @@ pub async fn fresh_database(name: &str, mut cfg: Config) -> (Config, String) {
     cfg.servers.database_url = Some(url.clone());
     (cfg, url)
 }
+
+/// URL of the real Redis (the embedded stack's, or REDIS_URL's), starting it when needed.
+pub async fn redis_url() -> String {
+    let cfg = Config::from_env().expect("the environment does not parse");
+    stack::redis(&cfg.servers).await.unwrap_or_else(|e| {
+        panic!(
+            "Redis is not available: {}\nrun setup/install-deps.sh (or set REDIS_URL)",
+            capbench::one_line(&e)
+        )
+    })
+}
