@@ -27,6 +27,8 @@ pub struct Config {
     pub index: IndexParams,
     #[command(flatten)]
     pub bench: BenchParams,
+    #[command(flatten)]
+    pub service: ServiceParams,
 }
 
 impl Config {
@@ -64,6 +66,60 @@ impl Config {
             "capbench"
         }
     }
+}
+
+/// What the limiter does when Redis does not answer.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RedisFailure {
+    /// Serve the request unlimited; count it (`capbench_limiter_errors_total`) and log it.
+    Open,
+    /// Refuse the request with 503.
+    Closed,
+}
+
+/// The reference search service (`serve`, and the in-process service of the benches).
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ServiceParams {
+    /// Address the service listens on (the seeds' host).
+    #[arg(long, env = "CAPBENCH_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: std::net::SocketAddr,
+    /// Searches per user per minute (bucket capacity; refilled at limit/60 per second).
+    #[arg(long, env = "RATE_LIMIT_READ_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_read_per_minute: u32,
+    /// Authenticated writes per user per minute.
+    #[arg(long, env = "RATE_LIMIT_WRITE_PER_MINUTE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_write_per_minute: u32,
+    /// API keys minted per client address per minute (high enough for 100 load-test users on one host).
+    #[arg(long, env = "RATE_LIMIT_KEYS_PER_MINUTE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_keys_per_minute: u32,
+    /// hnsw.ef_search of the service's connections (the seeds' 64).
+    #[arg(long, env = "CAPBENCH_SEARCH_EF_SEARCH", default_value_t = 64, value_parser = parse_ef_search)]
+    pub search_ef_search: u32,
+    /// When Redis is down: serve unlimited (open) or refuse with 503 (closed).
+    #[arg(long, env = "CAPBENCH_ON_REDIS_ERROR", value_enum, default_value_t = RedisFailure::Open)]
+    pub on_redis_error: RedisFailure,
+    /// PostgreSQL connections in the service's pool.
+    #[arg(long, env = "CAPBENCH_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_size: u32,
+    /// An OpenAI-compatible embeddings endpoint (…/v1) instead of the built-in deterministic embedder.
+    #[arg(long, env = "CAPBENCH_EMBEDDINGS_URL")]
+    pub embeddings_url: Option<String>,
+    /// Model name sent to the embeddings endpoint.
+    #[arg(
+        long,
+        env = "CAPBENCH_EMBEDDINGS_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub embeddings_model: String,
+    /// Bearer key for the embeddings endpoint.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub embeddings_key: Option<String>,
+    /// A deployment with this API for the http_search bench (instead of the in-process service).
+    #[arg(long, env = "CAPBENCH_TARGET_URL")]
+    pub target_url: Option<String>,
+    /// An API key for CAPBENCH_TARGET_URL (otherwise one is minted through /api/v1/keys).
+    #[arg(long, env = "CAPBENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Rows and queries in quick mode.

@@ -21,8 +21,14 @@ pub mod dataset;
 pub mod db;
 pub mod ratelimit;
 pub mod record;
+pub mod server;
 pub mod setup;
 pub mod stack;
+
+/// Installs rustls' ring crypto provider for HTTPS clients (idempotent).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Runs a binary's `main`: one `error: …` line and exit code 1 on failure, 130 on Ctrl-C.
 pub fn main_with<F>(fut: F) -> std::process::ExitCode

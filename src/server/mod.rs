@@ -1,0 +1,348 @@
+//! The reference search service: the seeds' API (CommonTrace) on axum, for users who have no
+//! deployment to point the benches at.
+//!
+//! - `POST /api/v1/keys` {"email"} → 201 {"api_key"}; keys are stored as SHA-256 hashes, never logged;
+//!   minting is rate-limited per client address.
+//! - `POST /api/v1/traces/search` {"q", "limit" 1..=50} with `X-API-Key` → 200 {"results": [...]}:
+//!   text embedded, ANN candidates through THE search query (db::search) at the service's
+//!   ef_search, then trust re-ranking. Read bucket per key.
+//! - `POST /api/v1/traces` {"title", "context_text", "solution_text"} with `X-API-Key` → 201: an
+//!   authenticated write (status `pending`). Write bucket per key.
+//! - `GET /health`, `GET /metrics` (Prometheus text, with the search-duration histogram).
+//!
+//! Like mini-redis, [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
+//! and stop it themselves; shutdown drains requests in flight.
+
+pub mod embed;
+mod metrics;
+mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, RedisFailure, ServiceParams};
+use crate::dataset::Dataset;
+use crate::ratelimit::{Decision, Limit, TokenBucket};
+use embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
+pub use metrics::Metrics;
+pub use routes::{hash_key, rerank_score};
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest query text accepted (422 beyond).
+pub const MAX_QUERY_CHARS: usize = 2000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub limiter: TokenBucket,
+    pub embedder: Arc<dyn Embedder>,
+    pub params: ServiceParams,
+    pub metrics: Metrics,
+    /// API key hash → user id. Keys are never revoked by this service, so a hit is always valid;
+    /// it saves a database round trip per request.
+    keys: Arc<RwLock<HashMap<String, uuid::Uuid>>>,
+}
+
+impl AppState {
+    /// Connects the pool (each connection with the service's ef_search set once), the limiter and
+    /// the embedder.
+    pub async fn connect(config: &Config, database_url: &str, redis_url: &str) -> Result<Self> {
+        let ef = config.service.search_ef_search;
+        let options: PgConnectOptions = database_url
+            .parse::<PgConnectOptions>()
+            .with_context(|| {
+                format!(
+                    "invalid DATABASE_URL {}",
+                    crate::stack::redact(database_url)
+                )
+            })?
+            .log_statements(tracing::log::LevelFilter::Off);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.service.pool_size)
+            .acquire_timeout(Duration::from_secs(2))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // ef_search set once per connection: a request is then one round trip, not
+                    // BEGIN / SET LOCAL / query / COMMIT (the hnsw_txn bench shows that cost).
+                    conn.execute(sqlx::AssertSqlSafe(format!("SET hnsw.ef_search = {ef}")))
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        let limiter = TokenBucket::connect(redis_url).await?;
+        let embedder: Arc<dyn Embedder> = match &config.service.embeddings_url {
+            Some(url) => Arc::new(OpenAiEmbedder::new(
+                url,
+                &config.service.embeddings_model,
+                config.service.embeddings_key.clone(),
+                config.dataset.dims as usize,
+            )?),
+            None => Arc::new(DeterministicEmbedder::new(Arc::new(Dataset::new(
+                config.dataset.clone(),
+            )))),
+        };
+        Ok(Self {
+            pool,
+            limiter,
+            embedder,
+            params: config.service.clone(),
+            metrics: Metrics::new()?,
+            keys: Arc::default(),
+        })
+    }
+
+    fn read_limit(&self) -> Limit {
+        Limit::per_minute(self.params.rate_limit_read_per_minute)
+    }
+
+    fn write_limit(&self) -> Limit {
+        Limit::per_minute(self.params.rate_limit_write_per_minute)
+    }
+
+    fn keys_limit(&self) -> Limit {
+        Limit::per_minute(self.params.rate_limit_keys_per_minute)
+    }
+
+    /// Takes a token from `key`, applying the Redis-failure policy.
+    async fn take(
+        &self,
+        key: &str,
+        limit: Limit,
+        bucket: &'static str,
+    ) -> Result<Option<Decision>, ApiError> {
+        match self.limiter.check(key, limit).await {
+            Ok(d) if d.allowed => Ok(Some(d)),
+            Ok(d) => {
+                self.metrics.rate_limited.with_label_values(&[bucket]).inc();
+                Err(ApiError::RateLimited { decision: d, limit })
+            }
+            Err(e) => {
+                self.metrics.limiter_errors.inc();
+                match self.params.on_redis_error {
+                    RedisFailure::Open => {
+                        tracing::warn!(error = %e, "rate limiter unavailable: serving unlimited (fail-open)");
+                        Ok(None)
+                    }
+                    RedisFailure::Closed => {
+                        Err(ApiError::Unavailable("rate limiter unavailable".into()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+/// A service running in this process on a free loopback port (tests and benches).
+pub struct LocalService {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl LocalService {
+    /// Binds 127.0.0.1:0 and serves `state` on it.
+    pub async fn start(state: AppState) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a loopback port")?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Asks the service to stop: it stops accepting and drains requests in flight.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stops and waits until every request in flight has been answered.
+    pub async fn stop(mut self) -> Result<()> {
+        self.begin_shutdown();
+        match self.task.take() {
+            Some(task) => task.await.context("the service task panicked")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalService {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+    }
+}
+
+/// The `serve` binary: the stack (or the given servers), the dataset, then the service.
+pub async fn run(config: Config) -> Result<std::process::ExitCode> {
+    let config = config.effective();
+    let db_url = crate::stack::postgres(&config.servers, config.local_database()).await?;
+    let redis_url = crate::stack::redis(&config.servers).await?;
+    let opts = crate::setup::LoadOptions {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..crate::setup::LoadOptions::default()
+    };
+    crate::setup::ensure_dataset(&config, &db_url, &opts).await?;
+    let state = AppState::connect(&config, &db_url, &redis_url).await?;
+    let listener = TcpListener::bind(config.service.addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (CAPBENCH_ADDR to choose another)",
+                config.service.addr
+            )
+        })?;
+    eprintln!(
+        "serve: listening on http://{} (PostgreSQL {}, Redis {}, ef_search {}, read {}/min, write {}/min, on Redis error: {:?})",
+        listener.local_addr()?,
+        crate::stack::redact(&db_url),
+        crate::stack::redact(&redis_url),
+        config.service.search_ef_search,
+        config.service.rate_limit_read_per_minute,
+        config.service.rate_limit_write_per_minute,
+        config.service.on_redis_error,
+    );
+    serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("serve: shutting down; draining requests in flight");
+    })
+    .await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// What a request can fail with; each becomes a status and a JSON body `{"error": …}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("missing or unknown API key (send it in the X-API-Key header)")]
+    Unauthorized,
+    #[error("request body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("rate limit exceeded")]
+    RateLimited { decision: Decision, limit: Limit },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A database error: 503 when the database cannot be reached (it recovers by itself), 500 otherwise.
+    pub fn database(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => ApiError::Unavailable("database unavailable".into()),
+            sqlx::Error::Database(ref d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
+                ApiError::Unavailable("database unavailable".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut resp =
+            (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        if let ApiError::RateLimited { decision, limit } = &self {
+            let h = resp.headers_mut();
+            h.insert(
+                "retry-after",
+                HeaderValue::from(decision.retry_after_secs()),
+            );
+            h.insert(
+                "x-ratelimit-limit",
+                HeaderValue::from(limit.capacity as u64),
+            );
+            h.insert(
+                "x-ratelimit-remaining",
+                HeaderValue::from(decision.remaining),
+            );
+        }
+        resp
+    }
+}
+
+/// `Json<T>` whose rejections follow the seeds' contract: 413 for an oversized body, 422 with a
+/// JSON error body for anything malformed (syntax, types, content type).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(r) => Err(ApiError::Unprocessable(r.body_text())),
+        }
+    }
+}
