@@ -145,9 +145,10 @@ pub struct BenchParams {
     /// Quick mode: 20,000 rows × 256 dims, 100 queries, short Criterion times — a smoke run, not a measurement.
     #[arg(long, env = "CAPBENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
     pub quick: bool,
-    /// Also run pgbench (`-M prepared`, 1 client) on the same query at each measured ef_search.
-    #[arg(long, env = "CAPBENCH_PGBENCH", value_parser = clap::builder::FalseyValueParser::new())]
-    pub pgbench: bool,
+    /// Also run each bench's independent tool in the same run for comparison: pgbench (hnsw),
+    /// redis-benchmark (rate_limit).
+    #[arg(long, env = "CAPBENCH_COMPARE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub compare: bool,
 }
 
 /// Which servers to use: the user's (`DATABASE_URL`, `REDIS_URL`) or the embedded stack.

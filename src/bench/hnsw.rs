@@ -174,7 +174,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             }
             let mut pass = rt.block_on(measure(&mut prepared, mode, ef))?;
             pass.criterion_median_ms = criterion_median_ms(&config, &mode.id(ef));
-            if config.bench.pgbench && mode == Mode::Session {
+            if config.bench.compare && mode == Mode::Session {
                 pass.pgbench = Some(pgbench(&config, &prepared.url, ef, n, k)?);
             }
             results.push(pass);
@@ -350,7 +350,7 @@ pub fn pgbench(
         .output()
         .with_context(|| {
             format!(
-                "running {} (set CAPBENCH_PGBENCH=0 to skip)",
+                "running {} (unset CAPBENCH_COMPARE to skip)",
                 program.display()
             )
         });

@@ -4,6 +4,8 @@
 //! (quick mode), and latency summaries from HDR histograms.
 
 pub mod hnsw;
+pub mod http_search;
+pub mod rate_limit;
 
 use std::time::Duration;
 

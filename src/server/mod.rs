@@ -75,6 +75,9 @@ impl AppState {
         let pool = PgPoolOptions::new()
             .max_connections(config.service.pool_size)
             .acquire_timeout(Duration::from_secs(2))
+            // No health-check round trip on every acquire: a broken connection fails the request's
+            // own query, which maps to 503, and the pool replaces it.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     // ef_search set once per connection: a request is then one round trip, not

@@ -1,0 +1,489 @@
+//! `cargo bench http_search`: one search request end to end over HTTP (reqwest, keep-alive) against
+//! the reference service started in-process on a free loopback port — `http_search/ef_search/<ef>`
+//! for each ef_search — and the cost of a 429 (`http_search/rejected`). With `CAPBENCH_TARGET_URL`
+//! the same requests go to any deployment of this API (`http_search/target`).
+//!
+//! After each, an HDR measurement pass; for the in-process service, also the same queries' raw SQL
+//! at the same ef_search, so the end-to-end median splits into SQL time and HTTP + service overhead.
+
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use criterion::{BenchmarkId, Throughput};
+use pgvector::Vector;
+use serde_json::json;
+
+use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::config::Config;
+use crate::dataset::Dataset;
+use crate::db::{self, search};
+use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use crate::server::embed::DeterministicEmbedder;
+use crate::server::{AppState, LocalService};
+use crate::setup::{self, LoadOptions};
+use crate::stack;
+
+/// The seeds' ten search queries (SearchLoadUser rotates through them).
+pub const SEARCH_QUERIES: [&str; 10] = [
+    "react hooks useState",
+    "postgresql migration alembic",
+    "docker compose healthcheck",
+    "fastapi async sqlalchemy",
+    "python error handling retry",
+    "github actions ci pipeline",
+    "jwt authentication middleware",
+    "redis caching ttl pattern",
+    "typescript generics utility types",
+    "pytest fixtures conftest setup",
+];
+
+/// The budget the reference service may add over the raw SQL query (p50).
+pub const OVERHEAD_BUDGET_MS: f64 = 0.3;
+
+/// A rate limit high enough never to interfere with a benchmark (the seeds used 10,000/min).
+const UNLIMITED_PER_MINUTE: u32 = 100_000_000;
+
+/// The benchmarks of this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    EfSearch(u32),
+    Target,
+    Rejected,
+}
+
+impl Bench {
+    pub fn id(self) -> String {
+        match self {
+            Bench::EfSearch(ef) => format!("http_search/ef_search/{ef}"),
+            Bench::Target => "http_search/target".into(),
+            Bench::Rejected => "http_search/rejected".into(),
+        }
+    }
+
+    fn bench_id(self) -> BenchmarkId {
+        match self {
+            Bench::EfSearch(ef) => BenchmarkId::new("ef_search", ef),
+            Bench::Target => BenchmarkId::from_parameter("target"),
+            Bench::Rejected => BenchmarkId::from_parameter("rejected"),
+        }
+    }
+}
+
+/// The benchmarks `args` selects for this configuration.
+pub fn plan(args: &BenchArgs, config: &Config) -> Vec<Bench> {
+    let mut all: Vec<Bench> = if config.service.target_url.is_some() {
+        vec![Bench::Target]
+    } else {
+        config
+            .bench
+            .ef_search
+            .iter()
+            .map(|&ef| Bench::EfSearch(ef))
+            .collect()
+    };
+    all.push(Bench::Rejected);
+    all.into_iter().filter(|b| args.selects(&b.id())).collect()
+}
+
+/// One measurement pass.
+#[derive(Debug, Clone)]
+pub struct PassResult {
+    pub bench: Bench,
+    pub latency: LatencySummary,
+    pub histogram: hdrhistogram::Histogram<u64>,
+    pub rps: f64,
+    pub criterion_median_ms: Option<f64>,
+    /// The same queries' SQL alone at the same ef_search (in-process service only).
+    pub sql: Option<LatencySummary>,
+}
+
+#[derive(Debug)]
+pub enum RunOutcome {
+    NotSelected,
+    Listed,
+    Ran(Vec<PassResult>),
+}
+
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match Config::from_env().and_then(|config| run(&args, config)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A target: a base URL and a key, and (in-process) the service behind it.
+struct Target {
+    base: String,
+    key: String,
+    service: Option<LocalService>,
+}
+
+async fn mint_key(client: &reqwest::Client, base: &str, tag: &str) -> Result<String> {
+    let email = format!("capbench-{tag}-{}@bench.invalid", std::process::id());
+    let resp = client
+        .post(format!("{base}/api/v1/keys"))
+        .json(&json!({"email": email}))
+        .send()
+        .await
+        .with_context(|| format!("POST {base}/api/v1/keys"))?;
+    if resp.status() != reqwest::StatusCode::CREATED {
+        bail!(
+            "POST {base}/api/v1/keys answered {} (set CAPBENCH_API_KEY to use an existing key)",
+            resp.status()
+        );
+    }
+    let body: serde_json::Value = resp.json().await?;
+    body["api_key"]
+        .as_str()
+        .map(String::from)
+        .context("no api_key in the answer of /api/v1/keys")
+}
+
+async fn request(
+    client: &reqwest::Client,
+    target: &Target,
+    q: &str,
+) -> Result<reqwest::StatusCode> {
+    let resp = client
+        .post(format!("{}/api/v1/traces/search", target.base))
+        .header("X-API-Key", &target.key)
+        .json(&json!({"q": q, "limit": 10}))
+        .send()
+        .await?;
+    let status = resp.status();
+    resp.bytes().await?; // read the whole body, as a client does
+    Ok(status)
+}
+
+pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
+    let bench_args = BenchArgs::parse(args)?;
+    let plan = plan(&bench_args, &config);
+    if plan.is_empty() {
+        return Ok(RunOutcome::NotSelected);
+    }
+    if bench_args.list {
+        for b in &plan {
+            println!("{}: benchmark", b.id());
+        }
+        return Ok(RunOutcome::Listed);
+    }
+    crate::install_tls_provider();
+    // One thread for client and in-process service: no cross-thread wake-ups in the measured path
+    // (on 2 cores they cost more than the service's own work); PostgreSQL and Redis keep the others.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4)
+        .build()?;
+    let local = config.service.target_url.is_none();
+    let (db_url, redis_url) = if local {
+        let db = rt.block_on(stack::postgres(&config.servers, config.local_database()))?;
+        let redis = rt.block_on(stack::redis(&config.servers))?;
+        let opts = LoadOptions {
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ..LoadOptions::default()
+        };
+        rt.block_on(setup::ensure_dataset(&config, &db, &opts))?;
+        eprintln!(
+            "http_search: in-process service on PostgreSQL {} and Redis {}",
+            stack::redact(&db),
+            stack::redact(&redis)
+        );
+        (Some(db), Some(redis))
+    } else {
+        eprintln!(
+            "http_search: target {}",
+            config.service.target_url.as_deref().unwrap_or_default()
+        );
+        (None, None)
+    };
+    let start_service = |ef: u32, read_per_minute: u32| -> Result<Target> {
+        rt.block_on(async {
+            match (&db_url, &redis_url, &config.service.target_url) {
+                (Some(db), Some(redis), _) => {
+                    let mut cfg = config.clone();
+                    cfg.service.search_ef_search = ef;
+                    cfg.service.rate_limit_read_per_minute = read_per_minute;
+                    let service =
+                        LocalService::start(AppState::connect(&cfg, db, redis).await?).await?;
+                    let base = service.url();
+                    let key = mint_key(&client, &base, "http").await?;
+                    Ok(Target {
+                        base,
+                        key,
+                        service: Some(service),
+                    })
+                }
+                (_, _, Some(url)) => {
+                    let base = url.trim_end_matches('/').to_string();
+                    let key = match (&config.service.api_key, read_per_minute) {
+                        (Some(k), UNLIMITED_PER_MINUTE) => k.clone(),
+                        _ => mint_key(&client, &base, "http").await?,
+                    };
+                    Ok(Target {
+                        base,
+                        key,
+                        service: None,
+                    })
+                }
+                _ => bail!("no target"),
+            }
+        })
+    };
+
+    let embedder =
+        DeterministicEmbedder::new(std::sync::Arc::new(Dataset::new(config.dataset.clone())));
+    let vectors: Vec<Vector> = SEARCH_QUERIES
+        .iter()
+        .map(|q| Vector::from(embedder.embed_now(q)))
+        .collect();
+    let passes = if config.bench.quick { 200 } else { 2_000 };
+    let mut c = criterion(&config);
+    let mut group = c.benchmark_group("http_search");
+    group.throughput(Throughput::Elements(1));
+    let mut results = Vec::new();
+    for bench in plan.iter().copied() {
+        let (ef, expected, limit) = match bench {
+            Bench::EfSearch(ef) => (ef, reqwest::StatusCode::OK, UNLIMITED_PER_MINUTE),
+            Bench::Target => (
+                config.service.search_ef_search,
+                reqwest::StatusCode::OK,
+                UNLIMITED_PER_MINUTE,
+            ),
+            Bench::Rejected => (
+                config.service.search_ef_search,
+                reqwest::StatusCode::TOO_MANY_REQUESTS,
+                1,
+            ),
+        };
+        let target = start_service(ef, limit)?;
+        if bench == Bench::Rejected {
+            // Empty the key's bucket (a remote deployment's limit is unknown: bounded attempts).
+            rt.block_on(async {
+                for _ in 0..100_000 {
+                    if request(&client, &target, "drain the bucket").await? == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        return Ok(());
+                    }
+                }
+                bail!("no 429 after 100,000 requests: the target's read limit is higher than this bench will drain")
+            })?;
+        }
+        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+        let mut next = 0usize;
+        group.bench_function(bench.bench_id(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let q = SEARCH_QUERIES[next % SEARCH_QUERIES.len()];
+                        next += 1;
+                        match request(&client, &target, q).await {
+                            Ok(s) if s == expected => {}
+                            Ok(s) => {
+                                failure
+                                    .borrow_mut()
+                                    .get_or_insert(anyhow::anyhow!("expected {expected}, got {s}"));
+                                break;
+                            }
+                            Err(e) => {
+                                failure.borrow_mut().get_or_insert(e);
+                                break;
+                            }
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        if let Some(e) = failure.take() {
+            return Err(e.context(format!("benchmark {}", bench.id())));
+        }
+        if bench_args.test {
+            continue;
+        }
+        // The pass: every request's latency; for the in-process service, each request is followed by
+        // the same query's raw SQL at the same ef_search (interleaved, so both see the same machine).
+        let sql_conn = match (bench, &db_url) {
+            (Bench::EfSearch(ef), Some(db)) => Some(rt.block_on(sql_connection(db, ef, &vectors))?),
+            _ => None,
+        };
+        let mut hist = record::latency_histogram();
+        let mut sql_hist = record::latency_histogram();
+        let mut http_time = std::time::Duration::ZERO;
+        rt.block_on(async {
+            let mut sql_conn = sql_conn;
+            for i in 0..passes {
+                let t = Instant::now();
+                let s = request(&client, &target, SEARCH_QUERIES[i % SEARCH_QUERIES.len()]).await?;
+                let took = t.elapsed();
+                http_time += took;
+                hist.saturating_record(took.as_nanos() as u64);
+                anyhow::ensure!(
+                    s == expected,
+                    "{}: expected {expected}, got {s}",
+                    bench.id()
+                );
+                if let (Some(conn), Bench::EfSearch(ef)) = (sql_conn.as_mut(), bench) {
+                    let t = Instant::now();
+                    // Another query than the request just made (whose graph path is still in the CPU
+                    // caches); over the pass both sides run every query equally often.
+                    let j = (i + vectors.len() / 2) % vectors.len();
+                    search::search(conn, &vectors[j], candidates(ef)).await?;
+                    sql_hist.saturating_record(t.elapsed().as_nanos() as u64);
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        let rps = passes as f64 / http_time.as_secs_f64().max(1e-9);
+        let sql = (!sql_hist.is_empty()).then(|| LatencySummary::of(&sql_hist));
+        results.push(PassResult {
+            bench,
+            latency: LatencySummary::of(&hist),
+            histogram: hist,
+            rps,
+            criterion_median_ms: criterion_median_ms(&config, &bench.id()),
+            sql,
+        });
+        if let Some(service) = target.service {
+            rt.block_on(service.stop())?;
+        }
+    }
+    group.finish();
+    c.final_summary();
+    if !results.is_empty() {
+        print_table(&results);
+        let path = rt.block_on(write_record(&config, db_url.as_deref(), &results))?;
+        println!("run record: {}", path.display());
+    }
+    Ok(RunOutcome::Ran(results))
+}
+
+/// The service's LIMIT for ANN candidates at `ef` (see server::routes): the raw SQL uses the same.
+fn candidates(ef: u32) -> i64 {
+    i64::from(ef).max(10)
+}
+
+/// A connection like the service's pool gives: ef_search set once, the statement prepared.
+async fn sql_connection(db_url: &str, ef: u32, vectors: &[Vector]) -> Result<sqlx::PgConnection> {
+    let mut conn = db::connect(db_url).await?;
+    search::set_ef_search(&mut conn, ef, false).await?;
+    for v in vectors {
+        search::search(&mut conn, v, candidates(ef)).await?;
+    }
+    Ok(conn)
+}
+
+fn print_table(results: &[PassResult]) {
+    println!();
+    println!(
+        "{:<28} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        "benchmark (ms)",
+        "criterion",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "req/s",
+        "SQL p50",
+        "overhead",
+        "≤0.3 ms"
+    );
+    for r in results {
+        let l = &r.latency;
+        let overhead = r.sql.map(|s| l.p50_ms - s.p50_ms);
+        println!(
+            "{:<28} {:>9} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.0} {:>7} {:>8} {:>9}",
+            r.bench.id(),
+            r.criterion_median_ms
+                .map_or("-".into(), |m| format!("{m:.3}")),
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            r.rps,
+            r.sql.map_or("-".into(), |s| format!("{:.3}", s.p50_ms)),
+            overhead.map_or("-".into(), |o| format!("{o:.3}")),
+            overhead.map_or("-", |o| if o <= OVERHEAD_BUDGET_MS {
+                "PASS"
+            } else {
+                "FAIL"
+            }),
+        );
+    }
+}
+
+async fn write_record(
+    config: &Config,
+    db_url: Option<&str>,
+    results: &[PassResult],
+) -> Result<std::path::PathBuf> {
+    let mut environment = Environment::of_machine();
+    if let Some(url) = db_url {
+        let mut conn = db::connect(url).await?;
+        environment = environment.with_postgres(&mut conn).await?;
+    }
+    let mut rec = RunRecord::new(
+        "http_search",
+        environment,
+        json!({
+            "quick": config.bench.quick,
+            "target": config.service.target_url.as_deref().unwrap_or("in-process"),
+            "queries": SEARCH_QUERIES,
+            "limit": 10,
+        }),
+    );
+    if db_url.is_some() {
+        rec.dataset = Some(json!({
+            "fingerprint": crate::dataset::fingerprint(&config.dataset, &config.index),
+            "params": crate::dataset::fingerprint_params(&config.dataset, &config.index),
+        }));
+    }
+    for r in results {
+        let l = &r.latency;
+        let mut metrics: std::collections::BTreeMap<String, f64> = [
+            ("p50_ms", l.p50_ms),
+            ("p90_ms", l.p90_ms),
+            ("p95_ms", l.p95_ms),
+            ("p99_ms", l.p99_ms),
+            ("p999_ms", l.p999_ms),
+            ("max_ms", l.max_ms),
+            ("mean_ms", l.mean_ms),
+            ("rps", r.rps),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(m) = r.criterion_median_ms {
+            metrics.insert("criterion_median_ms".into(), m);
+        }
+        let mut gates = Vec::new();
+        if let Some(s) = r.sql {
+            metrics.insert("sql_p50_ms".into(), s.p50_ms);
+            metrics.insert("overhead_p50_ms".into(), l.p50_ms - s.p50_ms);
+            gates.push(Gate {
+                name: format!("service overhead p50 <= {OVERHEAD_BUDGET_MS} ms"),
+                pass: l.p50_ms - s.p50_ms <= OVERHEAD_BUDGET_MS,
+            });
+        }
+        if let Bench::EfSearch(ef) = r.bench {
+            metrics.insert("ef_search".into(), f64::from(ef));
+        }
+        rec.results.push(ResultEntry {
+            name: r.bench.id(),
+            metrics,
+            histogram: Some(record::encode_histogram(&r.histogram)?),
+            gates,
+        });
+    }
+    rec.write(&record::reports_dir())
+}

@@ -1,0 +1,412 @@
+//! `cargo bench rate_limit`: the Lua token bucket's evaluation latency — allowed, denied, on a fresh
+//! key — and pipelined throughput, then an HDR measurement pass per path, and (with
+//! `CAPBENCH_COMPARE=1`) redis-benchmark running EVALSHA of the same script with one client.
+
+use std::cell::RefCell;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use criterion::Throughput;
+
+use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::config::Config;
+use crate::ratelimit::{Limit, TokenBucket};
+use crate::record::{self, Environment, ResultEntry, RunRecord};
+use crate::stack;
+
+/// A bucket that never runs dry (the allowed path).
+const UNLIMITED: Limit = Limit {
+    capacity: 1e12,
+    per_second: 1e12,
+};
+/// A bucket that stays empty once its one token is taken (the denied path).
+const EMPTY: Limit = Limit {
+    capacity: 1.0,
+    per_second: 1e-9,
+};
+/// Fresh keys use the seeds' read limit.
+const SEEDS: Limit = Limit {
+    capacity: 60.0,
+    per_second: 1.0,
+};
+/// Evaluations per pipeline.
+pub const PIPELINE: usize = 100;
+
+/// The benchmarks of this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Allowed,
+    Denied,
+    FreshKey,
+    Pipelined,
+}
+
+impl Path {
+    pub const ALL: [Path; 4] = [Path::Allowed, Path::Denied, Path::FreshKey, Path::Pipelined];
+
+    pub fn id(self) -> String {
+        match self {
+            Path::Allowed => "rate_limit/evalsha/allowed".into(),
+            Path::Denied => "rate_limit/evalsha/denied".into(),
+            Path::FreshKey => "rate_limit/evalsha/fresh_key".into(),
+            Path::Pipelined => format!("rate_limit/pipelined/{PIPELINE}"),
+        }
+    }
+
+    /// Criterion's (function, parameter): its directory is `rate_limit/<function>/<parameter>`.
+    fn bench_id(self) -> criterion::BenchmarkId {
+        match self {
+            Path::Allowed => criterion::BenchmarkId::new("evalsha", "allowed"),
+            Path::Denied => criterion::BenchmarkId::new("evalsha", "denied"),
+            Path::FreshKey => criterion::BenchmarkId::new("evalsha", "fresh_key"),
+            Path::Pipelined => criterion::BenchmarkId::new("pipelined", PIPELINE),
+        }
+    }
+}
+
+/// One measurement pass.
+#[derive(Debug, Clone)]
+pub struct PassResult {
+    pub path: Path,
+    pub latency: LatencySummary,
+    pub histogram: hdrhistogram::Histogram<u64>,
+    /// Evaluations per second.
+    pub rate: f64,
+    pub criterion_median_ms: Option<f64>,
+}
+
+/// redis-benchmark's figures for EVALSHA, one client.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisBenchmark {
+    pub p50_ms: f64,
+    pub rps: f64,
+}
+
+#[derive(Debug)]
+pub enum RunOutcome {
+    NotSelected,
+    Listed,
+    Ran(Vec<PassResult>),
+}
+
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match Config::from_env().and_then(|config| run(&args, config)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
+    let bench_args = BenchArgs::parse(args)?;
+    let plan: Vec<Path> = Path::ALL
+        .into_iter()
+        .filter(|p| bench_args.selects(&p.id()))
+        .collect();
+    if plan.is_empty() {
+        return Ok(RunOutcome::NotSelected);
+    }
+    if bench_args.list {
+        for p in &plan {
+            println!("{}: benchmark", p.id());
+        }
+        return Ok(RunOutcome::Listed);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let url = rt.block_on(stack::redis(&config.servers))?;
+    eprintln!("rate_limit: Redis at {}", stack::redact(&url));
+    let tb = rt.block_on(TokenBucket::connect(&url))?;
+    let tag = std::process::id();
+    let (allowed_key, denied_key) = (
+        format!("rl:bench-{tag}-allowed:read"),
+        format!("rl:bench-{tag}-denied:read"),
+    );
+    rt.block_on(async {
+        tb.reset(&allowed_key).await?;
+        tb.reset(&denied_key).await?;
+        tb.check(&denied_key, EMPTY).await?; // takes the only token
+        anyhow::Ok(())
+    })?;
+    let fresh = RefCell::new(0u64);
+    let fresh_key = |n: u64| format!("rl:bench-{tag}-fresh-{n}:read");
+
+    let mut c = criterion(&config);
+    let mut group = c.benchmark_group("rate_limit");
+    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let mut results = Vec::new();
+    for path in plan.iter().copied() {
+        group.throughput(Throughput::Elements(if path == Path::Pipelined {
+            PIPELINE as u64
+        } else {
+            1
+        }));
+        group.bench_function(path.bench_id(), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let r = evaluate(&tb, path, &allowed_key, &denied_key, &fresh, &fresh_key)
+                            .await;
+                        if let Err(e) = r {
+                            failure.borrow_mut().get_or_insert(e);
+                            break;
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        if let Some(e) = failure.take() {
+            return Err(e.context(format!("benchmark {}", path.id())));
+        }
+        if bench_args.test {
+            continue;
+        }
+        let n = if config.bench.quick { 2_000 } else { 20_000 };
+        let n = if path == Path::Pipelined {
+            n / PIPELINE
+        } else {
+            n
+        };
+        let mut hist = record::latency_histogram();
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..n {
+                let t = Instant::now();
+                evaluate(&tb, path, &allowed_key, &denied_key, &fresh, &fresh_key).await?;
+                hist.saturating_record(t.elapsed().as_nanos() as u64);
+            }
+            anyhow::Ok(())
+        })?;
+        let per_call = if path == Path::Pipelined { PIPELINE } else { 1 };
+        results.push(PassResult {
+            path,
+            latency: LatencySummary::of(&hist),
+            histogram: hist,
+            rate: (n * per_call) as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            criterion_median_ms: criterion_median_ms(&config, &path.id()),
+        });
+    }
+    group.finish();
+    c.final_summary();
+    rt.block_on(async {
+        tb.reset(&allowed_key).await?;
+        tb.reset(&denied_key).await
+    })?;
+    if results.is_empty() {
+        return Ok(RunOutcome::Ran(results));
+    }
+    let compared = if config.bench.compare && results.iter().any(|r| r.path == Path::Allowed) {
+        Some(redis_benchmark(&url, tb.sha(), config.bench.quick)?)
+    } else {
+        None
+    };
+    print_table(&results, compared);
+    let path = rt.block_on(write_record(&config, &url, &results, compared))?;
+    println!("run record: {}", path.display());
+    Ok(RunOutcome::Ran(results))
+}
+
+async fn evaluate(
+    tb: &TokenBucket,
+    path: Path,
+    allowed_key: &str,
+    denied_key: &str,
+    fresh: &RefCell<u64>,
+    fresh_key: &impl Fn(u64) -> String,
+) -> Result<()> {
+    match path {
+        Path::Allowed => {
+            let d = tb.check(allowed_key, UNLIMITED).await?;
+            anyhow::ensure!(d.allowed, "the allowed path was denied");
+        }
+        Path::Denied => {
+            let d = tb.check(denied_key, EMPTY).await?;
+            anyhow::ensure!(!d.allowed, "the denied path was allowed");
+        }
+        Path::FreshKey => {
+            let n = {
+                let mut f = fresh.borrow_mut();
+                *f += 1;
+                *f
+            };
+            tb.check(&fresh_key(n), SEEDS).await?;
+        }
+        Path::Pipelined => {
+            let mut pipe = redis::pipe();
+            for _ in 0..PIPELINE {
+                pipe.cmd("EVALSHA")
+                    .arg(tb.sha())
+                    .arg(1)
+                    .arg(allowed_key)
+                    .arg(UNLIMITED.capacity)
+                    .arg(UNLIMITED.per_second)
+                    .arg(1);
+            }
+            let mut conn = tb.connection();
+            let _: Vec<(i64, i64, i64)> = pipe.query_async(&mut conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// redis-benchmark with one client running EVALSHA of the same script on the allowed path.
+pub fn redis_benchmark(url: &str, sha: &str, quick: bool) -> Result<RedisBenchmark> {
+    let client = redis::Client::open(url)?;
+    let (host, port) = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
+        other => bail!("redis-benchmark comparison needs a TCP Redis, not {other:?}"),
+    };
+    let key = format!("rl:bench-{}-redis-benchmark:read", std::process::id());
+    let requests = if quick { "5000" } else { "100000" };
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port.to_string(),
+            "-c",
+            "1",
+            "-n",
+            requests,
+            "--precision",
+            "3",
+        ])
+        .args([
+            "evalsha",
+            sha,
+            "1",
+            &key,
+            &UNLIMITED.capacity.to_string(),
+            &UNLIMITED.per_second.to_string(),
+            "1",
+        ])
+        .output()
+        .context(
+            "running redis-benchmark (installed with redis-server by setup/install-deps.sh)",
+        )?;
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // "latency summary (msec):" / "avg min p50 p95 p99 max" / values; "throughput summary: N requests per second"
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let p50 = lines
+        .iter()
+        .position(|l| l.starts_with("avg") && l.contains("p50"))
+        .and_then(|i| {
+            let names: Vec<&str> = lines[i].split_whitespace().collect();
+            let values: Vec<&str> = lines.get(i + 1)?.split_whitespace().collect();
+            values
+                .get(names.iter().position(|n| *n == "p50")?)?
+                .parse::<f64>()
+                .ok()
+        });
+    let rps = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("throughput summary:"))
+        .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok());
+    match (p50, rps) {
+        (Some(p50_ms), Some(rps)) => Ok(RedisBenchmark { p50_ms, rps }),
+        _ => bail!("could not read redis-benchmark's output: {}", text.trim()),
+    }
+}
+
+fn print_table(results: &[PassResult], compared: Option<RedisBenchmark>) {
+    println!();
+    println!(
+        "{:<32} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "benchmark (ms)", "criterion", "p50", "p90", "p99", "p99.9", "max", "evals/s"
+    );
+    for r in results {
+        let l = &r.latency;
+        println!(
+            "{:<32} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.0}",
+            r.path.id(),
+            r.criterion_median_ms
+                .map_or("-".into(), |m| format!("{m:.4}")),
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            r.rate
+        );
+    }
+    if let (Some(rb), Some(allowed)) = (compared, results.iter().find(|r| r.path == Path::Allowed))
+    {
+        let median = allowed
+            .criterion_median_ms
+            .unwrap_or(allowed.latency.p50_ms);
+        println!(
+            "redis-benchmark -c 1, EVALSHA of the same script: p50 {:.3} ms, {:.0} req/s; criterion median / redis-benchmark p50 = {:.2}",
+            rb.p50_ms,
+            rb.rps,
+            median / rb.p50_ms
+        );
+    }
+}
+
+async fn write_record(
+    config: &Config,
+    url: &str,
+    results: &[PassResult],
+    compared: Option<RedisBenchmark>,
+) -> Result<std::path::PathBuf> {
+    let mut environment = Environment::of_machine();
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    environment.redis_version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_string());
+    let mut rec = RunRecord::new(
+        "rate_limit",
+        environment,
+        serde_json::json!({"quick": config.bench.quick, "pipeline": PIPELINE}),
+    );
+    for r in results {
+        let l = &r.latency;
+        let mut metrics: std::collections::BTreeMap<String, f64> = [
+            ("p50_ms", l.p50_ms),
+            ("p90_ms", l.p90_ms),
+            ("p95_ms", l.p95_ms),
+            ("p99_ms", l.p99_ms),
+            ("p999_ms", l.p999_ms),
+            ("max_ms", l.max_ms),
+            ("mean_ms", l.mean_ms),
+            ("evals_per_second", r.rate),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(m) = r.criterion_median_ms {
+            metrics.insert("criterion_median_ms".into(), m);
+        }
+        if let (Some(rb), Path::Allowed) = (compared, r.path) {
+            metrics.insert("redis_benchmark_p50_ms".into(), rb.p50_ms);
+            metrics.insert("redis_benchmark_rps".into(), rb.rps);
+        }
+        rec.results.push(ResultEntry {
+            name: r.path.id(),
+            metrics,
+            histogram: Some(record::encode_histogram(&r.histogram)?),
+            gates: Vec::new(),
+        });
+    }
+    rec.write(&record::reports_dir())
+}
