@@ -3,7 +3,7 @@
 
 mod common;
 
-use capbench::bench::hnsw::{self, Mode, RunOutcome};
+use capbench::bench::hnsw::{self, Mode};
 use capbench::bench::{BenchArgs, LatencySummary};
 use capbench::config::{Config, IndexParams};
 use capbench::dataset::Dataset;
@@ -177,49 +177,6 @@ fn run_records_round_trip_and_refuse_a_future_schema() {
         "{err:#}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A config whose servers do not exist, in a home that does not exist: any setup attempt fails
-/// or leaves a trace.
-fn unreachable_config() -> (Config, std::path::PathBuf) {
-    let mut cfg = Config::from_env().unwrap();
-    let home = std::env::temp_dir().join(format!("capbench-lazy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    cfg.servers.home = home.clone();
-    cfg.servers.database_url = Some("postgres://nobody@127.0.0.1:1/none".into());
-    cfg.servers.redis_url = Some("redis://127.0.0.1:1".into());
-    (cfg, home)
-}
-
-#[test]
-fn a_filter_that_selects_nothing_here_starts_and_loads_nothing() {
-    let (cfg, home) = unreachable_config();
-    for filter in [
-        &["rate_limit"][..],
-        &["http_search/ef_search/40"],
-        &["--exact", "hnsw"],
-        &["--ignored"],
-    ] {
-        let outcome =
-            hnsw::run(&args(filter), cfg.clone()).expect("nothing selected must not fail");
-        assert!(
-            matches!(outcome, RunOutcome::NotSelected),
-            "{filter:?} gave {outcome:?}"
-        );
-    }
-    // --list names the selected benchmarks without any setup either.
-    assert!(matches!(
-        hnsw::run(&args(&["--list", "hnsw"]), cfg.clone()).unwrap(),
-        RunOutcome::Listed
-    ));
-    assert!(!home.exists(), "nothing may be created when nothing runs");
-    // And a selecting filter does try to set up (so the checks above could fail).
-    let err = hnsw::run(&args(&["hnsw/ef_search/40"]), cfg).expect_err("must try to connect");
-    assert!(
-        capbench::one_line(&err)
-            .contains("cannot connect to PostgreSQL at postgres://nobody@127.0.0.1:1/none"),
-        "{err:#}"
-    );
 }
 
 #[test]
