@@ -74,6 +74,10 @@ async fn search(client: &reqwest::Client, base: &str, key: &str, q: &str) -> req
         .unwrap()
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The user id behind a key (for deleting its bucket).
 async fn user_of(svc: &LocalService, key: &str) -> String {
     let id: uuid::Uuid = sqlx::query_scalar("SELECT user_id FROM api_keys WHERE key_hash = $1")
@@ -148,14 +152,7 @@ async fn the_seeds_contract() {
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()["x-ratelimit-limit"], "20");
 
-    let health: Value = c
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&c, &format!("{base}/health")).await;
     assert_eq!(
         health,
         json!({"status": "ok", "database": "ok", "redis": "ok"})
@@ -460,11 +457,7 @@ fn tokio_stream_from(
 fn private_redis(name: &str) -> capbench::config::Servers {
     let mut servers = Config::from_env().unwrap().servers;
     servers.home = std::env::temp_dir().join(format!("capbench-{name}-{}", std::process::id()));
-    servers.redis_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    servers.redis_port = common::free_port();
     servers.redis_url = None;
     servers
 }
@@ -491,14 +484,7 @@ async fn redis_down_fails_open_or_closed_as_configured() {
 
         capbench::stack::stop(&servers).unwrap();
         let status = search(&c, &base, &key, "during").await.status();
-        let health: Value = c
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = get_json(&c, &format!("{base}/health")).await;
         assert_eq!(health["redis"], "down");
         match policy {
             RedisFailure::Open => {
@@ -559,17 +545,8 @@ async fn database_down_is_503_and_the_service_recovers_by_itself() {
     capbench::install_tls_provider();
     // A private PostgreSQL cluster (own directory, free port) that the test stops and starts.
     let base_cfg = Config::from_env().unwrap();
-    let bindir = std::env::var("CAPBENCH_PG_BINDIR").unwrap_or_else(|_| {
-        std::fs::read_to_string(base_cfg.servers.home.join("pg-bindir"))
-            .expect("PostgreSQL+pgvector is not installed: run setup/install-deps.sh")
-            .trim()
-            .to_string()
-    });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let bindir = common::pg_bindir();
+    let port = common::free_port();
     let dir = base_cfg.servers.home.join("test-db-outage");
     let cluster =
         capbench::stack::LocalCluster::with_bindir(bindir.into(), dir.clone(), port).unwrap();

@@ -1,19 +1,12 @@
 //! The embedded stack's life cycle, on a private home and ports of its own so the shared stack
 //! other tests use is never disturbed: start, reuse, stop, and data that survives a restart.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use sqlx::Connection;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct PrivateStack {
     home: PathBuf,
@@ -25,21 +18,17 @@ impl PrivateStack {
         let main_home = std::env::var_os("CAPBENCH_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(capbench::config::default_home);
-        let bindir = std::env::var("CAPBENCH_PG_BINDIR").unwrap_or_else(|_| {
-            std::fs::read_to_string(main_home.join("pg-bindir"))
-                .unwrap_or_else(|_| {
-                    panic!("PostgreSQL+pgvector is not installed: run setup/install-deps.sh")
-                })
-                .trim()
-                .to_string()
-        });
+        let bindir = common::pg_bindir();
         let home = main_home.join("test-stack");
         let stack = Self {
             env: vec![
                 ("CAPBENCH_HOME".into(), home.display().to_string()),
                 ("CAPBENCH_PG_BINDIR".into(), bindir),
-                ("CAPBENCH_PG_PORT".into(), free_port().to_string()),
-                ("CAPBENCH_REDIS_PORT".into(), free_port().to_string()),
+                ("CAPBENCH_PG_PORT".into(), common::free_port().to_string()),
+                (
+                    "CAPBENCH_REDIS_PORT".into(),
+                    common::free_port().to_string(),
+                ),
             ],
             home,
         };

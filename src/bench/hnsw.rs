@@ -79,41 +79,20 @@ pub struct PgbenchResult {
     pub tps: f64,
 }
 
-/// What a run of the bench did.
-#[derive(Debug)]
-pub enum RunOutcome {
-    /// The filter selected none of this binary's benchmarks: nothing was started or loaded.
-    NotSelected,
-    /// `--list`: names printed.
-    Listed,
-    Ran(Vec<PassResult>),
-}
+pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
 
 /// `benches/hnsw.rs`'s main.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = Config::from_env().and_then(|config| run(&args, config));
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", crate::one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    crate::bench::bench_main(run)
 }
 
 /// The bench, for the given command line and configuration.
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let plan = plan(&bench_args, &config);
-    if plan.is_empty() {
-        return Ok(RunOutcome::NotSelected);
-    }
-    if bench_args.list {
-        for (mode, ef) in &plan {
-            println!("{}: benchmark", mode.id(*ef));
-        }
-        return Ok(RunOutcome::Listed);
+    let ids: Vec<String> = plan.iter().map(|(mode, ef)| mode.id(*ef)).collect();
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+        return Ok(outcome);
     }
     config.index.validate()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -492,23 +471,11 @@ async fn write_record(
     }));
     for r in results {
         let l = &r.latency;
-        let mut metrics: std::collections::BTreeMap<String, f64> = [
-            ("ef_search", f64::from(r.ef_search)),
-            ("count", l.count as f64),
-            ("p50_ms", l.p50_ms),
-            ("p90_ms", l.p90_ms),
-            ("p95_ms", l.p95_ms),
-            ("p99_ms", l.p99_ms),
-            ("p999_ms", l.p999_ms),
-            ("max_ms", l.max_ms),
-            ("mean_ms", l.mean_ms),
-            ("qps", r.qps),
-            ("recall_mean", r.recall_mean),
-            ("recall_min", r.recall_min),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut metrics = l.metrics();
+        metrics.insert("ef_search".into(), f64::from(r.ef_search));
+        metrics.insert("qps".into(), r.qps);
+        metrics.insert("recall_mean".into(), r.recall_mean);
+        metrics.insert("recall_min".into(), r.recall_min);
         if let Some(m) = r.criterion_median_ms {
             metrics.insert("criterion_median_ms".into(), m);
         }

@@ -99,22 +99,10 @@ pub struct PassResult {
     pub sql: Option<LatencySummary>,
 }
 
-#[derive(Debug)]
-pub enum RunOutcome {
-    NotSelected,
-    Listed,
-    Ran(Vec<PassResult>),
-}
+pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
 
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    match Config::from_env().and_then(|config| run(&args, config)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", crate::one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    crate::bench::bench_main(run)
 }
 
 /// A target: a base URL and a key, and (in-process) the service behind it.
@@ -164,14 +152,9 @@ async fn request(
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let plan = plan(&bench_args, &config);
-    if plan.is_empty() {
-        return Ok(RunOutcome::NotSelected);
-    }
-    if bench_args.list {
-        for b in &plan {
-            println!("{}: benchmark", b.id());
-        }
-        return Ok(RunOutcome::Listed);
+    let ids: Vec<String> = plan.iter().map(|b| b.id()).collect();
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+        return Ok(outcome);
     }
     crate::install_tls_provider();
     // One thread for client and in-process service: no cross-thread wake-ups in the measured path
@@ -450,19 +433,8 @@ async fn write_record(
     }
     for r in results {
         let l = &r.latency;
-        let mut metrics: std::collections::BTreeMap<String, f64> = [
-            ("p50_ms", l.p50_ms),
-            ("p90_ms", l.p90_ms),
-            ("p95_ms", l.p95_ms),
-            ("p99_ms", l.p99_ms),
-            ("p999_ms", l.p999_ms),
-            ("max_ms", l.max_ms),
-            ("mean_ms", l.mean_ms),
-            ("rps", r.rps),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut metrics = l.metrics();
+        metrics.insert("rps".into(), r.rps);
         if let Some(m) = r.criterion_median_ms {
             metrics.insert("criterion_median_ms".into(), m);
         }

@@ -7,6 +7,8 @@ pub mod hnsw;
 pub mod http_search;
 pub mod rate_limit;
 
+use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -104,6 +106,44 @@ impl BenchArgs {
     }
 }
 
+/// What a run of a bench binary did.
+#[derive(Debug)]
+pub enum RunOutcome<T> {
+    /// The filter selected none of this binary's benchmarks: nothing was started or loaded.
+    NotSelected,
+    /// `--list`: the selected benchmarks' names were printed.
+    Listed,
+    /// The measurement passes, in the order they ran.
+    Ran(Vec<T>),
+}
+
+/// A bench binary's `main`: configuration from the environment, `run`, one `error:` line on failure.
+pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match Config::from_env().and_then(|config| run(&args, config)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Decides before any setup: with nothing selected, `NotSelected`; with `--list`, the selected IDs
+/// printed as Criterion prints them, `Listed`; otherwise `None` (go on).
+pub fn before_setup<T>(args: &BenchArgs, selected: &[String]) -> Option<RunOutcome<T>> {
+    if selected.is_empty() {
+        return Some(RunOutcome::NotSelected);
+    }
+    if args.list {
+        for id in selected {
+            println!("{id}: benchmark");
+        }
+        return Some(RunOutcome::Listed);
+    }
+    None
+}
+
 /// Criterion configured for this run: quick mode shortens everything; Criterion's own flags
 /// (`--save-baseline`, `--baseline`, `--sample-size`, …) still apply on top.
 pub fn criterion(config: &Config) -> Criterion {
@@ -145,6 +185,25 @@ impl LatencySummary {
             max_ms: ms(hist.max()),
             mean_ms: hist.mean() / 1e6,
         }
+    }
+}
+
+impl LatencySummary {
+    /// The figures as run-record metrics (`count`, `p50_ms` … `max_ms`, `mean_ms`).
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        [
+            ("count", self.count as f64),
+            ("p50_ms", self.p50_ms),
+            ("p90_ms", self.p90_ms),
+            ("p95_ms", self.p95_ms),
+            ("p99_ms", self.p99_ms),
+            ("p999_ms", self.p999_ms),
+            ("max_ms", self.max_ms),
+            ("mean_ms", self.mean_ms),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 

@@ -83,22 +83,10 @@ pub struct RedisBenchmark {
     pub rps: f64,
 }
 
-#[derive(Debug)]
-pub enum RunOutcome {
-    NotSelected,
-    Listed,
-    Ran(Vec<PassResult>),
-}
+pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
 
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    match Config::from_env().and_then(|config| run(&args, config)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", crate::one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    crate::bench::bench_main(run)
 }
 
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
@@ -107,14 +95,9 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         .into_iter()
         .filter(|p| bench_args.selects(&p.id()))
         .collect();
-    if plan.is_empty() {
-        return Ok(RunOutcome::NotSelected);
-    }
-    if bench_args.list {
-        for p in &plan {
-            println!("{}: benchmark", p.id());
-        }
-        return Ok(RunOutcome::Listed);
+    let ids: Vec<String> = plan.iter().map(|p| p.id()).collect();
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+        return Ok(outcome);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -381,19 +364,8 @@ async fn write_record(
     );
     for r in results {
         let l = &r.latency;
-        let mut metrics: std::collections::BTreeMap<String, f64> = [
-            ("p50_ms", l.p50_ms),
-            ("p90_ms", l.p90_ms),
-            ("p95_ms", l.p95_ms),
-            ("p99_ms", l.p99_ms),
-            ("p999_ms", l.p999_ms),
-            ("max_ms", l.max_ms),
-            ("mean_ms", l.mean_ms),
-            ("evals_per_second", r.rate),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut metrics = l.metrics();
+        metrics.insert("evals_per_second".into(), r.rate);
         if let Some(m) = r.criterion_median_ms {
             metrics.insert("criterion_median_ms".into(), m);
         }

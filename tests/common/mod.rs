@@ -72,3 +72,28 @@ pub async fn redis_url() -> String {
         )
     })
 }
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// The PostgreSQL bin directory setup/install-deps.sh chose (or CAPBENCH_PG_BINDIR).
+pub fn pg_bindir() -> String {
+    std::env::var("CAPBENCH_PG_BINDIR").unwrap_or_else(|_| {
+        let home = Config::from_env()
+            .expect("the environment does not parse")
+            .servers
+            .home;
+        std::fs::read_to_string(home.join("pg-bindir"))
+            .unwrap_or_else(|_| {
+                panic!("PostgreSQL+pgvector is not installed: run setup/install-deps.sh")
+            })
+            .trim()
+            .to_string()
+    })
+}
