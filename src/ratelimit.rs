@@ -150,9 +150,4 @@ impl TokenBucket {
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
-
-    /// The script, for building pipelines.
-    pub fn script(&self) -> &redis::Script {
-        &self.script
-    }
 }
