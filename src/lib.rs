@@ -10,7 +10,14 @@
 //!   their fake metadata and the dataset fingerprint.
 //! - [`db`]: everything said to PostgreSQL — `schema` (setup/schema.sql), `load` (binary COPY),
 //!   `index` (HNSW build and catalog), `search` (THE search query).
-//! - [`setup`]: the `setup` binary's job — load the dataset once, atomically, and report it.
+//! - [`setup`]: the `setup` binary's job — load the dataset once, atomically, and report it; the
+//!   query set's ground truth.
+//! - [`ratelimit`]: the Lua token bucket (setup/token_bucket.lua) from Rust.
+//! - [`server`]: the reference search service (the seeds' API on axum) — `serve`, and in-process
+//!   for tests and benches.
+//! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
+//! - [`bench`]: the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
+//!   `http_search`, and what they share (lazy filter, quick mode, percentiles).
 //!
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
 //! and a non-zero exit code.
