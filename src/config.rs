@@ -183,7 +183,7 @@ pub struct DatasetParams {
     /// Seed of every random stream (vectors, metadata, ids).
     #[arg(long, env = "CAPBENCH_SEED", default_value_t = 42)]
     pub seed: u64,
-    /// Number of unit-norm base vectors; row i is a noisy copy of base[i % clusters].
+    /// Number of unit-norm base vectors; row i is a noisy copy of `base[i % clusters]`.
     #[arg(long, env = "CAPBENCH_CLUSTERS", default_value_t = 1000, value_parser = parse_clusters)]
     pub clusters: u32,
     /// Standard deviation of the Gaussian noise added to each coordinate before renormalizing.

@@ -1,6 +1,6 @@
 //! The deterministic clustered dataset (the seeds' "tiled with noise" design) and its fingerprint.
 //!
-//! `clusters` unit-norm base vectors; row i = base[i % clusters] + N(0, σ²) per coordinate,
+//! `clusters` unit-norm base vectors; row i = `base[i % clusters]` + N(0, σ²) per coordinate,
 //! renormalized. Every random draw comes from its own stream (Xoshiro256++, a portable generator
 //! with a fixed algorithm), keyed by the seed, a domain (base vectors, row noise, metadata, …) and
 //! an index, so any row can be generated alone, in any order, on any thread, and is always the same.
@@ -155,7 +155,7 @@ impl Dataset {
     }
 }
 
-/// Σ a[i]·b[i] in f64, over eight independent lanes (so it vectorizes), always in the same order.
+/// `Σ a[i]·b[i]` in f64, over eight independent lanes (so it vectorizes), always in the same order.
 pub fn dot(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

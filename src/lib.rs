@@ -16,7 +16,7 @@
 //! - [`server`]: the reference search service (the seeds' API on axum) — `serve`, and in-process
 //!   for tests and benches.
 //! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
-//! - [`bench`]: the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
+//! - [`bench`](mod@bench): the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
 //!   `http_search`, and what they share (lazy filter, quick mode, percentiles).
 //!
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
