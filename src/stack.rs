@@ -544,9 +544,65 @@ impl LocalRedis {
         redis::cmd("PING").query::<String>(&mut conn).is_ok()
     }
 
+    /// Who answers on our port: (pid, working directory), if anyone.
+    fn who_answers(&self) -> Option<(i32, PathBuf)> {
+        let client = redis::Client::open(local_redis_url(self.port)).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let dir: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("dir")
+            .query(&mut conn)
+            .ok()?;
+        Some((pid, PathBuf::from(dir.get(1)?)))
+    }
+
+    fn wait_for_ping(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     fn ensure_running(&self) -> Result<()> {
-        if self.pid().is_some() && self.ping() {
-            return Ok(());
+        if let Some(pid) = self.pid() {
+            // Ours is running. Never start a second one beside it: it would fail to bind and,
+            // leaving, delete the pid file we stop ours by. A slow answer is only a busy machine.
+            if self.wait_for_ping(Duration::from_secs(10)) {
+                return Ok(());
+            }
+            bail!(
+                "the embedded Redis (pid {pid}) does not answer on 127.0.0.1:{}: see {}",
+                self.port,
+                self.dir.join("redis.log").display()
+            );
+        }
+        if let Some((pid, dir)) = self.who_answers() {
+            let ours = fs::canonicalize(&dir).ok() == fs::canonicalize(&self.dir).ok();
+            if ours {
+                // Ours, but its pid file is gone: write it again so --stop can stop it.
+                fs::write(self.pidfile(), format!("{pid}\n"))
+                    .with_context(|| format!("writing {}", self.pidfile().display()))?;
+                return Ok(());
+            }
+            bail!(
+                "127.0.0.1:{} is served by another Redis (pid {pid}, dir {}): set CAPBENCH_REDIS_PORT to a free port, \
+                 or REDIS_URL to use that one",
+                self.port,
+                dir.display()
+            );
         }
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;

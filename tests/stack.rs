@@ -113,6 +113,39 @@ async fn the_private_stack_starts_is_reused_stops_and_keeps_its_data() {
     assert_eq!(still, pid);
     drop(pg);
 
+    // A Redis whose pid file was lost is recognised as ours (by its directory): reused, never
+    // doubled, and its pid file written again so --stop can still stop it.
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let redis_pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let pidfile = stack.home.join("redis").join("redis.pid");
+    std::fs::remove_file(&pidfile).expect("the pid file exists while Redis runs");
+    assert_eq!(stack.print_env(), (db_url.clone(), redis_url.clone()));
+    assert_eq!(
+        std::fs::read_to_string(&pidfile)
+            .expect("pid file written again")
+            .trim(),
+        redis_pid
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        info.contains(&format!("process_id:{redis_pid}")),
+        "the same Redis still serves"
+    );
+    drop(r);
+
     let out = stack.setup(&["--stop"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
