@@ -74,6 +74,10 @@ async fn search(client: &reqwest::Client, base: &str, key: &str, q: &str) -> req
         .unwrap()
 }
 
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
@@ -157,14 +161,7 @@ async fn the_seeds_contract() {
         health,
         json!({"status": "ok", "database": "ok", "redis": "ok"})
     );
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &format!("{base}/metrics")).await;
     let count: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("commontrace_search_duration_seconds_count "))
@@ -493,14 +490,7 @@ async fn redis_down_fails_open_or_closed_as_configured() {
                     StatusCode::OK,
                     "fail-open serves while Redis is down"
                 );
-                let metrics = c
-                    .get(format!("{base}/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let metrics = get_text(&c, &format!("{base}/metrics")).await;
                 assert!(
                     metrics
                         .lines()

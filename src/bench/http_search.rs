@@ -39,6 +39,9 @@ pub const SEARCH_QUERIES: [&str; 10] = [
     "pytest fixtures conftest setup",
 ];
 
+/// Results per request (the seeds' `limit`).
+const PAGE: i64 = 10;
+
 /// The budget the reference service may add over the raw SQL query (p50).
 pub const OVERHEAD_BUDGET_MS: f64 = 0.3;
 
@@ -141,7 +144,7 @@ async fn request(
     let resp = client
         .post(format!("{}/api/v1/traces/search", target.base))
         .header("X-API-Key", &target.key)
-        .json(&json!({"q": q, "limit": 10}))
+        .json(&json!({"q": q, "limit": PAGE}))
         .send()
         .await?;
     let status = resp.status();
@@ -319,7 +322,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                     // Another query than the request just made (whose graph path is still in the CPU
                     // caches); over the pass both sides run every query equally often.
                     let j = (i + vectors.len() / 2) % vectors.len();
-                    search::search(conn, &vectors[j], candidates(ef)).await?;
+                    search::search(conn, &vectors[j], crate::server::ann_candidates(ef, PAGE))
+                        .await?;
                     sql_hist.saturating_record(t.elapsed().as_nanos() as u64);
                 }
             }
@@ -349,17 +353,12 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     Ok(RunOutcome::Ran(results))
 }
 
-/// The service's LIMIT for ANN candidates at `ef` (see server::routes): the raw SQL uses the same.
-fn candidates(ef: u32) -> i64 {
-    i64::from(ef).max(10)
-}
-
 /// A connection like the service's pool gives: ef_search set once, the statement prepared.
 async fn sql_connection(db_url: &str, ef: u32, vectors: &[Vector]) -> Result<sqlx::PgConnection> {
     let mut conn = db::connect(db_url).await?;
     search::set_ef_search(&mut conn, ef, false).await?;
     for v in vectors {
-        search::search(&mut conn, v, candidates(ef)).await?;
+        search::search(&mut conn, v, crate::server::ann_candidates(ef, PAGE)).await?;
     }
     Ok(conn)
 }
@@ -422,7 +421,7 @@ async fn write_record(
             "quick": config.bench.quick,
             "target": config.service.target_url.as_deref().unwrap_or("in-process"),
             "queries": SEARCH_QUERIES,
-            "limit": 10,
+            "limit": PAGE,
         }),
     );
     if db_url.is_some() {

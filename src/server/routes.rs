@@ -164,6 +164,12 @@ struct SearchResponse {
     count: usize,
 }
 
+/// How many ANN candidates a search fetches before re-ranking: as many as HNSW yields at this
+/// ef_search, and at least the page asked for.
+pub fn ann_candidates(ef_search: u32, limit: i64) -> i64 {
+    i64::from(ef_search).max(limit)
+}
+
 /// The seeds' re-ranking: among the ANN candidates, similarity weighted by trust.
 pub fn rerank_score(similarity: f64, trust_score: f64) -> f64 {
     0.8 * similarity + 0.2 * trust_score.clamp(0.0, 1.0)
@@ -192,8 +198,7 @@ async fn search_traces(
         .take(&key(&user.to_string(), Bucket::Read), limit, "read")
         .await?;
     let embedding = st.embedder.embed(q).await.map_err(ApiError::Internal)?;
-    // ANN candidates: as many as HNSW yields at this ef_search (at least the page asked for).
-    let candidates = i64::from(st.params.search_ef_search).max(req.limit);
+    let candidates = ann_candidates(st.params.search_ef_search, req.limit);
     let mut conn = st.pool.acquire().await.map_err(ApiError::database)?;
     let hits = search::search(&mut conn, &Vector::from(embedding), candidates)
         .await
