@@ -16,6 +16,7 @@
 //! - [`server`]: the reference search service (the seeds' API on axum) — `serve`, and in-process
 //!   for tests and benches.
 //! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
+//! - [`report`]: publishing a run (record, baselines, comparison) and the HTML report.
 //! - [`bench`](mod@bench): the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
 //!   `http_search`, and what they share (lazy filter, quick mode, percentiles).
 //!
@@ -28,6 +29,7 @@ pub mod dataset;
 pub mod db;
 pub mod ratelimit;
 pub mod record;
+pub mod report;
 pub mod server;
 pub mod setup;
 pub mod stack;

@@ -38,7 +38,7 @@ pub struct RunRecord {
 }
 
 /// One measured thing (a benchmark ID).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ResultEntry {
     /// The benchmark ID, e.g. `hnsw/ef_search/40`.
     pub name: String,
@@ -48,6 +48,9 @@ pub struct ResultEntry {
     pub histogram: Option<String>,
     /// Launch gates checked on this result.
     pub gates: Vec<Gate>,
+    /// Named (x, y) series for charts: `rps_per_second` (x = s since start), a limiter timeline, …
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub series: BTreeMap<String, Vec<(f64, f64)>>,
 }
 
 /// A pass/fail criterion, e.g. the seeds' `p99 < 50 ms`.

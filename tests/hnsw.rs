@@ -158,6 +158,7 @@ fn run_records_round_trip_and_refuse_a_future_schema() {
             name: "p99 < 50 ms".into(),
             pass: true,
         }],
+        ..ResultEntry::default()
     });
     let path = rec.write(&dir).unwrap();
     let back = RunRecord::read(&path).unwrap();

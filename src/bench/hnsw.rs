@@ -163,8 +163,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     c.final_summary();
     if !results.is_empty() {
         print_table(&config, &prepared, &results);
-        let path = rt.block_on(write_record(&config, &mut prepared, &results))?;
-        println!("run record: {}", path.display());
+        let record = rt.block_on(write_record(&config, &mut prepared, &results))?;
+        crate::report::publish(&record, args)?;
     }
     Ok(RunOutcome::Ran(results))
 }
@@ -450,7 +450,7 @@ async fn write_record(
     config: &Config,
     prepared: &mut Prepared,
     results: &[PassResult],
-) -> Result<std::path::PathBuf> {
+) -> Result<RunRecord> {
     let environment = Environment::of_machine()
         .with_postgres(&mut prepared.conn)
         .await?;
@@ -491,7 +491,8 @@ async fn write_record(
                 name: format!("p99 < {GATE_P99_MS} ms"),
                 pass: r.latency.p99_ms < GATE_P99_MS,
             }],
+            ..ResultEntry::default()
         });
     }
-    rec.write(&record::reports_dir())
+    Ok(rec)
 }

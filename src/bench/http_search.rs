@@ -347,8 +347,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     c.final_summary();
     if !results.is_empty() {
         print_table(&results);
-        let path = rt.block_on(write_record(&config, db_url.as_deref(), &results))?;
-        println!("run record: {}", path.display());
+        let record = rt.block_on(write_record(&config, db_url.as_deref(), &results))?;
+        crate::report::publish(&record, args)?;
     }
     Ok(RunOutcome::Ran(results))
 }
@@ -408,7 +408,7 @@ async fn write_record(
     config: &Config,
     db_url: Option<&str>,
     results: &[PassResult],
-) -> Result<std::path::PathBuf> {
+) -> Result<RunRecord> {
     let mut environment = Environment::of_machine();
     if let Some(url) = db_url {
         let mut conn = db::connect(url).await?;
@@ -454,7 +454,8 @@ async fn write_record(
             metrics,
             histogram: Some(record::encode_histogram(&r.histogram)?),
             gates,
+            ..ResultEntry::default()
         });
     }
-    rec.write(&record::reports_dir())
+    Ok(rec)
 }

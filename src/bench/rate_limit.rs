@@ -192,8 +192,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         None
     };
     print_table(&results, compared);
-    let path = rt.block_on(write_record(&config, &url, &results, compared))?;
-    println!("run record: {}", path.display());
+    let record = rt.block_on(write_record(&config, &url, &results, compared))?;
+    crate::report::publish(&record, args)?;
     Ok(RunOutcome::Ran(results))
 }
 
@@ -345,7 +345,7 @@ async fn write_record(
     url: &str,
     results: &[PassResult],
     compared: Option<RedisBenchmark>,
-) -> Result<std::path::PathBuf> {
+) -> Result<RunRecord> {
     let mut environment = Environment::of_machine();
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -378,7 +378,8 @@ async fn write_record(
             metrics,
             histogram: Some(record::encode_histogram(&r.histogram)?),
             gates: Vec::new(),
+            ..ResultEntry::default()
         });
     }
-    rec.write(&record::reports_dir())
+    Ok(rec)
 }
