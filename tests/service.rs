@@ -114,6 +114,16 @@ async fn the_seeds_contract() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-ratelimit-limit"], "60");
     assert_eq!(resp.headers()["x-ratelimit-remaining"], "59");
+    // Server-Timing names every stage, in order, and the total covers them.
+    let stages =
+        capbench::server::parse_server_timing(resp.headers()["server-timing"].to_str().unwrap());
+    let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["auth", "ratelimit", "embed", "pool", "db", "total"]);
+    let (parts, total): (f64, f64) = (stages[..5].iter().map(|(_, ms)| ms).sum(), stages[5].1);
+    assert!(
+        stages.iter().all(|(_, ms)| *ms >= 0.0) && total + 0.005 >= parts && stages[4].1 > 0.0,
+        "{stages:?}"
+    );
     let body: Value = resp.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
     assert_eq!(results.len(), 5);

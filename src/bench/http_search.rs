@@ -100,6 +100,9 @@ pub struct PassResult {
     pub criterion_median_ms: Option<f64>,
     /// The same queries' SQL alone at the same ef_search (in-process service only).
     pub sql: Option<LatencySummary>,
+    /// The service's own stages (`Server-Timing`), median ms each: auth, ratelimit, embed, pool,
+    /// db, total. What the client saw beyond `total` is HTTP transport and framework.
+    pub stages: Vec<(String, f64)>,
 }
 
 pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
@@ -141,6 +144,15 @@ async fn request(
     target: &Target,
     q: &str,
 ) -> Result<reqwest::StatusCode> {
+    Ok(request_timed(client, target, q).await?.0)
+}
+
+/// A search request; its status and the service's `Server-Timing` stages (ms), if it sent them.
+async fn request_timed(
+    client: &reqwest::Client,
+    target: &Target,
+    q: &str,
+) -> Result<(reqwest::StatusCode, Vec<(String, f64)>)> {
     let resp = client
         .post(format!("{}/api/v1/traces/search", target.base))
         .header("X-API-Key", &target.key)
@@ -148,8 +160,26 @@ async fn request(
         .send()
         .await?;
     let status = resp.status();
+    let stages = resp
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::server::parse_server_timing)
+        .unwrap_or_default();
     resp.bytes().await?; // read the whole body, as a client does
-    Ok(status)
+    Ok((status, stages))
+}
+
+/// Per stage (in the order the service reports them), the median over a pass.
+fn stage_medians(samples: Vec<(String, Vec<f64>)>) -> Vec<(String, f64)> {
+    samples
+        .into_iter()
+        .map(|(name, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let m = v[v.len() / 2];
+            (name, m)
+        })
+        .collect()
 }
 
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
@@ -304,12 +334,21 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         let mut hist = record::latency_histogram();
         let mut sql_hist = record::latency_histogram();
         let mut http_time = std::time::Duration::ZERO;
+        let mut stages: Vec<(String, Vec<f64>)> = Vec::new();
         rt.block_on(async {
             let mut sql_conn = sql_conn;
             for i in 0..passes {
                 let t = Instant::now();
-                let s = request(&client, &target, SEARCH_QUERIES[i % SEARCH_QUERIES.len()]).await?;
+                let (s, timing) =
+                    request_timed(&client, &target, SEARCH_QUERIES[i % SEARCH_QUERIES.len()])
+                        .await?;
                 let took = t.elapsed();
+                for (name, ms) in timing {
+                    match stages.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, v)) => v.push(ms),
+                        None => stages.push((name, vec![ms])),
+                    }
+                }
                 http_time += took;
                 hist.saturating_record(took.as_nanos() as u64);
                 anyhow::ensure!(
@@ -338,6 +377,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             rps,
             criterion_median_ms: criterion_median_ms(&config, &bench.id()),
             sql,
+            stages: stage_medians(stages),
         });
         if let Some(service) = target.service {
             rt.block_on(service.stop())?;
@@ -402,6 +442,20 @@ fn print_table(results: &[PassResult]) {
             }),
         );
     }
+    for r in results.iter().filter(|r| !r.stages.is_empty()) {
+        let total = r.stages.iter().find(|(n, _)| n == "total").map(|s| s.1);
+        let parts: Vec<String> = r
+            .stages
+            .iter()
+            .map(|(n, ms)| format!("{n} {ms:.3}"))
+            .collect();
+        println!(
+            "{:<28} service stages, median ms (Server-Timing): {}; HTTP transport + framework {}",
+            r.bench.id(),
+            parts.join(", "),
+            total.map_or("-".into(), |t| format!("{:.3}", r.latency.p50_ms - t)),
+        );
+    }
 }
 
 async fn write_record(
@@ -448,6 +502,9 @@ async fn write_record(
         }
         if let Bench::EfSearch(ef) = r.bench {
             metrics.insert("ef_search".into(), f64::from(ef));
+        }
+        for (name, ms) in &r.stages {
+            metrics.insert(format!("server_{name}_p50_ms"), *ms);
         }
         rec.results.push(ResultEntry {
             name: r.bench.id(),

@@ -38,7 +38,7 @@ use crate::dataset::Dataset;
 use crate::ratelimit::{Decision, Limit, TokenBucket};
 use embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
 pub use metrics::Metrics;
-pub use routes::{ann_candidates, hash_key, rerank_score};
+pub use routes::{ann_candidates, hash_key, parse_server_timing, rerank_score};
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -181,7 +181,9 @@ async fn search_traces(
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let mut timing = ServerTiming::new(started);
     let user = authenticate(&st, &headers).await?;
+    timing.mark("auth");
     let q = req.q.trim();
     if q.is_empty() || req.q.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::Unprocessable(format!(
@@ -194,19 +196,12 @@ async fn search_traces(
         ));
     }
     let limit = st.read_limit();
-    let decision = st
-        .take(&key(&user.to_string(), Bucket::Read), limit, "read")
-        .await?;
-    let embedding = st.embedder.embed(q).await.map_err(ApiError::Internal)?;
+    let bucket_key = key(&user.to_string(), Bucket::Read);
     let candidates = ann_candidates(st.params.search_ef_search, req.limit);
-    let mut conn = st.pool.acquire().await.map_err(ApiError::database)?;
-    let hits = search::search(&mut conn, &Vector::from(embedding), candidates)
-        .await
-        .map_err(|e| match e.downcast::<sqlx::Error>() {
-            Ok(db) => ApiError::database(db),
-            Err(other) => ApiError::Internal(other),
-        })?;
-    drop(conn);
+    let decision = st.take(&bucket_key, limit, "read").await?;
+    timing.mark("ratelimit");
+    let (hits, stages) = find_candidates(&st, q, candidates).await?;
+    stages.into_iter().for_each(|(n, d)| timing.add(n, d));
     let mut results: Vec<SearchResult> = hits
         .into_iter()
         .map(|h| SearchResult {
@@ -227,7 +222,96 @@ async fn search_traces(
     let count = results.len();
     let mut resp = Json(SearchResponse { results, count }).into_response();
     rate_headers(&mut resp, decision, limit);
+    if let Ok(v) = HeaderValue::from_str(&timing.header()) {
+        resp.headers_mut().insert("server-timing", v);
+    }
     Ok(resp)
+}
+
+/// Embeds `q` and fetches `candidates` ANN candidates; with how long embedding, getting a pooled
+/// connection and the query took.
+async fn find_candidates(
+    st: &AppState,
+    q: &str,
+    candidates: i64,
+) -> Result<(Vec<search::Hit>, [(&'static str, Duration); 3]), ApiError> {
+    let t0 = Instant::now();
+    let embedding = st.embedder.embed(q).await.map_err(ApiError::Internal)?;
+    let t1 = Instant::now();
+    let mut conn = st.pool.acquire().await.map_err(ApiError::database)?;
+    let t2 = Instant::now();
+    let hits = search::search(&mut conn, &Vector::from(embedding), candidates)
+        .await
+        .map_err(|e| match e.downcast::<sqlx::Error>() {
+            Ok(db) => ApiError::database(db),
+            Err(other) => ApiError::Internal(other),
+        })?;
+    drop(conn);
+    Ok((
+        hits,
+        [("embed", t1 - t0), ("pool", t2 - t1), ("db", t2.elapsed())],
+    ))
+}
+
+/// The stages of a request, for the `Server-Timing` header (W3C; `dur` in milliseconds): where the
+/// service's time goes, readable in a browser's developer tools and split by the http_search bench.
+struct ServerTiming {
+    started: Instant,
+    last: Instant,
+    stages: Vec<(&'static str, Duration)>,
+}
+
+impl ServerTiming {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: started,
+            stages: Vec::with_capacity(6),
+        }
+    }
+
+    /// Ends the stage `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.stages.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// Records a stage measured elsewhere (stages that overlap); the next `mark` starts now.
+    fn add(&mut self, name: &'static str, took: Duration) {
+        self.stages.push((name, took));
+        self.last = Instant::now();
+    }
+
+    /// `auth;dur=0.004, ratelimit;dur=0.031, …, total;dur=2.412`.
+    fn header(&self) -> String {
+        let mut out = String::with_capacity(128);
+        for (name, d) in self
+            .stages
+            .iter()
+            .copied()
+            .chain([("total", self.started.elapsed())])
+        {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("{name};dur={:.3}", d.as_secs_f64() * 1e3));
+        }
+        out
+    }
+}
+
+/// The stages of a `Server-Timing` header value, in milliseconds.
+pub fn parse_server_timing(value: &str) -> Vec<(String, f64)> {
+    value
+        .split(',')
+        .filter_map(|metric| {
+            let mut parts = metric.split(';').map(str::trim);
+            let name = parts.next()?.to_string();
+            let dur = parts.find_map(|p| p.strip_prefix("dur="))?.parse().ok()?;
+            Some((name, dur))
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
