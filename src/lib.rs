@@ -15,6 +15,9 @@
 //! - [`ratelimit`]: the Lua token bucket (setup/token_bucket.lua) from Rust.
 //! - [`server`]: the reference search service (the seeds' API on axum) — `serve`, and in-process
 //!   for tests and benches.
+//! - [`load`]: the `load` binary — virtual users (closed model) or an arrival rate (open model,
+//!   corrected for coordinated omission) against the service, any deployment, or the database;
+//!   thresholds, sweeps and their knee, Locust's CSV files.
 //! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
 //! - [`report`]: publishing a run (record, baselines, comparison) and the HTML report.
 //! - [`bench`](mod@bench): the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
@@ -27,6 +30,7 @@ pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod db;
+pub mod load;
 pub mod ratelimit;
 pub mod record;
 pub mod report;

@@ -1,0 +1,512 @@
+//! The two load models. Closed (Locust's): N virtual users, each sending, waiting, sending again —
+//! the server's slowness slows the offered load. Open: a constant arrival rate from a schedule, each
+//! request's latency taken from its slot in the schedule, so a stalled server cannot hide its tail
+//! (coordinated omission); the uncorrected latency, from the actual send, is kept beside it.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, watch};
+
+use super::scenario::{self, Kind, Mix, Target, User};
+use super::stats::{Outcome, Stats};
+
+/// How long requests in flight at the end may take to finish before they are abandoned.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A closed-model run.
+#[derive(Debug, Clone)]
+pub struct ClosedPlan {
+    pub users: usize,
+    /// Users started per second (`f64::INFINITY`: all at once).
+    pub spawn_rate: f64,
+    pub mix: Mix,
+    /// Overrides every kind's wait between requests.
+    pub wait: Option<Duration>,
+    pub run_time: Duration,
+    pub max_requests: u64,
+    /// Keys minted beforehand (sweeps); otherwise each user mints its own, recorded like Locust's.
+    pub keys: Option<Arc<Vec<String>>>,
+    /// Distinguishes this run's e-mail addresses from earlier runs'.
+    pub tag: String,
+}
+
+/// An open-model run.
+#[derive(Debug, Clone)]
+pub struct OpenPlan {
+    /// Requests per second.
+    pub rate: f64,
+    pub mix: Mix,
+    /// API keys the requests rotate through (HTTP).
+    pub keys: Arc<Vec<String>>,
+    pub max_in_flight: usize,
+    pub run_time: Duration,
+    pub max_requests: u64,
+}
+
+/// How the live progress line is shown.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub label: String,
+    /// Redraw one line in place (a terminal) or print a line every 10 s (a log).
+    pub tty: bool,
+    pub quiet: bool,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, quiet: bool) -> Self {
+        Self {
+            label: label.into(),
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+        }
+    }
+
+    fn show(&self, stats: &Stats, users: usize, second: u64) {
+        if self.quiet || (!self.tty && !second.is_multiple_of(10)) {
+            return;
+        }
+        let last = stats.total_history().last();
+        let t = &stats.total;
+        let line = format!(
+            "{} [{:>3}s] users {users} | {:.0} req/s | p50 {:.2} ms p99 {:.2} ms (last 10 s) | {} requests, {} failures ({:.2}%)",
+            self.label,
+            second,
+            last.map_or(0.0, |r| r.rps),
+            last.map_or(0.0, |r| r.percentiles[0]),
+            last.map_or(0.0, |r| r.percentiles[7]),
+            t.requests,
+            t.failures,
+            t.error_rate() * 100.0
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Time,
+    RequestBound,
+    Interrupted,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub stats: Stats,
+    pub ending: Ending,
+    /// Requests abandoned in flight after the grace period.
+    pub abandoned: usize,
+}
+
+struct Shared {
+    stats: Mutex<Stats>,
+    sent: AtomicU64,
+    max_requests: u64,
+    users: AtomicUsize,
+    stop: watch::Sender<Option<Ending>>,
+}
+
+impl Shared {
+    fn new(max_requests: u64) -> Arc<Self> {
+        Arc::new(Self {
+            stats: Mutex::new(Stats::new()),
+            sent: AtomicU64::new(0),
+            max_requests,
+            users: AtomicUsize::new(0),
+            stop: watch::channel(None).0,
+        })
+    }
+
+    fn record(&self, o: &Outcome) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).add(o);
+    }
+
+    /// Takes a request slot; `false` (and the run stops) once the request bound is reached.
+    fn take_slot(&self) -> bool {
+        if self.sent.fetch_add(1, Ordering::Relaxed) < self.max_requests {
+            true
+        } else {
+            self.stop_with(Ending::RequestBound);
+            false
+        }
+    }
+
+    fn stop_with(&self, why: Ending) {
+        self.stop.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+}
+
+/// Waits until the run is told to stop.
+async fn stopped(mut rx: watch::Receiver<Option<Ending>>) {
+    let _ = rx.wait_for(Option::is_some).await;
+}
+
+/// Every second: a history row and the progress line, until the run stops.
+fn spawn_ticker(shared: Arc<Shared>, progress: Progress) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let rx = shared.stop.subscribe();
+        let mut second = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped(rx.clone()) => break,
+            }
+            second += 1;
+            let users = shared.users.load(Ordering::Relaxed);
+            let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.tick(users);
+            progress.show(&stats, users, second);
+            drop(stats);
+            if start.elapsed() > Duration::from_secs(24 * 3600) {
+                break;
+            }
+        }
+    })
+}
+
+/// Stops the run when `interrupt` resolves (Ctrl-C), recording why.
+fn watch_interrupt(
+    shared: &Arc<Shared>,
+    interrupt: Option<watch::Receiver<bool>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut rx = interrupt?;
+    let shared = shared.clone();
+    Some(tokio::spawn(async move {
+        if rx.wait_for(|v| *v).await.is_ok() {
+            shared.stop_with(Ending::Interrupted);
+        }
+    }))
+}
+
+/// Ends a run: stops it, gives requests in flight [`GRACE`] to finish, abandons the rest.
+async fn finish(
+    shared: Arc<Shared>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    ticker: tokio::task::JoinHandle<()>,
+    interrupt: Option<tokio::task::JoinHandle<()>>,
+    progress: &Progress,
+) -> Finished {
+    shared.stop_with(Ending::Time);
+    let grace_end = tokio::time::Instant::now() + GRACE;
+    let mut abandoned = 0;
+    for mut h in handles {
+        tokio::select! {
+            _ = &mut h => {}
+            _ = tokio::time::sleep_until(grace_end) => {
+                h.abort();
+                abandoned += 1;
+            }
+        }
+    }
+    let _ = ticker.await;
+    if let Some(i) = interrupt {
+        i.abort();
+    }
+    progress.finish();
+    let ending = shared.stop.borrow().unwrap_or(Ending::Time);
+    let mut stats = shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    stats.ended = Some(Instant::now());
+    Finished {
+        stats,
+        ending,
+        abandoned,
+    }
+}
+
+/// Runs the closed model.
+pub async fn closed(
+    target: &Target,
+    plan: &ClosedPlan,
+    progress: &Progress,
+    interrupt: Option<watch::Receiver<bool>>,
+) -> Result<Finished> {
+    let shared = Shared::new(plan.max_requests);
+    let start = Instant::now();
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .started = start;
+    let deadline = start + plan.run_time;
+    let ticker = spawn_ticker(shared.clone(), progress.clone());
+    let interrupt = watch_interrupt(&shared, interrupt);
+    let mut handles = Vec::with_capacity(plan.users);
+    for i in 0..plan.users {
+        let at = if plan.spawn_rate.is_finite() {
+            start + Duration::from_secs_f64(i as f64 / plan.spawn_rate)
+        } else {
+            start
+        };
+        if at >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = stopped(shared.stop.subscribe()) => break,
+        }
+        let key = plan
+            .keys
+            .as_ref()
+            .map(|k| k[i % k.len()].clone());
+        let user = User::with_key(plan.mix.kind_of(i as u64), i as u64, key);
+        handles.push(tokio::spawn(user_loop(
+            shared.clone(),
+            target.clone(),
+            user,
+            plan.wait,
+            deadline,
+            plan.tag.clone(),
+        )));
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline.into()) => {}
+        _ = stopped(shared.stop.subscribe()) => {}
+    }
+    Ok(finish(shared, handles, ticker, interrupt, progress).await)
+}
+
+async fn user_loop(
+    shared: Arc<Shared>,
+    target: Target,
+    mut user: User,
+    wait: Option<Duration>,
+    deadline: Instant,
+    tag: String,
+) {
+    shared.users.fetch_add(1, Ordering::Relaxed);
+    let stop = shared.stop.subscribe();
+    // Get a key (or a connection); a failure is recorded and retried once a second.
+    while !user.ready() && !shared.stopped() && Instant::now() < deadline {
+        match user.start(&target, &tag).await {
+            Ok(Some(o)) => shared.record(&o),
+            Ok(None) => {}
+            Err(e) => shared.record(&Outcome {
+                method: "SQL",
+                name: "connect".into(),
+                intended: Instant::now(),
+                sent: Instant::now(),
+                done: Instant::now(),
+                status: None,
+                failure: Some(crate::one_line(&e)),
+                bytes: 0,
+            }),
+        }
+        if !user.ready() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+        }
+    }
+    while user.ready() && !shared.stopped() && Instant::now() < deadline && shared.take_slot() {
+        let o = user.step(&target, Instant::now()).await;
+        shared.record(&o);
+        let w = user.wait_after(wait);
+        if w.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(w) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+        }
+    }
+    shared.users.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Runs the open model. The schedule is kept by a thread of its own (OS sleeps are precise to
+/// tens of µs; the async timer's 1 ms granularity would be charged to every request).
+pub async fn open(
+    target: &Target,
+    plan: &OpenPlan,
+    progress: &Progress,
+    interrupt: Option<watch::Receiver<bool>>,
+) -> Result<Finished> {
+    let shared = Shared::new(plan.max_requests);
+    let pool = match target {
+        Target::Database { url, ef_search, .. } => {
+            Some(database_pool(url, *ef_search, plan.max_in_flight).await?)
+        }
+        Target::Http { .. } => None,
+    };
+    let start = Instant::now();
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .started = start;
+    let deadline = start + plan.run_time;
+    let ticker = spawn_ticker(shared.clone(), progress.clone());
+    let interrupt = watch_interrupt(&shared, interrupt);
+    let handle = tokio::runtime::Handle::current();
+    let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
+    let dispatcher = {
+        let (shared, target, plan, in_flight) =
+            (shared.clone(), target.clone(), plan.clone(), in_flight.clone());
+        std::thread::Builder::new()
+            .name("capbench-schedule".into())
+            .spawn(move || {
+                let interval = Duration::from_secs_f64(1.0 / plan.rate);
+                let mut k: u64 = 0;
+                loop {
+                    let intended = start + interval.mul_f64(k as f64);
+                    if intended >= deadline || shared.stopped() {
+                        break;
+                    }
+                    if let Some(d) = intended.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    // All slots busy: wait (the request is late, and its latency says so).
+                    let Ok(permit) = handle.block_on(in_flight.clone().acquire_owned()) else {
+                        break;
+                    };
+                    shared.users.store(
+                        plan.max_in_flight - in_flight.available_permits(),
+                        Ordering::Relaxed,
+                    );
+                    if shared.stopped() || !shared.take_slot() {
+                        break;
+                    }
+                    let kind = plan.mix.kind_of(k);
+                    let key = (!plan.keys.is_empty())
+                        .then(|| plan.keys[(k % plan.keys.len() as u64) as usize].clone());
+                    let (shared, target, pool) = (shared.clone(), target.clone(), pool.clone());
+                    handle.spawn(async move {
+                        let o = match &pool {
+                            Some(pool) => match pool.acquire().await {
+                                Ok(mut conn) => {
+                                    scenario::send(&target, kind, None, k, intended, Some(&mut conn))
+                                        .await
+                                }
+                                Err(e) => Outcome {
+                                    method: "SQL",
+                                    name: scenario::SQL_NAME.into(),
+                                    intended,
+                                    sent: Instant::now(),
+                                    done: Instant::now(),
+                                    status: None,
+                                    failure: Some(e.to_string()),
+                                    bytes: 0,
+                                },
+                            },
+                            None => {
+                                scenario::send(&target, kind, key.as_deref(), k, intended, None).await
+                            }
+                        };
+                        shared.record(&o);
+                        drop(permit);
+                    });
+                    k += 1;
+                }
+            })
+            .context("starting the schedule thread")?
+    };
+    // Wait for the schedule's end (or a stop), then for requests in flight.
+    let waiter = tokio::task::spawn_blocking(move || dispatcher.join());
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline.into()) => {}
+        _ = stopped(shared.stop.subscribe()) => {}
+    }
+    shared.stop_with(Ending::Time);
+    let _ = waiter.await;
+    let all = u32::try_from(plan.max_in_flight).unwrap_or(u32::MAX);
+    let drained =
+        tokio::time::timeout(GRACE, in_flight.acquire_many(all)).await.is_ok();
+    let abandoned = if drained {
+        0
+    } else {
+        plan.max_in_flight - in_flight.available_permits()
+    };
+    let mut done = finish(shared, Vec::new(), ticker, interrupt, progress).await;
+    done.abandoned = abandoned;
+    Ok(done)
+}
+
+/// Connections for the open model's database target, each with the target's ef_search.
+async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::PgPool> {
+    use sqlx::Executor;
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("invalid database URL {}", crate::stack::redact(url)))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(size.clamp(1, 1000)).unwrap_or(1000))
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "SET hnsw.ef_search = {ef_search}"
+                )))
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to {}", crate::stack::redact(url)))?;
+    Ok(pool)
+}
+
+/// Mints `n` API keys for users of `kind` (sweeps and the open model reuse them), a few at a time.
+pub async fn mint_keys(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
+    if matches!(target, Target::Database { .. }) {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (target, tag) = (target.clone(), tag.to_string());
+            set.spawn(async move {
+                let mut user = User::new(Kind::Search, i as u64);
+                let o = user.start(&target, &tag).await?;
+                match (user.key, o.and_then(|o| o.failure)) {
+                    (Some(k), _) => Ok(k),
+                    (None, why) => anyhow::bail!(
+                        "could not mint an API key through {}/api/v1/keys: {}",
+                        target.describe(),
+                        why.unwrap_or_default()
+                    ),
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            keys.push(r.context("minting a key")??);
+        }
+    }
+    Ok(keys)
+}

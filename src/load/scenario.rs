@@ -1,0 +1,452 @@
+//! The seeds' user kinds and the targets they talk to. A virtual user is a kind (what it sends and
+//! how long it waits) plus its own API key (HTTP) or connection (database).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pgvector::Vector;
+use serde_json::json;
+
+use super::stats::Outcome;
+use crate::bench::http_search::SEARCH_QUERIES;
+use crate::db::search;
+
+/// Searches per page (the seeds' `limit`).
+const PAGE: i64 = 10;
+/// RealisticAgent: searches per session, then idle.
+pub const REALISTIC_SESSION: u64 = 15;
+
+/// A kind of virtual user (the seeds' Locust classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// SearchLoadUser: rotates the ten search queries, waits 0.1 s.
+    Search,
+    /// BurstAgent: no wait; 429 is an expected outcome, anything else but 200 a failure.
+    Burst,
+    /// RealisticAgent: 15 searches 2 s apart, then 30 s idle.
+    Realistic,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Search => "search",
+            Kind::Burst => "burst",
+            Kind::Realistic => "realistic",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "search" | "searchloaduser" => Ok(Kind::Search),
+            "burst" | "burstagent" => Ok(Kind::Burst),
+            "realistic" | "realisticagent" => Ok(Kind::Realistic),
+            other => Err(format!(
+                "unknown scenario '{other}' (search, burst, realistic; mix them as 'search:3,burst:1')"
+            )),
+        }
+    }
+}
+
+/// Kinds with weights: `search`, `search:3,burst:1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mix(pub Vec<(Kind, u32)>);
+
+impl FromStr for Mix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        for item in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (kind, weight) = match item.split_once(':') {
+                Some((k, w)) => (
+                    k.parse::<Kind>()?,
+                    w.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("weight '{w}' in '{s}' is not a whole number"))?,
+                ),
+                None => (item.parse::<Kind>()?, 1),
+            };
+            if weight == 0 {
+                return Err(format!("weight 0 for '{}' in '{s}'", kind.as_str()));
+            }
+            if parts.iter().any(|(k, _)| *k == kind) {
+                return Err(format!("'{}' appears twice in '{s}'", kind.as_str()));
+            }
+            parts.push((kind, weight));
+        }
+        if parts.is_empty() {
+            return Err("empty scenario (search, burst, realistic)".into());
+        }
+        Ok(Mix(parts))
+    }
+}
+
+impl fmt::Display for Mix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, w)| format!("{}:{w}", k.as_str()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Mix {
+    /// The kind of user (or request) number `i`: smooth weighted round robin, so any prefix of
+    /// users follows the weights as closely as whole users can.
+    pub fn kind_of(&self, i: u64) -> Kind {
+        let total: u64 = self.0.iter().map(|(_, w)| u64::from(*w)).sum();
+        // Position within the cycle, then the kind whose cumulative share is first to reach it.
+        let slot = i % total;
+        let mut best = (f64::MAX, self.0[0].0);
+        for (kind, w) in &self.0 {
+            let w = u64::from(*w);
+            // The k-th user of this kind ideally sits at (k + 0.5) * total / w.
+            let k = (slot * w) / total;
+            let ideal = (k as f64 + 0.5) * total as f64 / w as f64;
+            let gap = (ideal - slot as f64).abs();
+            if gap < best.0 - 1e-9 {
+                best = (gap, *kind);
+            }
+        }
+        best.1
+    }
+
+    pub fn has(&self, kind: Kind) -> bool {
+        self.0.iter().any(|(k, _)| *k == kind)
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+pub enum Target {
+    /// An HTTP deployment of the seeds' API (or the in-process reference service).
+    Http {
+        base: String,
+        client: reqwest::Client,
+    },
+    /// THE search SQL over a connection per user, at `ef_search` (what pgbench does).
+    Database {
+        url: String,
+        ef_search: u32,
+        vectors: Arc<Vec<Vector>>,
+    },
+}
+
+impl Target {
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Http { base, .. } => base.clone(),
+            Target::Database { url, ef_search, .. } => format!(
+                "database {} (ef_search {ef_search})",
+                crate::stack::redact(url)
+            ),
+        }
+    }
+}
+
+/// One virtual user's state.
+pub struct User {
+    pub kind: Kind,
+    /// Its API key (HTTP).
+    pub key: Option<String>,
+    /// Its connection (database).
+    conn: Option<sqlx::PgConnection>,
+    /// Requests it has sent.
+    pub sent: u64,
+    /// Index used in its key's e-mail address.
+    id: u64,
+}
+
+/// The seeds' SearchLoadUser request name.
+pub const SEARCH_NAME: &str = "/api/v1/traces/search";
+/// The seeds' RealisticAgent request name.
+pub const REALISTIC_NAME: &str = "/api/v1/traces/search [realistic]";
+/// Key minting.
+pub const KEYS_NAME: &str = "/api/v1/keys";
+/// The database target's request name.
+pub const SQL_NAME: &str = "search_sql";
+
+impl User {
+    pub fn new(kind: Kind, id: u64) -> Self {
+        Self {
+            kind,
+            key: None,
+            conn: None,
+            sent: 0,
+            id,
+        }
+    }
+
+    /// A user with a key minted elsewhere (sweeps and the open model reuse keys).
+    pub fn with_key(kind: Kind, id: u64, key: Option<String>) -> Self {
+        Self {
+            key,
+            ..Self::new(kind, id)
+        }
+    }
+
+    /// Gets ready: mints an API key (HTTP; the request is returned to be recorded) or opens a
+    /// connection with the target's ef_search (database).
+    pub async fn start(&mut self, target: &Target, run_tag: &str) -> Result<Option<Outcome>> {
+        match target {
+            Target::Http { base, client } => {
+                if self.key.is_some() {
+                    return Ok(None);
+                }
+                let email = format!("load-{run_tag}-{}-{}@test.invalid", self.kind.as_str(), self.id);
+                let sent = Instant::now();
+                let resp = client
+                    .post(format!("{base}{KEYS_NAME}"))
+                    .json(&json!({ "email": email }))
+                    .send()
+                    .await;
+                let (status, body, failure) = match resp {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        match r.bytes().await {
+                            Ok(b) => (Some(status), b.to_vec(), None),
+                            Err(e) => (Some(status), Vec::new(), Some(error_line(&e))),
+                        }
+                    }
+                    Err(e) => (None, Vec::new(), Some(error_line(&e))),
+                };
+                let failure = failure.or_else(|| match status {
+                    Some(201) => None,
+                    Some(s) => Some(format!("HTTP {s}")),
+                    None => Some("no response".into()),
+                });
+                if failure.is_none() {
+                    let v: serde_json::Value = serde_json::from_slice(&body)
+                        .context("the answer of /api/v1/keys is not JSON")?;
+                    self.key = v["api_key"].as_str().map(String::from);
+                }
+                let failure = failure.or_else(|| {
+                    self.key
+                        .is_none()
+                        .then(|| "no api_key in the answer".to_string())
+                });
+                Ok(Some(Outcome {
+                    method: "POST",
+                    name: KEYS_NAME.into(),
+                    intended: sent,
+                    sent,
+                    done: Instant::now(),
+                    status,
+                    failure,
+                    bytes: body.len() as u64,
+                }))
+            }
+            Target::Database { url, ef_search, .. } => {
+                let mut conn = crate::db::connect(url).await?;
+                search::set_ef_search(&mut conn, *ef_search, false).await?;
+                self.conn = Some(conn);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the user can send (it has its key or connection).
+    pub fn ready(&self) -> bool {
+        self.key.is_some() || self.conn.is_some()
+    }
+
+    /// The wait after a request (the seeds' `wait_time`), unless `wait` overrides it.
+    pub fn wait_after(&self, wait: Option<Duration>) -> Duration {
+        match (self.kind, wait) {
+            // The idle phase is part of the pattern, not a think time.
+            // The seeds: wait 2 s, a task that sleeps 30 s, wait 2 s, then the next session.
+            (Kind::Realistic, _) if self.sent.is_multiple_of(REALISTIC_SESSION) => {
+                Duration::from_secs(30) + 2 * wait.unwrap_or(Duration::from_secs(2))
+            }
+            (_, Some(w)) => w,
+            (Kind::Search, None) => Duration::from_millis(100),
+            (Kind::Burst, None) => Duration::ZERO,
+            (Kind::Realistic, None) => Duration::from_secs(2),
+        }
+    }
+
+    /// Sends the user's next request; `intended` is when it should have started.
+    pub async fn step(&mut self, target: &Target, intended: Instant) -> Outcome {
+        let n = self.sent;
+        self.sent += 1;
+        send(target, self.kind, self.key.as_deref(), n, intended, self.conn.as_mut()).await
+    }
+}
+
+/// Request number `n` of a user of `kind` (its query rotates with `n`), over `conn` for the
+/// database target; `intended` is when it should have started.
+pub async fn send(
+    target: &Target,
+    kind: Kind,
+    key: Option<&str>,
+    n: u64,
+    intended: Instant,
+    conn: Option<&mut sqlx::PgConnection>,
+) -> Outcome {
+    match target {
+        Target::Http { base, client } => {
+            let (name, body) = match kind {
+                Kind::Search => (
+                    SEARCH_NAME,
+                    json!({"q": SEARCH_QUERIES[(n % SEARCH_QUERIES.len() as u64) as usize], "limit": PAGE}),
+                ),
+                Kind::Burst => (SEARCH_NAME, json!({"q": "test query"})),
+                Kind::Realistic => (
+                    REALISTIC_NAME,
+                    json!({"q": format!("realistic query {}", n % REALISTIC_SESSION)}),
+                ),
+            };
+            let sent = Instant::now();
+            let mut req = client.post(format!("{base}{SEARCH_NAME}")).json(&body);
+            if let Some(key) = key {
+                req = req.header("X-API-Key", key);
+            }
+            let (status, bytes, error) = match req.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    match r.bytes().await {
+                        Ok(b) => (Some(status), b.len() as u64, None),
+                        Err(e) => (Some(status), 0, Some(error_line(&e))),
+                    }
+                }
+                Err(e) => (None, 0, Some(error_line(&e))),
+            };
+            let failure = error.or_else(|| match (kind, status) {
+                (_, Some(200)) | (Kind::Burst, Some(429)) => None,
+                (Kind::Burst, Some(s)) => Some(format!("Unexpected status {s}")),
+                (_, Some(s)) => Some(format!("HTTP {s}")),
+                (_, None) => Some("no response".into()),
+            });
+            Outcome {
+                method: "POST",
+                name: name.into(),
+                intended: intended.min(sent),
+                sent,
+                done: Instant::now(),
+                status,
+                failure,
+                bytes,
+            }
+        }
+        Target::Database { vectors, .. } => {
+            let v = &vectors[(n % vectors.len() as u64) as usize];
+            let sent = Instant::now();
+            let (failure, bytes) = match conn {
+                Some(conn) => match search::search(conn, v, PAGE).await {
+                    Ok(hits) => (None, hits.len() as u64),
+                    Err(e) => (Some(crate::one_line(&e)), 0),
+                },
+                None => (Some("no connection".into()), 0),
+            };
+            Outcome {
+                method: "SQL",
+                name: SQL_NAME.into(),
+                intended: intended.min(sent),
+                sent,
+                done: Instant::now(),
+                status: None,
+                failure,
+                bytes,
+            }
+        }
+    }
+}
+
+/// A transport error as one line (reqwest's chain: what failed and why).
+fn error_line(e: &reqwest::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// The query vectors of the database target: the seeds' ten queries, embedded as the service does.
+pub fn query_vectors(config: &crate::config::Config) -> Vec<Vector> {
+    let embedder = crate::server::embed::DeterministicEmbedder::new(Arc::new(
+        crate::dataset::Dataset::new(config.dataset.clone()),
+    ));
+    SEARCH_QUERIES
+        .iter()
+        .map(|q| Vector::from(embedder.embed_now(q)))
+        .collect()
+}
+
+/// Refuses a target outside this machine unless `allow_remote`: a load test is an attack on
+/// whatever it points at.
+pub async fn check_local(url: &str, allow_remote: bool) -> Result<()> {
+    if allow_remote {
+        return Ok(());
+    }
+    let host = host_of(url)?;
+    let local = match host.as_str() {
+        "" => true, // a Unix socket
+        h if h.starts_with('/') => true,
+        "localhost" => true,
+        h => match h.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => {
+                let addrs: Vec<_> = tokio::net::lookup_host((h, 0))
+                    .await
+                    .with_context(|| format!("resolving {h}"))?
+                    .collect();
+                !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+            }
+        },
+    };
+    if !local {
+        bail!(
+            "refusing to load {host}, which is not this machine: pass --allow-remote if you own it and mean it"
+        );
+    }
+    Ok(())
+}
+
+fn host_of(url: &str) -> Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("'{url}' is not a URL"))?;
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    if host.is_empty() && matches!(parsed.scheme(), "postgres" | "postgresql") {
+        // postgres:///db?host=/run/postgresql
+        let socket = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        return Ok(socket);
+    }
+    if host.is_empty() {
+        bail!("'{url}' has no host");
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_follow_their_weights() {
+        let m: Mix = "search:3,burst:1".parse().unwrap();
+        let kinds: Vec<Kind> = (0..8).map(|i| m.kind_of(i)).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == Kind::Burst).count(), 2);
+        assert_eq!(kinds.iter().filter(|k| **k == Kind::Search).count(), 6);
+        let one: Mix = "realistic".parse().unwrap();
+        assert!((0..5).all(|i| one.kind_of(i) == Kind::Realistic));
+        for bad in ["", "search:0", "walk", "search,search", "search:x"] {
+            assert!(bad.parse::<Mix>().is_err(), "{bad}");
+        }
+    }
+}

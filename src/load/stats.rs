@@ -1,0 +1,494 @@
+//! What a load run measured: per request name and in total, every latency in HDR histograms (from the
+//! intended start — corrected — and from the actual send — uncorrected), status codes, failures, and
+//! a per-second history. Written as Locust's CSV files (same columns) and as the run record.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+
+use crate::record;
+
+/// Locust's percentile columns, in its order and with its headers.
+pub const PERCENTILES: [(f64, &str); 11] = [
+    (0.50, "50%"),
+    (0.66, "66%"),
+    (0.75, "75%"),
+    (0.80, "80%"),
+    (0.90, "90%"),
+    (0.95, "95%"),
+    (0.98, "98%"),
+    (0.99, "99%"),
+    (0.999, "99.9%"),
+    (0.9999, "99.99%"),
+    (1.0, "100%"),
+];
+
+/// Locust 2.x `_stats.csv` header.
+pub const STATS_HEADER: &str = "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%";
+/// Locust 2.x `_stats_history.csv` header.
+pub const HISTORY_HEADER: &str = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,Total Min Response Time,Total Max Response Time,Total Average Content Size";
+/// Locust 2.x `_failures.csv` header.
+pub const FAILURES_HEADER: &str = "Method,Name,Error,Occurrences,First Seen,Last Seen";
+/// Locust 2.x `_exceptions.csv` header (capbench raises none; the file is written for tooling).
+pub const EXCEPTIONS_HEADER: &str = "Count,Message,Traceback,Nodes";
+
+/// Locust's window for the "current" percentiles of the history (seconds).
+const WINDOW_SECONDS: usize = 10;
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `POST`, `GET`, or `SQL` for the database target.
+    pub method: &'static str,
+    pub name: String,
+    /// When the request should have started (open model: its slot in the schedule; closed: `sent`).
+    pub intended: Instant,
+    pub sent: Instant,
+    pub done: Instant,
+    /// HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Why it counts as a failure (`None`: a success, which includes expected 429s).
+    pub failure: Option<String>,
+    /// Response body bytes.
+    pub bytes: u64,
+}
+
+/// Statistics of one request name (or of all: "Aggregated").
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub method: String,
+    pub name: String,
+    /// Latency from the intended start (ns). In the closed model equal to `uncorrected`.
+    pub corrected: Histogram<u64>,
+    /// Latency from the actual send (ns).
+    pub uncorrected: Histogram<u64>,
+    pub requests: u64,
+    pub failures: u64,
+    pub bytes: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// This second's latencies, and the last [`WINDOW_SECONDS`] seconds' (for the history).
+    current: Histogram<u64>,
+    window: VecDeque<Histogram<u64>>,
+    /// Requests and failures at the last tick (for per-second rates).
+    at_tick: (u64, u64),
+}
+
+impl Entry {
+    fn new(method: &str, name: &str) -> Self {
+        Self {
+            method: method.to_string(),
+            name: name.to_string(),
+            corrected: record::latency_histogram(),
+            uncorrected: record::latency_histogram(),
+            requests: 0,
+            failures: 0,
+            bytes: 0,
+            statuses: BTreeMap::new(),
+            current: record::latency_histogram(),
+            window: VecDeque::new(),
+            at_tick: (0, 0),
+        }
+    }
+
+    fn add(&mut self, o: &Outcome) {
+        let corrected = o.done.saturating_duration_since(o.intended).as_nanos() as u64;
+        let uncorrected = o.done.saturating_duration_since(o.sent).as_nanos() as u64;
+        self.corrected.saturating_record(corrected.max(1));
+        self.uncorrected.saturating_record(uncorrected.max(1));
+        self.current.saturating_record(corrected.max(1));
+        self.requests += 1;
+        self.failures += u64::from(o.failure.is_some());
+        self.bytes += o.bytes;
+        if let Some(s) = o.status {
+            *self.statuses.entry(s).or_default() += 1;
+        }
+    }
+
+    /// Percentile `q` (0..=1) of the corrected latencies, in ms (0 when empty).
+    pub fn ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.corrected, q)
+    }
+
+    /// Percentile `q` of the uncorrected latencies, in ms.
+    pub fn uncorrected_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.uncorrected, q)
+    }
+
+    pub fn mean_ms(&self) -> f64 {
+        if self.corrected.is_empty() {
+            0.0
+        } else {
+            self.corrected.mean() / 1e6
+        }
+    }
+
+    pub fn min_ms(&self) -> f64 {
+        if self.corrected.is_empty() {
+            0.0
+        } else {
+            self.corrected.min() as f64 / 1e6
+        }
+    }
+
+    /// Failures / requests (0 when there were none).
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.requests as f64
+        }
+    }
+
+    fn window_histogram(&self) -> Histogram<u64> {
+        let mut h = self.current.clone();
+        for w in &self.window {
+            let _ = h.add(w);
+        }
+        h
+    }
+
+    /// Closes this second: returns (requests, failures) since the last tick.
+    fn tick(&mut self) -> (u64, u64) {
+        let done = (
+            self.requests - self.at_tick.0,
+            self.failures - self.at_tick.1,
+        );
+        self.at_tick = (self.requests, self.failures);
+        let closed = std::mem::replace(&mut self.current, record::latency_histogram());
+        self.window.push_back(closed);
+        while self.window.len() >= WINDOW_SECONDS {
+            self.window.pop_front();
+        }
+        done
+    }
+}
+
+fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else if q >= 1.0 {
+        h.max() as f64 / 1e6
+    } else {
+        h.value_at_quantile(q) as f64 / 1e6
+    }
+}
+
+/// A row of Locust's `_failures.csv`.
+#[derive(Debug, Clone)]
+pub struct FailureRow {
+    pub occurrences: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+/// One second of history, for one entry.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub unix_seconds: u64,
+    /// Seconds since the run started.
+    pub elapsed: f64,
+    pub users: usize,
+    pub method: String,
+    pub name: String,
+    pub rps: f64,
+    pub fps: f64,
+    /// Locust's percentiles over the last 10 s (ms).
+    pub percentiles: [f64; 11],
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub total_median_ms: f64,
+    pub total_mean_ms: f64,
+    pub total_min_ms: f64,
+    pub total_max_ms: f64,
+    pub total_mean_bytes: f64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub started: Instant,
+    started_wall: SystemTime,
+    /// When the measurement ended (the run's duration is `ended - started`).
+    pub ended: Option<Instant>,
+    /// Per (method, name), in first-seen order of names sorted for output.
+    pub entries: BTreeMap<(String, String), Entry>,
+    pub total: Entry,
+    pub failures: BTreeMap<(String, String, String), FailureRow>,
+    pub history: Vec<HistoryRow>,
+    last_tick: Instant,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            started_wall: SystemTime::now(),
+            ended: None,
+            entries: BTreeMap::new(),
+            total: Entry::new("", "Aggregated"),
+            failures: BTreeMap::new(),
+            history: Vec::new(),
+            last_tick: now,
+        }
+    }
+
+    pub fn add(&mut self, o: &Outcome) {
+        let key = (o.method.to_string(), o.name.clone());
+        self.entries
+            .entry(key)
+            .or_insert_with(|| Entry::new(o.method, &o.name))
+            .add(o);
+        self.total.add(o);
+        if let Some(error) = &o.failure {
+            let seen = self.wall(o.done);
+            self.failures
+                .entry((o.method.to_string(), o.name.clone(), error.clone()))
+                .and_modify(|f| {
+                    f.occurrences += 1;
+                    f.last_seen = seen;
+                })
+                .or_insert(FailureRow {
+                    occurrences: 1,
+                    first_seen: seen,
+                    last_seen: seen,
+                });
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.started_wall + at.saturating_duration_since(self.started)
+    }
+
+    /// The run's duration so far (or in all, once ended).
+    pub fn elapsed(&self) -> Duration {
+        self.ended
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started)
+    }
+
+    /// Requests per second over the run.
+    pub fn rps(&self, e: &Entry) -> f64 {
+        e.requests as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Closes a second of history (called once per second by the runner).
+    pub fn tick(&mut self, users: usize) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_tick).as_secs_f64().max(1e-9);
+        self.last_tick = now;
+        let unix_seconds = self
+            .wall(now)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let mut rows = Vec::with_capacity(self.entries.len() + 1);
+        for e in self.entries.values_mut().chain(std::iter::once(&mut self.total)) {
+            let window = e.window_histogram();
+            let (n, f) = e.tick();
+            let mut percentiles = [0.0; 11];
+            for (slot, (q, _)) in percentiles.iter_mut().zip(PERCENTILES) {
+                *slot = quantile_ms(&window, q);
+            }
+            rows.push(HistoryRow {
+                unix_seconds,
+                elapsed,
+                users,
+                method: e.method.clone(),
+                name: e.name.clone(),
+                rps: n as f64 / secs,
+                fps: f as f64 / secs,
+                percentiles,
+                total_requests: e.requests,
+                total_failures: e.failures,
+                total_median_ms: e.ms(0.5),
+                total_mean_ms: e.mean_ms(),
+                total_min_ms: e.min_ms(),
+                total_max_ms: e.ms(1.0),
+                total_mean_bytes: if e.requests == 0 {
+                    0.0
+                } else {
+                    e.bytes as f64 / e.requests as f64
+                },
+            });
+        }
+        self.history.extend(rows);
+    }
+
+    /// The Aggregated rows of the history.
+    pub fn total_history(&self) -> impl Iterator<Item = &HistoryRow> {
+        self.history.iter().filter(|r| r.method.is_empty())
+    }
+
+    /// Every name's entry, then Aggregated.
+    pub fn entries_and_total(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().chain(std::iter::once(&self.total))
+    }
+
+    /// Writes `PREFIX_stats.csv`, `PREFIX_stats_history.csv`, `PREFIX_failures.csv` and
+    /// `PREFIX_exceptions.csv` with Locust's columns (times in ms, unrounded; in the open model the
+    /// percentiles are the corrected ones). `full_history`: every name's rows, not only Aggregated.
+    pub fn write_locust_csv(&self, prefix: &Path, full_history: bool) -> Result<Vec<PathBuf>> {
+        let name = |suffix: &str| {
+            let mut p = prefix.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut written = Vec::new();
+
+        let mut stats = String::from(STATS_HEADER);
+        stats.push('\n');
+        for e in self.entries_and_total() {
+            let rps = self.rps(e);
+            let fps = e.failures as f64 / self.elapsed().as_secs_f64().max(1e-9);
+            stats.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(&e.method),
+                csv_field(&e.name),
+                e.requests,
+                e.failures,
+                num(e.ms(0.5)),
+                num(e.mean_ms()),
+                num(e.min_ms()),
+                num(e.ms(1.0)),
+                num(if e.requests == 0 {
+                    0.0
+                } else {
+                    e.bytes as f64 / e.requests as f64
+                }),
+                num(rps),
+                num(fps),
+            ));
+            for (q, _) in PERCENTILES {
+                stats.push(',');
+                stats.push_str(&if e.requests == 0 {
+                    "N/A".to_string()
+                } else {
+                    num(e.ms(q))
+                });
+            }
+            stats.push('\n');
+        }
+        written.push(write_atomic(&name("_stats.csv"), &stats)?);
+
+        let mut history = String::from(HISTORY_HEADER);
+        history.push('\n');
+        for r in self
+            .history
+            .iter()
+            .filter(|r| full_history || r.method.is_empty())
+        {
+            history.push_str(&format!(
+                "{},{},{},{},{:.6},{:.6}",
+                r.unix_seconds,
+                r.users,
+                csv_field(&r.method),
+                csv_field(&r.name),
+                r.rps,
+                r.fps
+            ));
+            for p in r.percentiles {
+                history.push(',');
+                history.push_str(&if r.total_requests == 0 {
+                    "N/A".to_string()
+                } else {
+                    num(p)
+                });
+            }
+            history.push_str(&format!(
+                ",{},{},{},{},{},{},{}\n",
+                r.total_requests,
+                r.total_failures,
+                num(r.total_median_ms),
+                num(r.total_mean_ms),
+                num(r.total_min_ms),
+                num(r.total_max_ms),
+                num(r.total_mean_bytes)
+            ));
+        }
+        written.push(write_atomic(&name("_stats_history.csv"), &history)?);
+
+        let mut failures = String::from(FAILURES_HEADER);
+        failures.push('\n');
+        for ((method, name, error), f) in &self.failures {
+            failures.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                csv_field(method),
+                csv_field(name),
+                csv_field(error),
+                f.occurrences,
+                iso8601(f.first_seen),
+                iso8601(f.last_seen)
+            ));
+        }
+        written.push(write_atomic(&name("_failures.csv"), &failures)?);
+        written.push(write_atomic(
+            &name("_exceptions.csv"),
+            &format!("{EXCEPTIONS_HEADER}\n"),
+        )?);
+        Ok(written)
+    }
+}
+
+/// A number as Locust's readers expect it: plain decimal, no exponent.
+fn num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        let s = format!("{x:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// RFC 4180 quoting when needed.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn iso8601(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Complete or not at all: a temporary file renamed into place.
+fn write_atomic(path: &Path, text: &str) -> Result<PathBuf> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_fields() {
+        assert_eq!(num(12.0), "12");
+        assert_eq!(num(1.25), "1.25");
+        assert_eq!(num(0.0000004), "0");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,161 @@
+//! A concurrency sweep: one closed-model run per number of users, and its knee — the highest
+//! throughput whose p99 still meets the objective.
+
+use anyhow::Result;
+
+use super::run::Finished;
+use super::stats::Stats;
+use crate::record::{self, Gate, ResultEntry};
+
+/// One level's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    pub users: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub error_rate: f64,
+    pub requests: u64,
+}
+
+impl Level {
+    pub fn of(users: u64, stats: &Stats) -> Self {
+        let t = &stats.total;
+        Self {
+            users,
+            rps: stats.rps(t),
+            p50_ms: t.ms(0.5),
+            p99_ms: t.ms(0.99),
+            error_rate: t.error_rate(),
+            requests: t.requests,
+        }
+    }
+
+    fn meets(&self, slo_p99_ms: f64) -> bool {
+        self.requests > 0 && self.p99_ms <= slo_p99_ms
+    }
+}
+
+/// The knee of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knee {
+    pub users: u64,
+    pub rps: f64,
+    pub p99_ms: f64,
+}
+
+/// The level with the highest throughput among those whose p99 meets `slo_p99_ms`.
+pub fn knee(levels: &[Level], slo_p99_ms: f64) -> Option<Knee> {
+    levels
+        .iter()
+        .filter(|l| l.meets(slo_p99_ms))
+        .max_by(|a, b| a.rps.total_cmp(&b.rps))
+        .map(|l| Knee {
+            users: l.users,
+            rps: l.rps,
+            p99_ms: l.p99_ms,
+        })
+}
+
+pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64) {
+    println!();
+    println!(
+        "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10}  p99 <= {slo_p99_ms} ms",
+        "users", "req/s", "p50 ms", "p99 ms", "errors", "requests"
+    );
+    for l in levels {
+        println!(
+            "{:>7} {:>10.1} {:>9.2} {:>9.2} {:>7.2}% {:>10}  {}{}",
+            l.users,
+            l.rps,
+            l.p50_ms,
+            l.p99_ms,
+            l.error_rate * 100.0,
+            l.requests,
+            if l.meets(slo_p99_ms) { "PASS" } else { "FAIL" },
+            if knee.is_some_and(|k| k.users == l.users) {
+                "  ← knee"
+            } else {
+                ""
+            }
+        );
+    }
+    match knee {
+        Some(k) => println!(
+            "knee: {} users, {:.1} req/s at p99 {:.2} ms (the highest throughput with p99 <= {slo_p99_ms} ms)",
+            k.users, k.rps, k.p99_ms
+        ),
+        None => println!("knee: none — no level kept p99 <= {slo_p99_ms} ms"),
+    }
+}
+
+/// Run-record entries: `<prefix>/<users>` per level, then `capacity/knee`.
+pub fn entries(
+    finished: &[(Option<u64>, Finished)],
+    knee: Option<&Knee>,
+    slo_p99_ms: f64,
+    prefix: &str,
+) -> Result<Vec<ResultEntry>> {
+    let mut out = Vec::new();
+    for (users, done) in finished {
+        let users = users.unwrap_or(0);
+        let stats = &done.stats;
+        let mut metrics = super::metrics_of(stats, &stats.total, false);
+        metrics.insert("users".into(), users as f64);
+        out.push(ResultEntry {
+            name: format!("{prefix}/{users}"),
+            metrics,
+            histogram: Some(record::encode_histogram(&stats.total.corrected)?),
+            gates: vec![Gate {
+                name: format!("p99 < {slo_p99_ms} ms"),
+                pass: Level::of(users, stats).meets(slo_p99_ms),
+            }],
+            series: super::history_series(stats),
+        });
+    }
+    let mut metrics = std::collections::BTreeMap::from([("slo_p99_ms".to_string(), slo_p99_ms)]);
+    if let Some(k) = knee {
+        metrics.insert("knee_users".into(), k.users as f64);
+        metrics.insert("knee_rps".into(), k.rps);
+        metrics.insert("knee_p99_ms".into(), k.p99_ms);
+    }
+    out.push(ResultEntry {
+        name: "capacity/knee".into(),
+        metrics,
+        gates: vec![Gate {
+            name: format!("some level meets p99 < {slo_p99_ms} ms"),
+            pass: knee.is_some(),
+        }],
+        ..ResultEntry::default()
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(users: u64, rps: f64, p99_ms: f64) -> Level {
+        Level {
+            users,
+            rps,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+            error_rate: 0.0,
+            requests: 100,
+        }
+    }
+
+    #[test]
+    fn the_knee_is_the_fastest_level_within_the_objective() {
+        let levels = [
+            level(1, 100.0, 5.0),
+            level(5, 400.0, 20.0),
+            level(10, 450.0, 49.0),
+            level(20, 460.0, 120.0),
+        ];
+        assert_eq!(knee(&levels, 50.0).map(|k| k.users), Some(10));
+        assert_eq!(knee(&levels, 10.0).map(|k| k.users), Some(1));
+        assert_eq!(knee(&levels, 1.0), None);
+    }
+}
