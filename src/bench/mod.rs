@@ -3,6 +3,7 @@
 //! those with nothing selected must start nothing and load nothing), Criterion's configuration
 //! (quick mode), and latency summaries from HDR histograms.
 
+pub mod capacity;
 pub mod hnsw;
 pub mod http_search;
 pub mod rate_limit;

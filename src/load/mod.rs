@@ -205,7 +205,11 @@ pub fn main() -> ExitCode {
             let _ = tx.send(true);
         }
     });
-    match runtime.block_on(run(args, Some(rx))) {
+    let result = runtime.block_on(run(args, Some(rx))).and_then(|outcome| {
+        crate::report::publish(&outcome.record, &argv[..1])?;
+        Ok(outcome)
+    });
+    match result {
         Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             eprintln!("error: {}", crate::one_line(&e));
@@ -221,7 +225,8 @@ pub struct Outcome {
     pub verdicts: Vec<Verdict>,
     pub knee: Option<sweep::Knee>,
     pub swept: bool,
-    pub record_path: Option<PathBuf>,
+    /// The run record (not yet published).
+    pub record: RunRecord,
 }
 
 impl Outcome {
@@ -340,7 +345,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
         verdicts: Vec::new(),
         knee: None,
         swept: !args.sweep.is_empty(),
-        record_path: None,
+        record: RunRecord::new("load", Environment::default(), json!({})),
     };
     if !args.sweep.is_empty() {
         let per_level = args.run_time.unwrap_or(Duration::from_secs(10));
@@ -431,8 +436,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
         }
         outcome.finished.push((None, done));
     }
-    let record = build_record(&args, &target, db_url.as_deref(), &outcome).await?;
-    outcome.record_path = Some(crate::report::publish(&record, &[String::from("load")])?);
+    outcome.record = build_record(&args, &target, db_url.as_deref(), &outcome).await?;
     if let Some(svc) = service {
         svc.stop().await?;
     }
@@ -600,7 +604,11 @@ async fn build_record(
         }));
     }
     if outcome.swept {
-        rec.results = sweep::entries(&outcome.finished, outcome.knee.as_ref(), args.slo_p99, "capacity/users")?;
+        let (group, unit) = match target {
+            Target::Http { .. } => ("capacity", "users"),
+            Target::Database { .. } => ("capacity_db", "connections"),
+        };
+        rec.results = sweep::entries(&outcome.finished, outcome.knee.as_ref(), args.slo_p99, group, unit)?;
         return Ok(rec);
     }
     let open_model = args.rate.is_some();

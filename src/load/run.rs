@@ -282,6 +282,7 @@ pub async fn closed(
         let key = plan
             .keys
             .as_ref()
+            .filter(|k| !k.is_empty())
             .map(|k| k[i % k.len()].clone());
         let user = User::with_key(plan.mix.kind_of(i as u64), i as u64, key);
         handles.push(tokio::spawn(user_loop(

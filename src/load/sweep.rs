@@ -89,21 +89,22 @@ pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64) {
     }
 }
 
-/// Run-record entries: `<prefix>/<users>` per level, then `capacity/knee`.
+/// Run-record entries: `<group>/<unit>/<n>` per level (`capacity/users/20`), then `<group>/knee`.
 pub fn entries(
     finished: &[(Option<u64>, Finished)],
     knee: Option<&Knee>,
     slo_p99_ms: f64,
-    prefix: &str,
+    group: &str,
+    unit: &str,
 ) -> Result<Vec<ResultEntry>> {
     let mut out = Vec::new();
     for (users, done) in finished {
         let users = users.unwrap_or(0);
         let stats = &done.stats;
         let mut metrics = super::metrics_of(stats, &stats.total, false);
-        metrics.insert("users".into(), users as f64);
+        metrics.insert(unit.into(), users as f64);
         out.push(ResultEntry {
-            name: format!("{prefix}/{users}"),
+            name: format!("{group}/{unit}/{users}"),
             metrics,
             histogram: Some(record::encode_histogram(&stats.total.corrected)?),
             gates: vec![Gate {
@@ -115,12 +116,12 @@ pub fn entries(
     }
     let mut metrics = std::collections::BTreeMap::from([("slo_p99_ms".to_string(), slo_p99_ms)]);
     if let Some(k) = knee {
-        metrics.insert("knee_users".into(), k.users as f64);
+        metrics.insert(format!("knee_{unit}"), k.users as f64);
         metrics.insert("knee_rps".into(), k.rps);
         metrics.insert("knee_p99_ms".into(), k.p99_ms);
     }
     out.push(ResultEntry {
-        name: "capacity/knee".into(),
+        name: format!("{group}/knee"),
         metrics,
         gates: vec![Gate {
             name: format!("some level meets p99 < {slo_p99_ms} ms"),

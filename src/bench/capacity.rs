@@ -1,0 +1,156 @@
+//! `cargo bench capacity`: the launch question — how many concurrent users the search API serves
+//! with p99 under the seeds' 50 ms. A concurrency sweep of SearchLoadUsers (the seeds' scenario,
+//! 0.1 s think time) against the in-process reference service (`capacity/users/<n>`), then the
+//! same sweep of raw search SQL over that many connections (`capacity_db/connections/<n>`, what
+//! pgbench does), each with its knee. Both are `load` runs; the record is kind `capacity`.
+//!
+//! `CAPBENCH_SWEEP` sets the levels (default 1,5,10,20,50; quick mode 1,2,4,8) and
+//! `CAPBENCH_RUN_TIME` the time per level (default 10 s; quick 2 s).
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::bench::{BenchArgs, RunOutcome};
+use crate::config::Config;
+use crate::load::{self, LoadArgs};
+use crate::record::RunRecord;
+
+/// The seeds' gate: p99 < 50 ms (with 20 users at 100K traces).
+pub const GATE_P99_MS: f64 = 50.0;
+/// The number of users the seeds' gate names.
+pub const GATE_USERS: u64 = 20;
+
+pub fn main() -> ExitCode {
+    crate::bench::bench_main(run)
+}
+
+fn levels(config: &Config) -> Vec<u64> {
+    let text = std::env::var("CAPBENCH_SWEEP").ok();
+    let parsed: Option<Vec<u64>> = text.as_deref().map(|t| {
+        t.split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .collect()
+    });
+    match parsed {
+        Some(v) if !v.is_empty() => v,
+        _ if config.bench.quick => vec![1, 2, 4, 8],
+        _ => vec![1, 5, 10, GATE_USERS, 50],
+    }
+}
+
+/// The sweep's levels selected by the filter, per group (`capacity`, `capacity_db`).
+fn plan(args: &BenchArgs, config: &Config) -> (Vec<u64>, Vec<u64>) {
+    let all = levels(config);
+    let http = all
+        .iter()
+        .copied()
+        .filter(|n| args.selects(&format!("capacity/users/{n}")))
+        .collect();
+    let db = all
+        .iter()
+        .copied()
+        .filter(|n| args.selects(&format!("capacity_db/connections/{n}")))
+        .collect();
+    (http, db)
+}
+
+pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Level>> {
+    let bench_args = BenchArgs::parse(args)?;
+    let (http, db) = plan(&bench_args, &config);
+    let ids: Vec<String> = http
+        .iter()
+        .map(|n| format!("capacity/users/{n}"))
+        .chain(db.iter().map(|n| format!("capacity_db/connections/{n}")))
+        .collect();
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+        return Ok(outcome);
+    }
+    // `cargo test --benches` (--test): one short level each, as a smoke test.
+    let (http, db, time) = if bench_args.test {
+        (
+            http.into_iter().take(1).collect(),
+            db.into_iter().take(1).collect(),
+            "1s".to_string(),
+        )
+    } else {
+        let default = if config.bench.quick { "2s" } else { "10s" };
+        (
+            http,
+            db,
+            std::env::var("CAPBENCH_RUN_TIME").unwrap_or_else(|_| default.into()),
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let mut record: Option<RunRecord> = None;
+    let mut levels = Vec::new();
+    for (target, sweep) in [(None, &http), (Some("db"), &db)] {
+        if sweep.is_empty() {
+            continue;
+        }
+        let mut argv: Vec<String> = ["load", "--quiet", "--run-time", &time, "--slo-p99"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        argv.push(format!("{GATE_P99_MS}ms"));
+        argv.push("--sweep".into());
+        argv.push(
+            sweep
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        if let Some(t) = target {
+            argv.extend(["--target".to_string(), t.to_string()]);
+        }
+        let load_args = LoadArgs::parse_from_args(&argv)
+            .map_err(|e| anyhow::anyhow!("{}", crate::config::first_line(&e.to_string())))?;
+        println!(
+            "capacity: {} sweep over {} {}, {time} each, p99 objective {GATE_P99_MS} ms",
+            if target.is_some() {
+                "raw search SQL"
+            } else {
+                "in-process service"
+            },
+            sweep
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            if target.is_some() { "connections" } else { "users" },
+        );
+        let outcome = runtime.block_on(load::run(load_args, None))?;
+        for (users, done) in &outcome.finished {
+            levels.push(load::sweep::Level::of(users.unwrap_or(0), &done.stats));
+        }
+        if target.is_none() {
+            if let Some((_, done)) = outcome
+                .finished
+                .iter()
+                .find(|(u, _)| *u == Some(GATE_USERS))
+            {
+                let p99 = done.stats.total.ms(0.99);
+                println!(
+                    "the seeds' gate, {GATE_USERS} users: p99 {p99:.2} ms < {GATE_P99_MS} ms: {}",
+                    if p99 < GATE_P99_MS { "PASS" } else { "FAIL" }
+                );
+            }
+        }
+        match record.as_mut() {
+            None => record = Some(outcome.record),
+            Some(r) => r.results.extend(outcome.record.results),
+        }
+    }
+    if let Some(mut record) = record {
+        record.kind = "capacity".into();
+        if !bench_args.test {
+            crate::report::publish(&record, args)?;
+        }
+    }
+    Ok(RunOutcome::Ran(levels))
+}
