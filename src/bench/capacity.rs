@@ -1,8 +1,8 @@
 //! `cargo bench capacity`: the launch question — how many concurrent users the search API serves
 //! with p99 under the seeds' 50 ms. A concurrency sweep of SearchLoadUsers (the seeds' scenario,
 //! 0.1 s think time) against the in-process reference service (`capacity/users/<n>`), then the
-//! same sweep of raw search SQL over that many connections (`capacity_db/connections/<n>`, what
-//! pgbench does), each with its knee. Both are `load` runs; the record is kind `capacity`.
+//! raw search SQL over that many connections without think time (`capacity_db/connections/<n>`,
+//! what pgbench measures: the database's own ceiling), each with its knee. Both are `load` runs; the record is kind `capacity`.
 //!
 //! `CAPBENCH_SWEEP` sets the levels (default 1,5,10,20,50; quick mode 1,2,4,8) and
 //! `CAPBENCH_RUN_TIME` the time per level (default 10 s; quick 2 s).
@@ -106,14 +106,15 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
                 .join(","),
         );
         if let Some(t) = target {
-            argv.extend(["--target".to_string(), t.to_string()]);
+            // The database's own capacity: no think time, as pgbench measures it.
+            argv.extend(["--target", t, "--wait", "0"].map(String::from));
         }
         let load_args = LoadArgs::parse_from_args(&argv)
             .map_err(|e| anyhow::anyhow!("{}", crate::config::first_line(&e.to_string())))?;
         println!(
             "capacity: {} sweep over {} {}, {time} each, p99 objective {GATE_P99_MS} ms",
             if target.is_some() {
-                "raw search SQL"
+                "raw search SQL (no think time)"
             } else {
                 "in-process service"
             },
