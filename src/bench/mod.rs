@@ -5,6 +5,7 @@
 
 pub mod hnsw;
 pub mod http_search;
+pub mod limiter_timeline;
 pub mod rate_limit;
 
 use std::collections::BTreeMap;
