@@ -3,8 +3,7 @@
 //! annotated points, a legend) and one bar chart; the page's builders in `html` say what goes in.
 
 use anyhow::{Result, anyhow};
-use plotters::coord::combinators::{IntoLogRange, LogCoord};
-use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
@@ -141,6 +140,78 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
+/// A logarithmic axis whose ticks follow 1-2-3-5-7 × 10ⁿ (plotters' own log axis labels only the
+/// powers of ten, which leaves a range narrower than a decade with one label or none).
+#[derive(Debug, Clone, Copy)]
+pub struct LogAxis {
+    lo: f64,
+    hi: f64,
+}
+
+impl LogAxis {
+    pub fn new(lo: f64, hi: f64) -> Self {
+        let lo = lo.max(f64::MIN_POSITIVE);
+        Self {
+            lo,
+            hi: hi.max(lo * 1.0001),
+        }
+    }
+
+    /// Every m × 10ⁿ in range, for m in `mantissas`, every `every`-th decade.
+    fn ticks(&self, mantissas: &[f64], every: i32) -> Vec<f64> {
+        let (first, last) = (
+            self.lo.log10().floor() as i32,
+            self.hi.log10().ceil() as i32,
+        );
+        let mut out = Vec::new();
+        for d in (first..=last).filter(|d| d.rem_euclid(every) == 0) {
+            for m in mantissas {
+                let v = m * 10f64.powi(d);
+                if v >= self.lo * (1.0 - 1e-9) && v <= self.hi * (1.0 + 1e-9) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Ranged for LogAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let (a, b) = (self.lo.ln(), self.hi.ln());
+        let f = (value.max(f64::MIN_POSITIVE).ln() - a) / (b - a);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let max = hint.max_num_points().max(1);
+        let sets: [&[f64]; 5] = [
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+            &[1.0, 2.0, 3.0, 5.0, 7.0],
+            &[1.0, 2.0, 5.0],
+            &[1.0, 3.0],
+            &[1.0],
+        ];
+        for set in sets {
+            let t = self.ticks(set, 1);
+            if t.len() <= max && t.len() >= 2 {
+                return t;
+            }
+        }
+        (2..10)
+            .map(|every| self.ticks(&[1.0], every))
+            .find(|t| t.len() <= max)
+            .unwrap_or_default()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
 /// Renders `chart` to an SVG document.
 pub fn render(chart: &Chart) -> Result<String> {
     let xs = chart
@@ -163,21 +234,9 @@ pub fn render(chart: &Chart) -> Result<String> {
             RangedCoordf64::from(x0..x1),
             RangedCoordf64::from(y0..y1),
         ),
-        (true, false) => draw(
-            chart,
-            LogCoord::from((x0..x1).log_scale()),
-            RangedCoordf64::from(y0..y1),
-        ),
-        (false, true) => draw(
-            chart,
-            RangedCoordf64::from(x0..x1),
-            LogCoord::from((y0..y1).log_scale()),
-        ),
-        (true, true) => draw(
-            chart,
-            LogCoord::from((x0..x1).log_scale()),
-            LogCoord::from((y0..y1).log_scale()),
-        ),
+        (true, false) => draw(chart, LogAxis::new(x0, x1), RangedCoordf64::from(y0..y1)),
+        (false, true) => draw(chart, RangedCoordf64::from(x0..x1), LogAxis::new(y0, y1)),
+        (true, true) => draw(chart, LogAxis::new(x0, x1), LogAxis::new(y0, y1)),
     }
 }
 
@@ -192,11 +251,11 @@ where
         root.fill(&WHITE).map_err(err)?;
         let x_range = x.range();
         let mut ctx = ChartBuilder::on(&root)
-            .caption(&chart.title, (FONT, 19))
+            .caption(&chart.title, (FONT, 22))
             .margin(12)
             .margin_right(24)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
+            .x_label_area_size(54)
+            .y_label_area_size(74)
             .build_cartesian_2d(x, y)
             .map_err(err)?;
         let x_format = chart.x_format.unwrap_or(tick);
@@ -209,8 +268,8 @@ where
             .y_labels(7)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_format)
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()
@@ -285,7 +344,7 @@ where
             ctx.draw_series(std::iter::once(
                 EmptyElement::at((*nx, *ny))
                     + Circle::new((0, 0), 6, black.stroke_width(2))
-                    + Text::new(text.clone(), (8, -20), (FONT, 13).into_font()),
+                    + Text::new(text.clone(), (8, -20), (FONT, 15).into_font()),
             ))
             .map_err(err)?;
         }
@@ -298,7 +357,7 @@ where
                 })
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(180, 180, 180))
-                .label_font((FONT, 13))
+                .label_font((FONT, 15))
                 .draw()
                 .map_err(err)?;
         }
@@ -323,18 +382,18 @@ pub fn stacked_bars(
                 .sum::<f64>()
         })
         .fold(0.0f64, f64::max);
-    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    let top = if top > 0.0 { top * 1.4 } else { 1.0 };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut ctx = ChartBuilder::on(&root)
-            .caption(title, (FONT, 19))
+            .caption(title, (FONT, 22))
             .margin(12)
             .margin_right(24)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d((0..n as i32).into_segmented(), 0.0..top)
+            .x_label_area_size(54)
+            .y_label_area_size(74)
+            .build_cartesian_2d((0..n as i32 - 1).into_segmented(), 0.0..top)
             .map_err(err)?;
         let cat = |v: &SegmentValue<i32>| match v {
             SegmentValue::CenterOf(i) => categories.get(*i as usize).cloned().unwrap_or_default(),
@@ -345,11 +404,11 @@ pub fn stacked_bars(
             .disable_x_mesh()
             .x_desc("benchmark")
             .y_desc(y_label)
-            .x_labels(n + 1)
+            .x_labels(n)
             .x_label_formatter(&cat)
             .y_label_formatter(&y_fmt)
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(err)?;
@@ -383,7 +442,7 @@ pub fn stacked_bars(
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
-            .label_font((FONT, 13))
+            .label_font((FONT, 15))
             .draw()
             .map_err(err)?;
         root.present().map_err(err)?;

@@ -68,7 +68,7 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .scroll{overflow-x:auto;max-width:100%}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:14px}
-.chart svg{width:100%;height:auto;border:1px solid #e4e4e4;border-radius:4px}
+.chart{max-width:760px}.chart svg{width:100%;height:auto;border:1px solid #e4e4e4;border-radius:4px}
 .pass{background:#dff3e3;color:#0b5d1e;font-weight:600}.fail{background:#fbe0e0;color:#8a1111;font-weight:600}
 .regressed{background:#fbe0e0;color:#8a1111;font-weight:600}.improved{background:#dff3e3;color:#0b5d1e;font-weight:600}
 .nochange{color:#555}.info{color:#888}
@@ -285,7 +285,7 @@ fn ef_entry(e: &ResultEntry) -> Option<(&str, f64)> {
     Some((group, metric(e, "ef_search").or_else(|| ef.parse().ok())?))
 }
 
-fn by_group<'a>(r: &'a RunRecord) -> BTreeMap<&'a str, Vec<(f64, &'a ResultEntry)>> {
+fn by_group(r: &RunRecord) -> BTreeMap<&str, Vec<(f64, &ResultEntry)>> {
     let mut groups: BTreeMap<&str, Vec<(f64, &ResultEntry)>> = BTreeMap::new();
     for e in &r.results {
         if let Some((g, ef)) = ef_entry(e) {
@@ -348,7 +348,7 @@ fn hnsw_section(h: &mut String, s: Option<&Stored>) {
             format!("{group} p50"),
             series_of(entries, "p50_ms"),
             dash,
-            color(0 + 2 * i),
+            color(2 * i),
         ));
         lat.series.push(Series::new(
             format!("{group} p99"),
@@ -378,7 +378,17 @@ fn hnsw_section(h: &mut String, s: Option<&Stored>) {
         if i == 0 {
             for (ef, e) in entries {
                 if let (Some(r), Some(q)) = (metric(e, "recall_mean"), metric(e, "qps")) {
-                    trade.notes.push(((r, q), format!("ef {ef}")));
+                    // Points that (nearly) coincide share one label instead of overlapping.
+                    match trade
+                        .notes
+                        .iter_mut()
+                        .find(|((nr, nq), _)| (nr - r).abs() < 0.01 && (nq / q - 1.0).abs() < 0.08)
+                    {
+                        Some((_, text)) => {
+                            let _ = write!(text, ", {ef}");
+                        }
+                        None => trade.notes.push(((r, q), format!("ef {ef}"))),
+                    }
                 }
             }
         }
@@ -486,19 +496,17 @@ fn capacity_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
                 hlines: vec![(slo, format!("SLO p99 < {} ms", number(slo)))],
                 ..Chart::default()
             };
-            if let Some(k) = knee {
-                if let (Some(u), Some(r), Some(p)) = (
+            if let Some(k) = knee
+                && let (Some(u), Some(r), Some(p)) = (
                     metric(k, "knee_users"),
                     metric(k, "knee_rps"),
                     metric(k, "knee_p99_ms"),
-                ) {
-                    qps.notes.push((
-                        (u, r),
-                        format!("knee: {} users, {} RPS", number(u), number(r)),
-                    ));
-                    lat.notes
-                        .push(((u, p), format!("knee: p99 {} ms", number(p))));
-                }
+                )
+            {
+                qps.notes
+                    .push(((u, r), format!("knee: {u:.0} users, {r:.0} RPS")));
+                lat.notes
+                    .push(((u, p), format!("knee: p99 {} ms", number(p))));
             }
             h.push_str("<div class=\"charts\">");
             chart_html(h, charts::render(&qps));
@@ -508,10 +516,10 @@ fn capacity_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
                 Some(k) if metric(k, "knee_users").is_some() => {
                     let _ = writeln!(
                         h,
-                        "<p><b>Knee</b>: the most users that still meet p99 &lt; {} ms: {} users at {} RPS (p99 {} ms).</p>",
+                        "<p><b>Knee</b>: the most users that still meet p99 &lt; {} ms: {:.0} users at {:.0} RPS (p99 {} ms).</p>",
                         number(slo),
-                        number(metric(k, "knee_users").unwrap_or(0.0)),
-                        number(metric(k, "knee_rps").unwrap_or(0.0)),
+                        metric(k, "knee_users").unwrap_or(0.0),
+                        metric(k, "knee_rps").unwrap_or(0.0),
                         number(metric(k, "knee_p99_ms").unwrap_or(0.0)),
                     );
                 }
@@ -613,6 +621,9 @@ fn latency_table(h: &mut String, r: &RunRecord, extra: &[&str]) {
 
 /// x = "nines" (−log10(1 − q)), so 90 %, 99 %, 99.9 % are evenly spaced.
 fn nines_label(v: f64) -> String {
+    if (v - v.round()).abs() > 1e-9 {
+        return String::new();
+    }
     let q = (1.0 - 10f64.powf(-v)) * 100.0;
     let s = if q >= 99.0 {
         format!("{q:.2}")
@@ -632,6 +643,7 @@ fn spectrum_chart(
         y_label: "latency (ms, log scale)".into(),
         log_y: true,
         x_format: Some(nines_label),
+        legend_lower_right: true,
         ..Chart::default()
     };
     for (i, (e, hist)) in hists.iter().enumerate() {
@@ -678,14 +690,13 @@ fn http_section(h: &mut String, s: Option<&Stored>, hnsw: Option<&Stored>) {
             .map(|v| v as u64)
             .collect();
         for e in &hn.record.results {
-            if ef_entry(e).is_some_and(|(g, ef)| g == "hnsw" && efs.contains(&(ef as u64))) {
-                if let Some(hist) = e
+            if ef_entry(e).is_some_and(|(g, ef)| g == "hnsw" && efs.contains(&(ef as u64)))
+                && let Some(hist) = e
                     .histogram
                     .as_ref()
                     .and_then(|t| record::decode_histogram(t).ok())
-                {
-                    hists.push((e, hist));
-                }
+            {
+                hists.push((e, hist));
             }
         }
     }

@@ -173,7 +173,22 @@ impl BaselineArgs {
 /// read the way Criterion reads them (`--save-baseline NAME`, `--baseline NAME`, `--noise-threshold`,
 /// `--significance-level`, `--nresamples`). Returns the record's path.
 pub fn publish(record: &RunRecord, args: &[String]) -> Result<PathBuf> {
-    let store = Store::new(record::reports_dir());
+    publish_in(
+        &Store::new(record::reports_dir()),
+        record,
+        args,
+        fail_on_regression_env(),
+    )
+}
+
+/// [`publish`] into `store`; with `fail_on_regression`, a regression or a failed gate is an error
+/// (after the record, the baseline and the page are written).
+pub fn publish_in(
+    store: &Store,
+    record: &RunRecord,
+    args: &[String],
+    fail_on_regression: bool,
+) -> Result<PathBuf> {
     let flags = BaselineArgs::parse(args);
     let options = Options::from_args(args)?;
     let path = record.write(&store.root)?;
@@ -224,8 +239,8 @@ pub fn publish(record: &RunRecord, args: &[String]) -> Result<PathBuf> {
     }
 
     // The page: every kind's latest run against the same baseline (or its previous run).
-    let view = page_view(&store, flags.baseline.as_deref(), &options);
-    match html::write_index(&store, &view) {
+    let view = page_view(store, flags.baseline.as_deref(), &options);
+    match html::write_index(store, &view) {
         Ok(p) => println!("report: {}", p.display()),
         // A failed report step is reported and skipped: it never throws away a measurement.
         Err(e) => eprintln!(
@@ -239,7 +254,7 @@ pub fn publish(record: &RunRecord, args: &[String]) -> Result<PathBuf> {
     let findings = Findings::of(&[record], &comparisons);
     if !findings.is_empty() {
         println!("{}: {}", record.kind, findings.summary());
-        if fail_on_regression_env() {
+        if fail_on_regression {
             bail!(
                 "{} (CAPBENCH_FAIL_ON_REGRESSION is set): {}",
                 record.kind,

@@ -75,6 +75,11 @@ impl Store {
         read_dir_records(&self.runs_dir())
     }
 
+    /// Every readable record in another directory (same rules as [`Store::runs`]).
+    pub fn runs_in(&self, dir: &Path) -> (Vec<Stored>, Vec<String>) {
+        read_dir_records(dir)
+    }
+
     /// Saves `record` as baseline `name` of its kind (replacing that kind's previous one). Atomic.
     pub fn save_baseline(&self, name: &str, record: &RunRecord) -> Result<PathBuf> {
         check_baseline_name(name)?;
