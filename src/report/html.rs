@@ -1132,6 +1132,9 @@ fn comparison_section(h: &mut String, view: &View) {
 // ---------------------------------------------------------------------------------------------
 // Environment
 
+/// One row of the environment table: a field of a record as text.
+type EnvField = Box<dyn Fn(&RunRecord) -> String>;
+
 fn environment_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
     h.push_str("<h2 id=\"environment\">Environment</h2>\n");
     if latest.is_empty() {
@@ -1142,7 +1145,7 @@ fn environment_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
         let _ = write!(h, "<th>{}</th>", esc(k));
     }
     h.push_str("</tr>\n");
-    let rows: Vec<(&str, Box<dyn Fn(&RunRecord) -> String>)> = vec![
+    let rows: Vec<(&str, EnvField)> = vec![
         ("created", Box::new(|r: &RunRecord| r.created_at.clone())),
         (
             "mode",
