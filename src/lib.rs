@@ -19,9 +19,12 @@
 //!   corrected for coordinated omission) against the service, any deployment, or the database;
 //!   thresholds, sweeps and their knee, Locust's CSV files.
 //! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
-//! - [`report`]: publishing a run (record, baselines, comparison) and the HTML report.
+//! - [`report`]: publishing a run (record to `runs/`, `--save-baseline`/`--baseline`), `compare`
+//!   (verdicts from bootstrap intervals on the HDR histograms), `store` (runs, baselines, quick kept
+//!   apart), `charts` (plotters SVG) and `html` (`target-reports/index.html`); the `report` binary.
 //! - [`bench`](mod@bench): the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
-//!   `http_search`, and what they share (lazy filter, quick mode, percentiles).
+//!   `http_search`, `limiter_timeline` (the limiter's allowed/denied timeline and promise gates), and
+//!   what they share (lazy filter, quick mode, percentiles).
 //!
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
 //! and a non-zero exit code.

@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod hnsw;
 pub mod http_search;
+pub mod limiter_timeline;
 pub mod rate_limit;
 
 use std::collections::BTreeMap;

@@ -260,7 +260,12 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         None
     };
     print_table(&results, compared);
-    let record = rt.block_on(write_record(&config, &url, &results, compared))?;
+    let mut record = rt.block_on(write_record(&config, &url, &results, compared))?;
+    if bench_args.selects(super::limiter_timeline::ID) {
+        let seconds = if config.bench.quick { 1.0 } else { 4.0 };
+        let timeline = rt.block_on(super::limiter_timeline::run(&tb, seconds))?;
+        record.results.push(timeline);
+    }
     crate::report::publish(&record, args)?;
     Ok(RunOutcome::Ran(results))
 }

@@ -1,15 +1,479 @@
-//! What happens to a finished run's record: written to `target-reports/runs/`, saved as a baseline
-//! (`--save-baseline NAME`), compared with one (`--baseline NAME`), and the HTML report rebuilt.
+//! What happens to a finished run's record, and the `report` binary.
+//!
+//! Every bench and `load` end with [`publish`]: the record goes to `target-reports/runs/`; with
+//! Criterion's `--save-baseline NAME` it is also saved as capbench's baseline NAME; with
+//! `--baseline NAME` it is compared with that baseline and a verdict table is printed; then
+//! `index.html` is rebuilt and its path printed. With `CAPBENCH_FAIL_ON_REGRESSION=1`, a regression
+//! or a failed gate makes the run fail.
+//!
+//! - `store`: the reports directory — runs, baselines (full and quick kept apart), atomic writes.
+//! - `compare`: metric-by-metric verdicts (bootstrap intervals from the HDR histograms).
+//! - `charts`: plotters SVG charts.
+//! - `html`: the page.
 
-use anyhow::Result;
+pub mod charts;
+pub mod compare;
+pub mod html;
+pub mod store;
 
-use crate::record::{self, RunRecord};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::record::{self, Gate, RunRecord};
+use compare::{Comparison, Options};
+use store::{Store, Stored, is_quick};
+
+/// The seeds' gate on p99 latency (ms), drawn on the charts.
+pub const GATE_P99_MS: f64 = crate::bench::hnsw::GATE_P99_MS;
+
+/// The seeds' error-rate gate: fewer than 1 % failed requests.
+pub const MAX_ERROR_RATE: f64 = 0.01;
+
+/// Exit code of `report --fail-on-regression` when a regression or a failed gate is found
+/// (1 is an error, 2 a usage error).
+pub const EXIT_REGRESSION: u8 = 3;
+
+/// A gate of a result entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub entry: String,
+    pub gate: Gate,
+}
+
+/// The gates of a record: those its entries carry, plus the seeds' error rate < 1 % for entries
+/// with an `error_rate` and no gate of their own about errors.
+pub fn gates_of(r: &RunRecord) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for e in &r.results {
+        for g in &e.gates {
+            out.push(Finding {
+                entry: e.name.clone(),
+                gate: g.clone(),
+            });
+        }
+        let has_error_gate = e
+            .gates
+            .iter()
+            .any(|g| g.name.to_lowercase().contains("error") || g.name.contains("fail"));
+        if let (Some(&rate), false) = (e.metrics.get("error_rate"), has_error_gate) {
+            out.push(Finding {
+                entry: e.name.clone(),
+                gate: Gate {
+                    name: "error rate < 1 %".into(),
+                    pass: rate < MAX_ERROR_RATE,
+                },
+            });
+        }
+    }
+    out
+}
+
+/// What `--fail-on-regression` acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    pub regressions: Vec<String>,
+    pub failed_gates: Vec<String>,
+}
+
+impl Findings {
+    pub fn of(records: &[&RunRecord], comparisons: &[Comparison]) -> Self {
+        let mut f = Self::default();
+        for r in records {
+            for Finding { entry, gate } in gates_of(r) {
+                if !gate.pass {
+                    f.failed_gates.push(format!("{entry}: {}", gate.name));
+                }
+            }
+        }
+        for c in comparisons {
+            for m in c.regressions() {
+                f.regressions.push(format!(
+                    "{} {} {} → {} ({})",
+                    m.entry,
+                    m.metric,
+                    compare::number(m.baseline),
+                    compare::number(m.current),
+                    m.change_text()
+                ));
+            }
+        }
+        f
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regressions.is_empty() && self.failed_gates.is_empty()
+    }
+
+    /// One line: what regressed and which gates failed.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.regressions.is_empty() {
+            parts.push(format!("regressed: {}", self.regressions.join("; ")));
+        }
+        if !self.failed_gates.is_empty() {
+            parts.push(format!("gate failed: {}", self.failed_gates.join("; ")));
+        }
+        if parts.is_empty() {
+            "no regression, every gate passed".into()
+        } else {
+            parts.join(" — ")
+        }
+    }
+}
+
+/// `CAPBENCH_FAIL_ON_REGRESSION` set to something other than empty, `0`, `false`, `no`, `off`.
+pub fn fail_on_regression_env() -> bool {
+    std::env::var("CAPBENCH_FAIL_ON_REGRESSION").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+/// Criterion's baseline flags, read from a bench's arguments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BaselineArgs {
+    /// `--save-baseline NAME` / `-s NAME`.
+    pub save: Option<String>,
+    /// `--baseline NAME` / `-b NAME`, or `--baseline-lenient NAME`.
+    pub baseline: Option<String>,
+    /// `--baseline-lenient`: a missing baseline is not an error.
+    pub lenient: bool,
+}
+
+impl BaselineArgs {
+    /// Parses `args` (program name first) as Criterion does (`--flag VALUE` or `--flag=VALUE`).
+    pub fn parse(args: &[String]) -> Self {
+        let mut out = Self::default();
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            let (name, inline) = match a.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+                _ => (a.as_str(), None),
+            };
+            let mut value = || inline.clone().or_else(|| it.next().cloned());
+            match name {
+                "-s" | "--save-baseline" => out.save = value(),
+                "-b" | "--baseline" => out.baseline = value(),
+                "--baseline-lenient" => {
+                    out.baseline = value();
+                    out.lenient = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
 
 /// Publishes a bench's or `load`'s record. `args` are the process's arguments (program name first),
-/// read the way Criterion reads them (`--save-baseline NAME`, `--baseline NAME`).
-pub fn publish(record: &RunRecord, args: &[String]) -> Result<std::path::PathBuf> {
-    let _ = args;
-    let path = record.write(&record::reports_dir())?;
+/// read the way Criterion reads them (`--save-baseline NAME`, `--baseline NAME`, `--noise-threshold`,
+/// `--significance-level`, `--nresamples`). Returns the record's path.
+pub fn publish(record: &RunRecord, args: &[String]) -> Result<PathBuf> {
+    publish_in(
+        &Store::new(record::reports_dir()),
+        record,
+        args,
+        fail_on_regression_env(),
+    )
+}
+
+/// [`publish`] into `store`; with `fail_on_regression`, a regression or a failed gate is an error
+/// (after the record, the baseline and the page are written).
+pub fn publish_in(
+    store: &Store,
+    record: &RunRecord,
+    args: &[String],
+    fail_on_regression: bool,
+) -> Result<PathBuf> {
+    let flags = BaselineArgs::parse(args);
+    let options = Options::from_args(args)?;
+    let path = record.write(&store.root)?;
     println!("run record: {}", path.display());
+    let quick = is_quick(record);
+    let label = path
+        .file_name()
+        .map_or_else(|| "this run".into(), |n| n.to_string_lossy().into_owned());
+
+    let mut comparisons = Vec::new();
+    let mut missing = None;
+    if let Some(name) = &flags.baseline {
+        match store.load_baseline(name, &record.kind, quick) {
+            Ok(Some(base)) => {
+                let c = compare::compare(
+                    &base.record,
+                    &baseline_label(name, quick),
+                    record,
+                    &label,
+                    &options,
+                )?;
+                print!("{}", c.text());
+                comparisons.push(c);
+            }
+            Ok(None) => {
+                let msg = format!(
+                    "capbench has no baseline '{name}' for {} ({}): save one with --save-baseline {name}",
+                    record.kind,
+                    store.baseline_dir(name, quick).display()
+                );
+                if flags.lenient {
+                    println!("note: {msg}");
+                } else {
+                    missing = Some(anyhow::anyhow!(msg));
+                }
+            }
+            Err(e) if flags.lenient => println!("note: {}", crate::one_line(&e)),
+            Err(e) => missing = Some(e),
+        }
+    }
+    if let Some(name) = &flags.save {
+        let saved = store.save_baseline(name, record)?;
+        println!(
+            "baseline '{name}' ({}) saved: {}",
+            store::mode_name(quick),
+            saved.display()
+        );
+    }
+
+    // The page: every kind's latest run against the same baseline (or its previous run).
+    let view = page_view(store, flags.baseline.as_deref(), &options);
+    match html::write_index(store, &view) {
+        Ok(p) => println!("report: {}", p.display()),
+        // A failed report step is reported and skipped: it never throws away a measurement.
+        Err(e) => eprintln!(
+            "warning: the HTML report was not rebuilt: {}",
+            crate::one_line(&e)
+        ),
+    }
+    if let Some(e) = missing {
+        return Err(e);
+    }
+    let findings = Findings::of(&[record], &comparisons);
+    if !findings.is_empty() {
+        println!("{}: {}", record.kind, findings.summary());
+        if fail_on_regression {
+            bail!(
+                "{} (CAPBENCH_FAIL_ON_REGRESSION is set): {}",
+                record.kind,
+                findings.summary()
+            );
+        }
+    }
     Ok(path)
+}
+
+fn baseline_label(name: &str, quick: bool) -> String {
+    if quick {
+        format!("baseline '{name}' (quick)")
+    } else {
+        format!("baseline '{name}'")
+    }
+}
+
+/// Comparisons for the page: each kind's latest run against baseline `name` of its kind and mode
+/// when given, otherwise against the previous run of the same kind and mode.
+pub fn page_view(store: &Store, baseline: Option<&str>, options: &Options) -> html::View {
+    let (runs, _) = store.runs();
+    let latest = html::latest_by_kind(&runs);
+    let mut view = html::View {
+        comparison_title: match baseline {
+            Some(name) => format!("Latest runs compared with baseline '{name}'"),
+            None => "Latest runs compared with the previous run of the same kind and mode".into(),
+        },
+        ..html::View::default()
+    };
+    for (kind, current) in latest {
+        let quick = is_quick(&current.record);
+        let base: Option<(String, Stored)> = match baseline {
+            Some(name) => match store.load_baseline(name, &kind, quick) {
+                Ok(Some(b)) => Some((baseline_label(name, quick), b)),
+                Ok(None) => {
+                    view.comparison_notes.push(format!(
+                        "{kind}: no baseline '{name}' saved for {}s",
+                        store::mode_name(quick)
+                    ));
+                    None
+                }
+                Err(e) => {
+                    view.comparison_notes
+                        .push(format!("{kind}: {}", crate::one_line(&e)));
+                    None
+                }
+            },
+            None => runs
+                .iter()
+                .rev()
+                .filter(|s| s.record.kind == *kind && is_quick(&s.record) == quick)
+                .nth(1)
+                .map(|s| (s.label(), s.clone())),
+        };
+        if let Some((label, b)) = base {
+            match compare::compare(
+                &b.record,
+                &label,
+                &current.record,
+                &current.label(),
+                options,
+            ) {
+                Ok(c) => view.comparisons.push(c),
+                Err(e) => view
+                    .comparison_notes
+                    .push(format!("{kind}: {}", crate::one_line(&e))),
+            }
+        }
+    }
+    view
+}
+
+/// `cargo run --release --bin report`: rebuild the page; compare saved baselines or runs.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "report",
+    version,
+    about = "Rebuild target-reports/index.html from the run records; compare baselines or runs without re-running",
+    after_help = "Exit codes: 0 ok; 3 with --fail-on-regression when a regression or a failed gate is found; 1 error; 2 usage."
+)]
+pub struct ReportArgs {
+    /// Compare saved baselines or run-record files: the first is the reference, each next one is
+    /// compared with it (e.g. `--compare a,b` or `--compare runs/hnsw-1.json,runs/hnsw-2.json`).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B[,C…]")]
+    pub compare: Vec<String>,
+    /// Compare each kind's latest run with this saved baseline (default: with its previous run).
+    #[arg(long, conflicts_with = "compare")]
+    pub baseline: Option<String>,
+    /// Exit with code 3 when a regression or a failed gate is found (also CAPBENCH_FAIL_ON_REGRESSION=1).
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// Resolve baseline names among quick-mode baselines (default: full-run ones, quick when only those exist).
+    #[arg(long)]
+    pub quick: bool,
+    /// Relative changes within ± this fraction never count.
+    #[arg(long, default_value_t = 0.05, value_parser = |s: &str| compare::parse_fraction("--noise-threshold", s, true))]
+    pub noise_threshold: f64,
+    /// 1 − the confidence of the bootstrap intervals.
+    #[arg(long, default_value_t = 0.05, value_parser = |s: &str| compare::parse_fraction("--significance-level", s, false))]
+    pub significance_level: f64,
+    /// Bootstrap resamples per metric.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub nresamples: u32,
+    /// The reports directory [default: target-reports, or CAPBENCH_REPORTS].
+    #[arg(long, env = "CAPBENCH_REPORTS")]
+    pub reports_dir: Option<PathBuf>,
+}
+
+/// The `report` binary.
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let store = Store::new(args.reports_dir.clone().unwrap_or_else(record::reports_dir));
+    let options = Options {
+        noise_threshold: args.noise_threshold,
+        significance_level: args.significance_level,
+        resamples: args.nresamples as usize,
+        ..Options::default()
+    };
+    let fail = args.fail_on_regression || fail_on_regression_env();
+    let (view, findings) = if args.compare.is_empty() {
+        if let Some(name) = &args.baseline {
+            store::check_baseline_name(name)?;
+            if store
+                .baseline_names(false)
+                .iter()
+                .chain(store.baseline_names(true).iter())
+                .all(|n| n != name)
+            {
+                bail!(
+                    "no saved baseline named '{name}' under {}",
+                    store.root.display()
+                );
+            }
+        }
+        let view = page_view(&store, args.baseline.as_deref(), &options);
+        let (runs, warnings) = store.runs();
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        let latest = html::latest_by_kind(&runs);
+        let records: Vec<&RunRecord> = latest.values().map(|s| &s.record).collect();
+        for c in &view.comparisons {
+            print!("{}", c.text());
+        }
+        for n in &view.comparison_notes {
+            println!("note: {n}");
+        }
+        let findings = Findings::of(&records, &view.comparisons);
+        (view, findings)
+    } else {
+        compare_specs(&store, &args, &options)?
+    };
+    let path = html::write_index(&store, &view)?;
+    println!("verdict: {}", findings.summary());
+    println!("report: {}", path.display());
+    Ok(if fail && !findings.is_empty() {
+        ExitCode::from(EXIT_REGRESSION)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn compare_specs(
+    store: &Store,
+    args: &ReportArgs,
+    options: &Options,
+) -> Result<(html::View, Findings)> {
+    if args.compare.len() < 2 {
+        bail!(
+            "--compare needs at least two baselines or runs, separated by a comma (e.g. --compare a,b)"
+        );
+    }
+    let quick = args.quick.then_some(true);
+    let resolved: Vec<(String, Vec<Stored>)> = args
+        .compare
+        .iter()
+        .map(|spec| store.resolve(spec.trim(), quick))
+        .collect::<Result<_>>()?;
+    let (ref_label, reference) = &resolved[0];
+    let mut view = html::View {
+        comparison_title: format!(
+            "{} compared with {ref_label}",
+            resolved[1..]
+                .iter()
+                .map(|r| r.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ..html::View::default()
+    };
+    let mut compared_records = Vec::new();
+    for (label, records) in &resolved[1..] {
+        for cur in records {
+            let Some(base) = reference
+                .iter()
+                .rev()
+                .find(|b| b.record.kind == cur.record.kind)
+            else {
+                view.comparison_notes.push(format!(
+                    "{}: {ref_label} has no {} record",
+                    cur.record.kind, cur.record.kind
+                ));
+                continue;
+            };
+            let c = compare::compare(&base.record, ref_label, &cur.record, label, options)?;
+            print!("{}", c.text());
+            view.comparisons.push(c);
+            compared_records.push(&cur.record);
+        }
+    }
+    for n in &view.comparison_notes {
+        println!("note: {n}");
+    }
+    if view.comparisons.is_empty() {
+        bail!(
+            "nothing to compare: {} share no kind of record",
+            args.compare.join(" and ")
+        );
+    }
+    let findings = Findings::of(&compared_records, &view.comparisons);
+    Ok((view, findings))
 }

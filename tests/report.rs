@@ -1,0 +1,664 @@
+//! The report: run-record schema, comparison verdicts on synthetic histograms, baselines through
+//! `publish`, the `report` binary's exit codes, and the page (its SVGs parse; headless Chromium
+//! renders it as something other than a blank page). Every test works in a temporary directory
+//! of its own; nothing here reads or writes target-reports/.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use capbench::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use capbench::report::compare::{self, Options, Verdict};
+use capbench::report::store::Store;
+use capbench::report::{self as report, BaselineArgs, html};
+use rand::SeedableRng;
+use rand_distr::{Distribution, LogNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// A fresh, empty directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("capbench-report-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `n` lognormal latencies (median ~1 ms, a long tail) in nanoseconds.
+fn lognormal_ns(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let d = LogNormal::new((1e6f64).ln(), 0.5).unwrap();
+    (0..n).map(|_| d.sample(&mut rng)).collect()
+}
+
+fn histogram(samples: &[f64]) -> hdrhistogram::Histogram<u64> {
+    let mut h = record::latency_histogram();
+    for &v in samples {
+        h.saturating_record(v as u64);
+    }
+    h
+}
+
+/// A result entry with the histogram's percentiles as metrics, plus `extra`.
+fn entry(name: &str, samples: &[f64], extra: &[(&str, f64)]) -> ResultEntry {
+    let h = histogram(samples);
+    let mut metrics: BTreeMap<String, f64> = capbench::bench::LatencySummary::of(&h).metrics();
+    for (k, v) in extra {
+        metrics.insert(k.to_string(), *v);
+    }
+    ResultEntry {
+        name: name.into(),
+        metrics,
+        histogram: Some(record::encode_histogram(&h).unwrap()),
+        gates: vec![Gate {
+            name: "p99 < 50 ms".into(),
+            pass: h.value_at_quantile(0.99) < 50_000_000,
+        }],
+        ..ResultEntry::default()
+    }
+}
+
+fn hnsw_record(entries: Vec<ResultEntry>, quick: bool) -> RunRecord {
+    let mut r = RunRecord::new(
+        "hnsw",
+        Environment::of_machine(),
+        serde_json::json!({"ef_search": [40], "queries": 5000, "k": 10, "quick": quick}),
+    );
+    r.dataset =
+        Some(serde_json::json!({"fingerprint": "f00", "params": {"rows": 100000, "hnsw_m": 16}}));
+    r.results = entries;
+    r
+}
+
+/// Baseline samples, and the same with the slowest 3 % made 20 % slower: p99 up ~20 %, p50 unchanged.
+fn tail_regressed(samples: &[f64]) -> Vec<f64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let cut = sorted[(sorted.len() as f64 * 0.97) as usize];
+    samples
+        .iter()
+        .map(|&v| if v >= cut { v * 1.2 } else { v })
+        .collect()
+}
+
+fn change<'a>(c: &'a [compare::MetricChange], metric: &str) -> &'a compare::MetricChange {
+    c.iter()
+        .find(|m| m.metric == metric)
+        .unwrap_or_else(|| panic!("no {metric} in {c:#?}"))
+}
+
+#[test]
+fn a_record_round_trips_and_a_future_schema_is_refused_clearly() {
+    let dir = temp_dir("schema");
+    let mut rec = hnsw_record(
+        vec![entry(
+            "hnsw/ef_search/40",
+            &lognormal_ns(1000, 1),
+            &[("recall_mean", 0.9)],
+        )],
+        false,
+    );
+    rec.results[0]
+        .series
+        .insert("rps_per_second".into(), vec![(1.0, 100.0), (2.0, 110.0)]);
+    let path = rec.write(&dir).unwrap();
+    let back = RunRecord::read(&path).unwrap();
+    assert_eq!(back, rec);
+    let h = record::decode_histogram(back.results[0].histogram.as_ref().unwrap()).unwrap();
+    assert_eq!(h.len(), 1000);
+
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    value["schema_version"] = serde_json::json!(record::SCHEMA_VERSION + 1);
+    std::fs::write(&path, value.to_string()).unwrap();
+    let err = capbench::one_line(&RunRecord::read(&path).unwrap_err());
+    assert!(
+        err.contains(&format!("schema_version {}", record::SCHEMA_VERSION + 1))
+            && err.contains("update capbench"),
+        "{err}"
+    );
+    // The page skips it with a warning instead of failing.
+    let store = Store::new(&dir);
+    let (runs, warnings) = store.runs();
+    assert!(runs.is_empty());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn records_written_by_the_benches_are_read() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let (runs, warnings) = Store::new(&fixtures).runs_in(&fixtures);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let kinds: Vec<&str> = runs.iter().map(|s| s.record.kind.as_str()).collect();
+    for k in ["hnsw", "http_search", "rate_limit"] {
+        assert!(kinds.contains(&k), "no {k} fixture in {kinds:?}");
+    }
+}
+
+#[test]
+fn compare_detects_an_injected_20_percent_p99_regression() {
+    let base = lognormal_ns(5000, 7);
+    let worse = tail_regressed(&lognormal_ns(5000, 8));
+    let changes = compare::compare_entry(
+        &entry("hnsw/ef_search/40", &base, &[]),
+        &entry("hnsw/ef_search/40", &worse, &[]),
+        &Options::default(),
+    )
+    .unwrap();
+    let p99 = change(&changes, "p99_ms");
+    assert_eq!(p99.verdict, Verdict::Regressed, "{p99:?}");
+    assert!(p99.change > 0.10 && p99.change < 0.35, "{p99:?}");
+    let (lo, hi) = p99.ci.unwrap();
+    assert!(lo > 0.05 && lo < p99.change && p99.change < hi, "{p99:?}");
+    assert_eq!(p99.method, "bootstrap");
+    // The body of the distribution did not move.
+    assert_eq!(change(&changes, "p50_ms").verdict, Verdict::NoChange);
+    // And the other way round, it is an improvement.
+    let back = compare::compare_entry(
+        &entry("e", &worse, &[]),
+        &entry("e", &base, &[]),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(change(&back, "p99_ms").verdict, Verdict::Improved);
+}
+
+#[test]
+fn two_samples_of_one_distribution_are_no_change() {
+    for seed in 0..5 {
+        let a = entry(
+            "e",
+            &lognormal_ns(5000, 100 + seed),
+            &[("qps", 1000.0), ("recall_mean", 0.95)],
+        );
+        let b = entry(
+            "e",
+            &lognormal_ns(5000, 200 + seed),
+            &[("qps", 1010.0), ("recall_mean", 0.952)],
+        );
+        let changes = compare::compare_entry(&a, &b, &Options::default()).unwrap();
+        let judged: Vec<_> = changes
+            .iter()
+            .filter(|c| c.verdict != Verdict::Info)
+            .collect();
+        assert!(judged.len() >= 6, "{judged:#?}");
+        for c in judged {
+            assert_eq!(c.verdict, Verdict::NoChange, "seed {seed}: {c:?}");
+        }
+    }
+}
+
+#[test]
+fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
+    let s = lognormal_ns(2000, 3);
+    let a = entry("e", &s, &[("recall_mean", 0.95), ("qps", 500.0)]);
+    let b = entry("e", &s, &[("recall_mean", 0.94), ("qps", 500.0)]);
+    let c = entry("e", &s, &[("recall_mean", 0.947), ("qps", 400.0)]);
+    let ab = compare::compare_entry(&a, &b, &Options::default()).unwrap();
+    let recall = change(&ab, "recall_mean");
+    assert_eq!(recall.verdict, Verdict::Regressed, "{recall:?}");
+    assert!((recall.change + 0.01).abs() < 1e-9);
+    let ac = compare::compare_entry(&a, &c, &Options::default()).unwrap();
+    assert_eq!(change(&ac, "recall_mean").verdict, Verdict::NoChange);
+    assert_eq!(change(&ac, "qps").verdict, Verdict::Regressed);
+    // Same inputs, same intervals.
+    let again = compare::compare_entry(&a, &c, &Options::default()).unwrap();
+    assert_eq!(ac, again);
+}
+
+#[test]
+fn criterion_flags_are_read_as_criterion_reads_them() {
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let f = BaselineArgs::parse(&args(&["bench", "hnsw", "--save-baseline", "a", "--bench"]));
+    assert_eq!(f.save.as_deref(), Some("a"));
+    assert_eq!(f.baseline, None);
+    let f = BaselineArgs::parse(&args(&["bench", "--baseline=b", "hnsw"]));
+    assert_eq!(f.baseline.as_deref(), Some("b"));
+    let f = BaselineArgs::parse(&args(&["bench", "-b", "c", "--baseline-lenient", "d"]));
+    assert_eq!((f.baseline.as_deref(), f.lenient), (Some("d"), true));
+    let o = Options::from_args(&args(&[
+        "bench",
+        "--noise-threshold",
+        "0.02",
+        "--significance-level=0.01",
+    ]))
+    .unwrap();
+    assert_eq!((o.noise_threshold, o.significance_level), (0.02, 0.01));
+    assert!(Options::from_args(&args(&["bench", "--noise-threshold", "2"])).is_err());
+}
+
+#[test]
+fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
+    let dir = temp_dir("publish");
+    let store = Store::new(&dir);
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let base = lognormal_ns(5000, 11);
+    let a = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &base, &[("recall_mean", 0.95)])],
+        false,
+    );
+    report::publish_in(&store, &a, &args(&["hnsw", "--save-baseline", "a"]), true).unwrap();
+    assert!(dir.join("baselines/a/hnsw.json").is_file());
+    assert!(dir.join("index.html").is_file());
+
+    let worse = tail_regressed(&lognormal_ns(5000, 12));
+    let b = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &worse, &[("recall_mean", 0.94)])],
+        false,
+    );
+    // Without the fail flag it reports and succeeds; with it, it fails naming what regressed.
+    report::publish_in(&store, &b, &args(&["hnsw", "--baseline", "a"]), false).unwrap();
+    let err = capbench::one_line(
+        &report::publish_in(&store, &b, &args(&["hnsw", "--baseline", "a"]), true).unwrap_err(),
+    );
+    assert!(
+        err.contains("p99_ms") && err.contains("recall_mean"),
+        "{err}"
+    );
+    let page = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        page.contains("baseline &#39;a&#39;") && page.contains("regressed"),
+        "the page shows the comparison"
+    );
+    // Every record was kept, and the baseline was not overwritten by --baseline runs.
+    assert_eq!(store.runs().0.len(), 3);
+    assert_eq!(
+        RunRecord::read(&dir.join("baselines/a/hnsw.json")).unwrap(),
+        a
+    );
+
+    // A quick run is never compared with a full run's baseline, nor saved over it.
+    let q = hnsw_record(vec![entry("hnsw/ef_search/40", &base, &[])], true);
+    let err = capbench::one_line(
+        &report::publish_in(&store, &q, &args(&["hnsw", "--baseline", "a"]), false).unwrap_err(),
+    );
+    assert!(
+        err.contains("quick mode") && err.contains("full run"),
+        "{err}"
+    );
+    report::publish_in(&store, &q, &args(&["hnsw", "--save-baseline", "a"]), false).unwrap();
+    assert!(dir.join("baselines-quick/a/hnsw.json").is_file());
+    assert_eq!(
+        RunRecord::read(&dir.join("baselines/a/hnsw.json")).unwrap(),
+        a
+    );
+
+    // A missing baseline is an error (as Criterion's --baseline), unless lenient.
+    let err = capbench::one_line(
+        &report::publish_in(&store, &a, &args(&["hnsw", "--baseline", "nope"]), false).unwrap_err(),
+    );
+    assert!(err.contains("--save-baseline nope"), "{err}");
+    report::publish_in(
+        &store,
+        &a,
+        &args(&["hnsw", "--baseline-lenient", "nope"]),
+        false,
+    )
+    .unwrap();
+    // A failed gate fails the run when asked to.
+    let mut gated = a.clone();
+    gated.results[0].gates[0].pass = false;
+    let err = capbench::one_line(
+        &report::publish_in(&store, &gated, &args(&["hnsw"]), true).unwrap_err(),
+    );
+    assert!(
+        err.contains("gate failed") && err.contains("p99 < 50 ms"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn report_bin(dir: &Path, args: &[&str], fail_env: bool) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_report"));
+    cmd.args(args)
+        .env("CAPBENCH_REPORTS", dir)
+        .env_remove("CAPBENCH_FAIL_ON_REGRESSION");
+    if fail_env {
+        cmd.env("CAPBENCH_FAIL_ON_REGRESSION", "1");
+    }
+    cmd.output().expect("run the report binary")
+}
+
+#[test]
+fn the_report_binary_compares_without_rerunning_and_its_exit_codes_gate_ci() {
+    let dir = temp_dir("bin");
+    let store = Store::new(&dir);
+    let base = lognormal_ns(5000, 21);
+    let a = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &base, &[("recall_mean", 0.95)])],
+        false,
+    );
+    let b = hnsw_record(
+        vec![entry(
+            "hnsw/ef_search/40",
+            &tail_regressed(&lognormal_ns(5000, 22)),
+            &[("recall_mean", 0.95)],
+        )],
+        false,
+    );
+    let c = hnsw_record(
+        vec![entry(
+            "hnsw/ef_search/40",
+            &lognormal_ns(5000, 23),
+            &[("recall_mean", 0.951)],
+        )],
+        false,
+    );
+    store.save_baseline("a", &a).unwrap();
+    store.save_baseline("b", &b).unwrap();
+    store.save_baseline("c", &c).unwrap();
+    let code = |o: &std::process::Output| o.status.code();
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let o = report_bin(&dir, &["--compare", "a,b"], false);
+    assert_eq!(code(&o), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = text(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("p99_ms"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("REGRESSED") && line.contains('+'), "{line}");
+    assert!(out.contains("report: "), "{out}");
+    assert_eq!(
+        code(&report_bin(
+            &dir,
+            &["--compare", "a,b", "--fail-on-regression"],
+            false
+        )),
+        Some(3)
+    );
+    assert_eq!(
+        code(&report_bin(&dir, &["--compare", "a,b"], true)),
+        Some(3)
+    );
+    // Same distribution: nothing regressed, so even the gate passes.
+    let o = report_bin(&dir, &["--compare", "a,c", "--fail-on-regression"], false);
+    assert_eq!(code(&o), Some(0), "{}", text(&o));
+    // A run file works as well as a baseline name.
+    let run = b.write(&dir).unwrap();
+    let o = report_bin(
+        &dir,
+        &[
+            "--compare",
+            &format!("a,{}", run.display()),
+            "--fail-on-regression",
+        ],
+        false,
+    );
+    assert_eq!(code(&o), Some(3), "{}", text(&o));
+    // Errors: one line, exit 1; usage: exit 2.
+    let o = report_bin(&dir, &["--compare", "a,nope"], false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), Some(1));
+    assert!(
+        err.starts_with("error: ") && err.trim().lines().count() == 1 && err.contains("nope"),
+        "{err}"
+    );
+    assert_eq!(code(&report_bin(&dir, &["--bogus"], false)), Some(2));
+    assert_eq!(code(&report_bin(&dir, &["--compare", "a"], false)), Some(1));
+    // Quick and full are never compared.
+    store
+        .save_baseline("q", &hnsw_record(a.results.clone(), true))
+        .unwrap();
+    let o = report_bin(&dir, &["--compare", "a,q"], false);
+    assert_eq!(code(&o), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("quick mode"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Without --compare: the latest run (b, regressed vs a) against baseline a.
+    assert_eq!(
+        code(&report_bin(
+            &dir,
+            &["--baseline", "a", "--fail-on-regression"],
+            false
+        )),
+        Some(3)
+    );
+    assert_eq!(
+        code(&report_bin(&dir, &["--baseline", "a"], false)),
+        Some(0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records of every kind (the benches' real ones from tests/fixtures, synthetic capacity, load,
+/// a limiter timeline and an unknown kind) in a fresh reports directory; the page built from them.
+fn fixture_page(name: &str) -> (PathBuf, String) {
+    let dir = temp_dir(name);
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for f in std::fs::read_dir(&fixtures).unwrap().flatten() {
+        std::fs::copy(f.path(), runs.join(f.file_name())).unwrap();
+    }
+    let mut cap = RunRecord::new(
+        "capacity",
+        Environment::of_machine(),
+        serde_json::json!({"quick": false}),
+    );
+    for (i, users) in [1.0, 10.0, 50.0, 100.0].into_iter().enumerate() {
+        let samples: Vec<f64> = lognormal_ns(2000, 30 + i as u64)
+            .iter()
+            .map(|v| v * (1.0 + users / 10.0))
+            .collect();
+        let mut e = entry(
+            &format!("capacity/users/{users}"),
+            &samples,
+            &[
+                ("users", users),
+                ("rps", users * 90.0 / (1.0 + users / 200.0)),
+                ("error_rate", 0.0),
+                ("failures", 0.0),
+            ],
+        );
+        e.series.insert(
+            "rps_per_second".into(),
+            (1..=10)
+                .map(|s| (s as f64, users * 80.0 + s as f64))
+                .collect(),
+        );
+        e.series.insert(
+            "p99_ms_per_second".into(),
+            (1..=10)
+                .map(|s| (s as f64, users / 5.0 + s as f64 / 10.0))
+                .collect(),
+        );
+        cap.results.push(e);
+    }
+    cap.results.push(ResultEntry {
+        name: "capacity/knee".into(),
+        metrics: [
+            ("knee_users", 50.0),
+            ("knee_rps", 3600.0),
+            ("knee_p99_ms", 22.0),
+            ("slo_p99_ms", 50.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        ..ResultEntry::default()
+    });
+    cap.write(&dir).unwrap();
+    let mut load = RunRecord::new(
+        "load",
+        Environment::of_machine(),
+        serde_json::json!({"quick": false, "model": "open"}),
+    );
+    load.results.push(entry(
+        "load/search",
+        &lognormal_ns(3000, 41),
+        &[("rps", 50.0), ("error_rate", 0.02)],
+    ));
+    load.results.push(entry(
+        "load/Aggregated",
+        &lognormal_ns(3000, 42),
+        &[("rps", 50.0), ("error_rate", 0.02)],
+    ));
+    load.write(&dir).unwrap();
+    let mut custom = RunRecord::new(
+        "custom_kind",
+        Environment::of_machine(),
+        serde_json::json!({}),
+    );
+    custom.results.push(ResultEntry {
+        name: "custom/thing_nobody_knows".into(),
+        metrics: [("widgets".to_string(), 42.0)].into_iter().collect(),
+        ..ResultEntry::default()
+    });
+    custom.write(&dir).unwrap();
+    // A limiter timeline like the bench's (a perfect bucket standing in for Redis).
+    let mut rl = RunRecord::read(
+        &runs.join(
+            std::fs::read_dir(&runs)
+                .unwrap()
+                .flatten()
+                .map(|f| f.file_name())
+                .find(|n| n.to_string_lossy().starts_with("rate_limit"))
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    rl.created_at = "2099-01-01T00:00:00Z".into();
+    let mut bucket = capbench::bench::limiter_timeline::TheoreticalBucket::new(
+        capbench::bench::limiter_timeline::LIMIT,
+    );
+    let mut t = ResultEntry {
+        name: capbench::bench::limiter_timeline::ID.into(),
+        ..ResultEntry::default()
+    };
+    let mut admitted = 0.0;
+    for i in 0..50 {
+        let x = i as f64 / 50.0;
+        let (ok, tokens) = bucket.attempt(x);
+        admitted += f64::from(u8::from(ok));
+        for (name, y) in [
+            ("allowed", f64::from(u8::from(ok))),
+            ("remaining", tokens.floor()),
+            ("theoretical_tokens", tokens),
+            ("admitted_total", admitted),
+            ("theoretical_admitted_total", admitted),
+        ] {
+            t.series.entry(name.into()).or_default().push((x, y));
+        }
+    }
+    t.metrics.insert("capacity".into(), 10.0);
+    t.gates.push(Gate {
+        name: "a. a full bucket admits a burst of exactly its capacity (10)".into(),
+        pass: true,
+    });
+    rl.results.push(t);
+    rl.write(&dir).unwrap();
+    let store = Store::new(&dir);
+    let view = report::page_view(&store, None, &Options::default());
+    let path = html::write_index(&store, &view).unwrap();
+    let page = std::fs::read_to_string(&path).unwrap();
+    (path, page)
+}
+
+#[test]
+fn the_page_from_fixture_records_has_every_section_and_its_svgs_parse() {
+    let (path, page) = fixture_page("page");
+    assert!(!page.contains("chart not drawn"), "a chart failed");
+    assert!(!page.contains("<script"), "no JavaScript");
+    for fetch in ["src=\"http", "href=\"http", "<link", "@import", "url(http"] {
+        assert!(
+            !page.contains(fetch),
+            "the page would fetch something: {fetch}"
+        );
+    }
+    for heading in [
+        "Verdicts",
+        "HNSW",
+        "Capacity",
+        "Search over HTTP",
+        "Rate limiter",
+        "History",
+        "Comparison",
+        "Environment",
+        "Criterion",
+        "Every figure",
+    ] {
+        assert!(page.contains(heading), "no {heading} section");
+    }
+    // Nothing dropped: an unknown kind still shows its figures; the derived error-rate gate fails.
+    assert!(page.contains("custom/thing_nobody_knows") && page.contains("widgets 42"));
+    assert!(page.contains("error rate &lt; 1 %"));
+    assert!(page.contains("knee: 50 users"));
+    let mut svgs = 0;
+    let mut rest = page.as_str();
+    while let Some(start) = rest.find("<svg") {
+        let end =
+            rest[start..].find("</svg>").expect("an <svg> is closed") + start + "</svg>".len();
+        let doc = roxmltree::Document::parse(&rest[start..end])
+            .unwrap_or_else(|e| panic!("SVG {svgs} does not parse: {e}"));
+        let texts: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text().map(str::to_string))
+            .collect();
+        assert!(
+            texts.len() >= 5,
+            "SVG {svgs} has a title, axis labels and ticks: {texts:?}"
+        );
+        svgs += 1;
+        rest = &rest[end..];
+    }
+    assert!(svgs >= 12, "only {svgs} charts in {}", path.display());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn headless_chromium_renders_the_page_as_more_than_a_blank_page() {
+    let (path, _) = fixture_page("chromium");
+    let shot = path.with_file_name("shot.png");
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .unwrap_or_else(|| panic!("chromium is not installed: run setup/install-deps.sh (it installs Debian's chromium package)"));
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,2000",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", path.display()))
+        .env("HOME", path.parent().unwrap())
+        .output()
+        .expect("run chromium");
+    assert!(
+        shot.is_file(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1280, 2000));
+    let channels = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
+    let non_white = pixels
+        .iter()
+        .filter(|p| p[..3].iter().any(|&c| c < 235))
+        .count();
+    let mut colours = std::collections::HashSet::new();
+    for p in &pixels {
+        colours.insert((p[0] >> 3, p[1] >> 3, p[2] >> 3));
+    }
+    let share = non_white as f64 / pixels.len() as f64;
+    assert!(
+        share > 0.02,
+        "the page looks blank: {:.2} % non-white pixels",
+        share * 100.0
+    );
+    assert!(
+        colours.len() > 30,
+        "the page has {} colours: text and charts should give many",
+        colours.len()
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
