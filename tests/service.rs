@@ -5,48 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use capbench::config::{Config, IndexParams, RedisFailure};
+use capbench::config::{Config, RedisFailure};
 use capbench::server::{AppState, LocalService};
 use capbench::setup::{LoadOptions, ensure_dataset};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn service_config() -> Config {
-    let mut cfg = common::config(
-        common::small_params(600, 32),
-        IndexParams {
-            m: 8,
-            ef_construction: 32,
-            build_workers: Some(1),
-        },
-    );
-    cfg.dataset.clusters = 6;
-    cfg.service.search_ef_search = 40;
-    cfg.service.pool_size = 8;
-    cfg
-}
-
-/// A service on a fresh database with the small dataset loaded, using the shared Redis.
 async fn start(name: &str, tweak: impl FnOnce(&mut Config)) -> (LocalService, Config) {
-    capbench::install_tls_provider();
-    let mut cfg = service_config();
-    tweak(&mut cfg);
-    let (cfg, url) = common::fresh_database(name, cfg).await;
-    ensure_dataset(&cfg, &url, &LoadOptions::default())
-        .await
-        .expect("load the small dataset");
-    let redis = cfg
-        .servers
-        .redis_url
-        .clone()
-        .unwrap_or(common::redis_url().await);
-    let state = AppState::connect(&cfg, &url, &redis)
-        .await
-        .expect("connect the service");
-    (
-        LocalService::start(state).await.expect("start the service"),
-        cfg,
-    )
+    common::start_service(name, tweak).await
 }
 
 async fn mint_key(client: &reqwest::Client, base: &str, email: &str) -> String {
@@ -555,7 +521,7 @@ async fn database_down_is_503_and_the_service_recovers_by_itself() {
         .await
         .unwrap();
     let url = cluster.url("outage");
-    let mut cfg = service_config();
+    let mut cfg = common::service_config();
     cfg.servers.database_url = Some(url.clone());
     ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await

@@ -102,12 +102,14 @@ pub struct LoadArgs {
 /// `60s`, `2m`, `1h30m`, `250ms`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 60s, 2m, 250ms ({e})"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 60s, 2m, 250ms ({e})"))
 }
 
 fn parse_ms(s: &str) -> Result<f64, String> {
@@ -138,7 +140,9 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("'{s}' is not a rate like 500/s"))?;
     let rate = rate / per;
     if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
-        return Err(format!("rate '{s}' must be above 0 and at most 1,000,000/s"));
+        return Err(format!(
+            "rate '{s}' must be above 0 and at most 1,000,000/s"
+        ));
     }
     Ok(rate)
 }
@@ -161,15 +165,17 @@ impl LoadArgs {
             bail!("--rate (open model) and --sweep (closed model) do not combine: choose one");
         }
         if self.rate.is_some() && self.scenario.has(Kind::Realistic) {
-            bail!("the realistic scenario is a pattern in time (15 searches, then idle): use it with --users, not --rate");
+            bail!(
+                "the realistic scenario is a pattern in time (15 searches, then idle): use it with --users, not --rate"
+            );
         }
         if !self.sweep.is_empty() && !self.thresholds.is_empty() {
             bail!("thresholds judge one run; a sweep is judged by its knee against --slo-p99");
         }
-        if let Some(r) = self.spawn_rate {
-            if !(r.is_finite() && r > 0.0) {
-                bail!("--spawn-rate must be above 0");
-            }
+        if let Some(r) = self.spawn_rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            bail!("--spawn-rate must be above 0");
         }
         if self.run_time.is_some_and(|t| t.is_zero()) {
             bail!("--run-time must be above 0");
@@ -192,7 +198,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -254,7 +263,10 @@ impl Outcome {
 }
 
 /// Everything `load` does, given its arguments.
-pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<bool>>) -> Result<Outcome> {
+pub async fn run(
+    args: LoadArgs,
+    interrupt: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<Outcome> {
     args.check()?;
     crate::install_tls_provider();
     let config = &args.config;
@@ -315,28 +327,37 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
                 bail!("the database target runs THE search SQL only: use --scenario search");
             }
             let mut conn = crate::db::connect(&url).await?;
-            let loaded: bool = sqlx::query_scalar("SELECT to_regclass('traces') IS NOT NULL")
-                .fetch_one(&mut conn)
-                .await
-                .context("checking for the dataset")?;
-            if !loaded {
+            let loaded: bool = sqlx::query_scalar(
+                "SELECT to_regclass('traces') IS NOT NULL AND to_regclass('capacity_meta') IS NOT NULL",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .context("checking for the dataset")?;
+            let params = if loaded {
+                scenario::loaded_params(&mut conn).await?
+            } else {
+                None
+            };
+            let Some(params) = params else {
                 bail!(
-                    "{} has no traces table: load the dataset first (cargo run --release --bin setup)",
+                    "{} has no capbench dataset: load it first (cargo run --release --bin setup)",
                     crate::stack::redact(&url)
                 );
-            }
+            };
             db_url = Some(url.clone());
             Target::Database {
                 url,
                 ef_search: config.service.search_ef_search,
-                vectors: Arc::new(scenario::query_vectors(config)),
+                vectors: Arc::new(scenario::query_vectors(&params)),
             }
         }
         Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
             scenario::check_local(t, args.allow_remote).await?;
             http_target(t.trim_end_matches('/'), &args)?
         }
-        Some(t) => bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL"),
+        Some(t) => {
+            bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL")
+        }
     };
     eprintln!("load: target {}", target.describe());
 
@@ -395,7 +416,13 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
                     run_time,
                     max_requests: args.max_requests,
                 };
-                run::open(&target, &plan, &Progress::new("open", args.quiet), interrupt.clone()).await?
+                run::open(
+                    &target,
+                    &plan,
+                    &Progress::new("open", args.quiet),
+                    interrupt.clone(),
+                )
+                .await?
             }
             None => {
                 let plan = ClosedPlan {
@@ -408,23 +435,47 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
                     keys: None,
                     tag: tag.clone(),
                 };
-                run::closed(&target, &plan, &Progress::new("closed", args.quiet), interrupt.clone()).await?
+                run::closed(
+                    &target,
+                    &plan,
+                    &Progress::new("closed", args.quiet),
+                    interrupt.clone(),
+                )
+                .await?
             }
         };
         print_table(&done.stats, args.rate.is_some());
+        if !done.first_429.is_empty() {
+            let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
+            for n in done.first_429.values() {
+                *counts.entry(*n).or_default() += 1;
+            }
+            let parts: Vec<String> = counts
+                .iter()
+                .map(|(n, users)| format!("{users} user(s) after {n} requests"))
+                .collect();
+            println!("first 429: {}", parts.join(", "));
+        }
         match done.ending {
-            Ending::RequestBound => eprintln!("load: stopped at the request bound ({})", args.max_requests),
-            Ending::Interrupted => eprintln!("load: interrupted; results so far below and in the files"),
+            Ending::RequestBound => {
+                eprintln!("load: stopped at the request bound ({})", args.max_requests)
+            }
+            Ending::Interrupted => {
+                eprintln!("load: interrupted; results so far below and in the files")
+            }
             Ending::Time => {}
         }
         if done.abandoned > 0 {
             eprintln!(
                 "load: {} requests still in flight {} s after the end were abandoned (not counted)",
-                done.abandoned,
-                5
+                done.abandoned, 5
             );
         }
-        outcome.verdicts = args.thresholds.iter().map(|t| t.check(&done.stats)).collect();
+        outcome.verdicts = args
+            .thresholds
+            .iter()
+            .map(|t| t.check(&done.stats))
+            .collect();
         for v in &outcome.verdicts {
             println!("threshold {}", v.line());
         }
@@ -448,9 +499,15 @@ pub async fn run(args: LoadArgs, interrupt: Option<tokio::sync::watch::Receiver<
             .map(|v| v.threshold.text.clone())
             .collect();
         if outcome.swept {
-            eprintln!("load: no level met p99 <= {} ms (exit {THRESHOLD_EXIT_CODE})", args.slo_p99);
+            eprintln!(
+                "load: no level met p99 <= {} ms (exit {THRESHOLD_EXIT_CODE})",
+                args.slo_p99
+            );
         } else {
-            eprintln!("load: thresholds failed: {} (exit {THRESHOLD_EXIT_CODE})", failed.join(", "));
+            eprintln!(
+                "load: thresholds failed: {} (exit {THRESHOLD_EXIT_CODE})",
+                failed.join(", ")
+            );
         }
     }
     Ok(outcome)
@@ -490,7 +547,11 @@ pub fn print_table(stats: &Stats, open_model: bool) {
         let cells: String = PERCENTILES
             .iter()
             .map(|(q, _)| {
-                let v = if uncorrected { e.uncorrected_ms(*q) } else { e.ms(*q) };
+                let v = if uncorrected {
+                    e.uncorrected_ms(*q)
+                } else {
+                    e.ms(*q)
+                };
                 format!("{:>8}", fmt_ms(v))
             })
             .collect();
@@ -520,7 +581,12 @@ pub fn print_table(stats: &Stats, open_model: bool) {
                 .iter()
                 .map(|(s, n)| format!("{s} × {n}"))
                 .collect();
-            println!("{:<6} {:<36} status codes: {}", e.method, e.name, codes.join(", "));
+            println!(
+                "{:<6} {:<36} status codes: {}",
+                e.method,
+                e.name,
+                codes.join(", ")
+            );
         }
     }
     for ((method, name, error), f) in &stats.failures {
@@ -539,9 +605,15 @@ fn fmt_ms(v: f64) -> String {
 }
 
 /// The figures of one entry as run-record metrics.
-pub fn metrics_of(stats: &Stats, e: &stats::Entry, open_model: bool) -> std::collections::BTreeMap<String, f64> {
+pub fn metrics_of(
+    stats: &Stats,
+    e: &stats::Entry,
+    open_model: bool,
+) -> std::collections::BTreeMap<String, f64> {
     let mut m = std::collections::BTreeMap::new();
-    let keys = ["p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p999", "p9999", "max"];
+    let keys = [
+        "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p999", "p9999", "max",
+    ];
     for ((q, _), k) in PERCENTILES.iter().zip(keys) {
         m.insert(format!("{k}_ms"), e.ms(*q));
         if open_model {
@@ -567,10 +639,10 @@ async fn build_record(
     outcome: &Outcome,
 ) -> Result<RunRecord> {
     let mut environment = Environment::of_machine();
-    if let Some(url) = db_url {
-        if let Ok(mut conn) = crate::db::connect(url).await {
-            environment = environment.with_postgres(&mut conn).await?;
-        }
+    if let Some(url) = db_url
+        && let Ok(mut conn) = crate::db::connect(url).await
+    {
+        environment = environment.with_postgres(&mut conn).await?;
     }
     let model = if outcome.swept {
         "sweep"
@@ -608,7 +680,13 @@ async fn build_record(
             Target::Http { .. } => ("capacity", "users"),
             Target::Database { .. } => ("capacity_db", "connections"),
         };
-        rec.results = sweep::entries(&outcome.finished, outcome.knee.as_ref(), args.slo_p99, group, unit)?;
+        rec.results = sweep::entries(
+            &outcome.finished,
+            outcome.knee.as_ref(),
+            args.slo_p99,
+            group,
+            unit,
+        )?;
         return Ok(rec);
     }
     let open_model = args.rate.is_some();
@@ -647,8 +725,14 @@ async fn build_record(
 pub fn history_series(stats: &Stats) -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
     let rows: Vec<_> = stats.total_history().collect();
     [
-        ("rps_per_second", rows.iter().map(|r| (r.elapsed, r.rps)).collect()),
-        ("p99_ms_per_second", rows.iter().map(|r| (r.elapsed, r.percentiles[7])).collect()),
+        (
+            "rps_per_second",
+            rows.iter().map(|r| (r.elapsed, r.rps)).collect(),
+        ),
+        (
+            "p99_ms_per_second",
+            rows.iter().map(|r| (r.elapsed, r.percentiles[7])).collect(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -111,6 +111,9 @@ pub struct Finished {
     pub ending: Ending,
     /// Requests abandoned in flight after the grace period.
     pub abandoned: usize,
+    /// Closed model: per user that met a 429, how many requests it had sent before its first
+    /// (with a full bucket, exactly the bucket's capacity).
+    pub first_429: std::collections::BTreeMap<u64, u64>,
 }
 
 struct Shared {
@@ -119,6 +122,7 @@ struct Shared {
     max_requests: u64,
     users: AtomicUsize,
     stop: watch::Sender<Option<Ending>>,
+    first_429: Mutex<std::collections::BTreeMap<u64, u64>>,
 }
 
 impl Shared {
@@ -129,6 +133,7 @@ impl Shared {
             max_requests,
             users: AtomicUsize::new(0),
             stop: watch::channel(None).0,
+            first_429: Mutex::default(),
         })
     }
 
@@ -241,10 +246,13 @@ async fn finish(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     stats.ended = Some(Instant::now());
+    let first_429 =
+        std::mem::take(&mut *shared.first_429.lock().unwrap_or_else(|e| e.into_inner()));
     Finished {
         stats,
         ending,
         abandoned,
+        first_429,
     }
 }
 
@@ -337,6 +345,14 @@ async fn user_loop(
     while user.ready() && !shared.stopped() && Instant::now() < deadline && shared.take_slot() {
         let o = user.step(&target, Instant::now()).await;
         shared.record(&o);
+        if o.status == Some(429) {
+            shared
+                .first_429
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(user.id)
+                .or_insert(user.sent - 1);
+        }
         let w = user.wait_after(wait);
         if w.is_zero() {
             tokio::task::yield_now().await;
@@ -377,8 +393,12 @@ pub async fn open(
     let handle = tokio::runtime::Handle::current();
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
     let dispatcher = {
-        let (shared, target, plan, in_flight) =
-            (shared.clone(), target.clone(), plan.clone(), in_flight.clone());
+        let (shared, target, plan, in_flight) = (
+            shared.clone(),
+            target.clone(),
+            plan.clone(),
+            in_flight.clone(),
+        );
         std::thread::Builder::new()
             .name("capbench-schedule".into())
             .spawn(move || {
@@ -411,8 +431,15 @@ pub async fn open(
                         let o = match &pool {
                             Some(pool) => match pool.acquire().await {
                                 Ok(mut conn) => {
-                                    scenario::send(&target, kind, None, k, intended, Some(&mut conn))
-                                        .await
+                                    scenario::send(
+                                        &target,
+                                        kind,
+                                        None,
+                                        k,
+                                        intended,
+                                        Some(&mut conn),
+                                    )
+                                    .await
                                 }
                                 Err(e) => Outcome {
                                     method: "SQL",
@@ -426,7 +453,8 @@ pub async fn open(
                                 },
                             },
                             None => {
-                                scenario::send(&target, kind, key.as_deref(), k, intended, None).await
+                                scenario::send(&target, kind, key.as_deref(), k, intended, None)
+                                    .await
                             }
                         };
                         shared.record(&o);
@@ -446,8 +474,9 @@ pub async fn open(
     shared.stop_with(Ending::Time);
     let _ = waiter.await;
     let all = u32::try_from(plan.max_in_flight).unwrap_or(u32::MAX);
-    let drained =
-        tokio::time::timeout(GRACE, in_flight.acquire_many(all)).await.is_ok();
+    let drained = tokio::time::timeout(GRACE, in_flight.acquire_many(all))
+        .await
+        .is_ok();
     let abandoned = if drained {
         0
     } else {

@@ -72,8 +72,11 @@ impl FromStr for Mix {
                 ),
                 None => (item.parse::<Kind>()?, 1),
             };
-            if weight == 0 {
-                return Err(format!("weight 0 for '{}' in '{s}'", kind.as_str()));
+            if weight == 0 || weight > 1000 {
+                return Err(format!(
+                    "weight {weight} for '{}' in '{s}': weights are 1 to 1000",
+                    kind.as_str()
+                ));
             }
             if parts.iter().any(|(k, _)| *k == kind) {
                 return Err(format!("'{}' appears twice in '{s}'", kind.as_str()));
@@ -99,24 +102,22 @@ impl fmt::Display for Mix {
 }
 
 impl Mix {
-    /// The kind of user (or request) number `i`: smooth weighted round robin, so any prefix of
-    /// users follows the weights as closely as whole users can.
+    /// The kind of user (or request) number `i`: smooth weighted round robin (nginx's), so any
+    /// prefix of users follows the weights as closely as whole users can (3:1 → R R B R …).
     pub fn kind_of(&self, i: u64) -> Kind {
-        let total: u64 = self.0.iter().map(|(_, w)| u64::from(*w)).sum();
-        // Position within the cycle, then the kind whose cumulative share is first to reach it.
-        let slot = i % total;
-        let mut best = (f64::MAX, self.0[0].0);
-        for (kind, w) in &self.0 {
-            let w = u64::from(*w);
-            // The k-th user of this kind ideally sits at (k + 0.5) * total / w.
-            let k = (slot * w) / total;
-            let ideal = (k as f64 + 0.5) * total as f64 / w as f64;
-            let gap = (ideal - slot as f64).abs();
-            if gap < best.0 - 1e-9 {
-                best = (gap, *kind);
+        let total: i64 = self.0.iter().map(|(_, w)| i64::from(*w)).sum();
+        let mut current = vec![0i64; self.0.len()];
+        let mut pick = 0;
+        for _ in 0..=(i % total as u64) {
+            for (c, (_, w)) in current.iter_mut().zip(&self.0) {
+                *c += i64::from(*w);
             }
+            pick = (0..current.len())
+                .max_by_key(|&j| (current[j], std::cmp::Reverse(j)))
+                .unwrap_or(0);
+            current[pick] -= total;
         }
-        best.1
+        self.0[pick].0
     }
 
     pub fn has(&self, kind: Kind) -> bool {
@@ -161,8 +162,8 @@ pub struct User {
     conn: Option<sqlx::PgConnection>,
     /// Requests it has sent.
     pub sent: u64,
-    /// Index used in its key's e-mail address.
-    id: u64,
+    /// Its number in the run (also in its key's e-mail address).
+    pub id: u64,
 }
 
 /// The seeds' SearchLoadUser request name.
@@ -201,7 +202,11 @@ impl User {
                 if self.key.is_some() {
                     return Ok(None);
                 }
-                let email = format!("load-{run_tag}-{}-{}@test.invalid", self.kind.as_str(), self.id);
+                let email = format!(
+                    "load-{run_tag}-{}-{}@test.invalid",
+                    self.kind.as_str(),
+                    self.id
+                );
                 let sent = Instant::now();
                 let resp = client
                     .post(format!("{base}{KEYS_NAME}"))
@@ -277,7 +282,15 @@ impl User {
     pub async fn step(&mut self, target: &Target, intended: Instant) -> Outcome {
         let n = self.sent;
         self.sent += 1;
-        send(target, self.kind, self.key.as_deref(), n, intended, self.conn.as_mut()).await
+        send(
+            target,
+            self.kind,
+            self.key.as_deref(),
+            n,
+            intended,
+            self.conn.as_mut(),
+        )
+        .await
     }
 }
 
@@ -374,15 +387,49 @@ fn error_line(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-/// The query vectors of the database target: the seeds' ten queries, embedded as the service does.
-pub fn query_vectors(config: &crate::config::Config) -> Vec<Vector> {
+/// The query vectors of the database target: the seeds' ten queries, embedded as the service does
+/// for the dataset `params` describe (the `capacity_meta.params` of the database under load).
+pub fn query_vectors(params: &crate::config::DatasetParams) -> Vec<Vector> {
     let embedder = crate::server::embed::DeterministicEmbedder::new(Arc::new(
-        crate::dataset::Dataset::new(config.dataset.clone()),
+        crate::dataset::Dataset::new(params.clone()),
     ));
     SEARCH_QUERIES
         .iter()
         .map(|q| Vector::from(embedder.embed_now(q)))
         .collect()
+}
+
+/// The dataset parameters recorded in a loaded database (`capacity_meta.params`).
+pub async fn loaded_params(
+    conn: &mut sqlx::PgConnection,
+) -> Result<Option<crate::config::DatasetParams>> {
+    let params: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT params FROM capacity_meta WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .context("reading capacity_meta")?;
+    let Some(p) = params else { return Ok(None) };
+    let num = |k: &str| p.get(k).and_then(serde_json::Value::as_f64);
+    Ok(
+        match (
+            num("rows"),
+            num("dims"),
+            num("seed"),
+            num("clusters"),
+            num("sigma"),
+        ) {
+            (Some(rows), Some(dims), Some(seed), Some(clusters), Some(sigma)) => {
+                Some(crate::config::DatasetParams {
+                    rows: rows as u64,
+                    dims: dims as u32,
+                    seed: seed as u64,
+                    clusters: clusters as u32,
+                    sigma: sigma as f32,
+                })
+            }
+            _ => None,
+        },
+    )
 }
 
 /// Refuses a target outside this machine unless `allow_remote`: a load test is an attack on

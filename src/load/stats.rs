@@ -293,7 +293,11 @@ impl Stats {
             .map_or(0, |d| d.as_secs());
         let elapsed = now.duration_since(self.started).as_secs_f64();
         let mut rows = Vec::with_capacity(self.entries.len() + 1);
-        for e in self.entries.values_mut().chain(std::iter::once(&mut self.total)) {
+        for e in self
+            .entries
+            .values_mut()
+            .chain(std::iter::once(&mut self.total))
+        {
             let window = e.window_histogram();
             let (n, f) = e.tick();
             let mut percentiles = [0.0; 11];

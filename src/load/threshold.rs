@@ -111,7 +111,8 @@ impl FromStr for Threshold {
                 "threshold '{text}': unknown metric '{metric_text}' (p50…p99.99, max, min, avg, error_rate, rps, requests, failures)"
             )
         })?;
-        let bound = parse_value(metric, value).map_err(|why| format!("threshold '{text}': {why}"))?;
+        let bound =
+            parse_value(metric, value).map_err(|why| format!("threshold '{text}': {why}"))?;
         Ok(Threshold {
             text: text.trim().to_string(),
             metric,
@@ -250,14 +251,29 @@ mod tests {
             (Metric::Percentile(0.99), Op::Lt, 50.0, None)
         );
         let t: Threshold = "p99.9 <= 2s".parse().unwrap();
-        assert_eq!((t.metric, t.op, t.bound), (Metric::Percentile(0.999), Op::Le, 2000.0));
+        assert_eq!(
+            (t.metric, t.op, t.bound),
+            (Metric::Percentile(0.999), Op::Le, 2000.0)
+        );
         let t: Threshold = "error_rate<1%".parse().unwrap();
         assert_eq!((t.metric, t.bound), (Metric::ErrorRate, 0.01));
         let t: Threshold = "rps>100".parse().unwrap();
         assert_eq!((t.metric, t.op, t.bound), (Metric::Rps, Op::Gt, 100.0));
-        let t: Threshold = "p95[/api/v1/traces/search [realistic]]<=2s".parse().unwrap();
+        let t: Threshold = "p95[/api/v1/traces/search [realistic]]<=2s"
+            .parse()
+            .unwrap();
         assert_eq!(t.name.as_deref(), Some("/api/v1/traces/search [realistic]"));
-        for bad in ["p99", "p99<", "p99<fast", "p0<1ms", "p101<1ms", "latency<1ms", "error_rate<5", "rps>10ms", "p99[]<1ms"] {
+        for bad in [
+            "p99",
+            "p99<",
+            "p99<fast",
+            "p0<1ms",
+            "p101<1ms",
+            "latency<1ms",
+            "error_rate<5",
+            "rps>10ms",
+            "p99[]<1ms",
+        ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad} should not parse");
         }
     }

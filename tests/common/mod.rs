@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use capbench::config::{Config, DatasetParams, IndexParams};
+use capbench::server::{AppState, LocalService};
+use capbench::setup::{LoadOptions, ensure_dataset};
 use capbench::stack;
 
 /// A small dataset: enough rows for structure, few enough for a quick suite.
@@ -96,4 +98,39 @@ pub fn pg_bindir() -> String {
             .trim()
             .to_string()
     })
+}
+
+/// The reference service's test configuration: a 600-row, 32-dim dataset, a small index.
+pub fn service_config() -> Config {
+    let mut cfg = config(
+        small_params(600, 32),
+        IndexParams {
+            m: 8,
+            ef_construction: 32,
+            build_workers: Some(1),
+        },
+    );
+    cfg.dataset.clusters = 6;
+    cfg.service.search_ef_search = 40;
+    cfg.service.pool_size = 8;
+    cfg
+}
+
+/// A service on a fresh database with the small dataset loaded, using the shared Redis.
+pub async fn start_service(name: &str, tweak: impl FnOnce(&mut Config)) -> (LocalService, Config) {
+    capbench::install_tls_provider();
+    let mut cfg = service_config();
+    tweak(&mut cfg);
+    let (cfg, url) = fresh_database(name, cfg).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .expect("load the small dataset");
+    let redis = cfg.servers.redis_url.clone().unwrap_or(redis_url().await);
+    let state = AppState::connect(&cfg, &url, &redis)
+        .await
+        .expect("connect the service");
+    (
+        LocalService::start(state).await.expect("start the service"),
+        cfg,
+    )
 }

@@ -1,0 +1,451 @@
+//! The `load` runner: the seeds' scenarios against the reference service (real PostgreSQL+pgvector
+//! and Redis), the database target, thresholds and exit codes, Locust's CSV columns, the open
+//! model's coordinated-omission correction and the sweep's knee (on HTTP targets whose stall and
+//! capacity the test sets), and the loopback-only rule.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::routing::post;
+use capbench::load::run::Ending;
+use capbench::load::scenario::check_local;
+use capbench::load::stats::{self, Stats};
+use capbench::load::{self, LoadArgs};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// `load` arguments as the command line would give them (the environment supplies the rest).
+fn args(argv: &[&str]) -> LoadArgs {
+    let argv: Vec<String> = std::iter::once("load")
+        .chain(argv.iter().copied())
+        .map(String::from)
+        .collect();
+    LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+/// A tiny HTTP server in the seeds' API shape whose behaviour the test sets: it answers keys and
+/// searches with 200 after `service_time`, serving at most `capacity` at once, and once — the first
+/// search after `stall_after` — holds everything for `stall`.
+async fn fixture_target(
+    capacity: usize,
+    service_time: Duration,
+    stall: Option<(Duration, Duration)>,
+) -> String {
+    let gate = Arc::new(tokio::sync::Semaphore::new(capacity));
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let born = Instant::now();
+    let search = move || {
+        let (gate, lock, stalled) = (gate.clone(), lock.clone(), stalled.clone());
+        async move {
+            let _slot = gate.acquire().await.expect("semaphore");
+            let _serial = lock.lock().await;
+            if let Some((after, pause)) = stall
+                && born.elapsed() >= after
+                && !stalled.swap(true, Ordering::SeqCst)
+            {
+                tokio::time::sleep(pause).await;
+            }
+            drop(_serial);
+            if !service_time.is_zero() {
+                tokio::time::sleep(service_time).await;
+            }
+            Json(json!({"results": [], "count": 0}))
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/keys",
+            post(|| async { (StatusCode::CREATED, Json(json!({"api_key": "fixture"}))) }),
+        )
+        .route("/api/v1/traces/search", post(search));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never() {
+    let (svc, _) = common::start_service("load_scenarios", |c| {
+        c.service.rate_limit_read_per_minute = 12;
+    })
+    .await;
+    let url = svc.url();
+    // 4 burst agents: each sends as fast as it can; 12 per minute refills one token per 5 s.
+    let out = load::run(
+        args(&[
+            "--target",
+            &url,
+            "--scenario",
+            "burst",
+            "--users",
+            "4",
+            "--run-time",
+            "2s",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, done) = &out.finished[0];
+    assert_eq!(done.first_429.len(), 4, "every burst agent met a 429");
+    assert!(
+        done.first_429.values().all(|n| *n == 12),
+        "first 429 after exactly the capacity: {:?}",
+        done.first_429
+    );
+    let search = done
+        .stats
+        .entries
+        .values()
+        .find(|e| e.name == "/api/v1/traces/search")
+        .unwrap();
+    assert_eq!(search.failures, 0, "429 is an expected outcome for bursts");
+    let ok = search.statuses.get(&200).copied().unwrap_or(0);
+    assert!(
+        (48..=52).contains(&ok),
+        "4 × 12 admitted (+ refill), got {ok}"
+    );
+    assert!(search.statuses.get(&429).copied().unwrap_or(0) > 100);
+
+    // Realistic agents (a session of 15 searches) under a limit of 20 per minute, while a burst agent
+    // empties its own bucket: never blocked.
+    let (svc2, _) = common::start_service("load_realistic", |c| {
+        c.service.rate_limit_read_per_minute = 20;
+    })
+    .await;
+    let out = load::run(
+        args(&[
+            "--target",
+            &svc2.url(),
+            "--scenario",
+            "realistic:3,burst:1",
+            "--users",
+            "4",
+            "--wait",
+            "50ms",
+            "--run-time",
+            "2s",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, done) = &out.finished[0];
+    let realistic = done
+        .stats
+        .entries
+        .values()
+        .find(|e| e.name == "/api/v1/traces/search [realistic]")
+        .expect("realistic requests");
+    assert_eq!(realistic.failures, 0);
+    assert_eq!(realistic.statuses.get(&429), None);
+    // 3 agents, one session each: 15 searches, then idle.
+    assert_eq!(realistic.requests, 45);
+    assert_eq!(done.first_429.len(), 1, "only the burst agent was limited");
+    svc.stop().await.unwrap();
+    svc2.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_target_runs_the_search_sql() {
+    let (svc, cfg) = common::start_service("load_db", |_| {}).await;
+    let db = cfg.servers.database_url.clone().unwrap();
+    let out = load::run(
+        args(&[
+            "--target",
+            &db,
+            "--users",
+            "2",
+            "--wait",
+            "0",
+            "--run-time",
+            "1s",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, done) = &out.finished[0];
+    let sql = done.stats.entries.values().next().unwrap();
+    assert_eq!(
+        (sql.method.as_str(), sql.name.as_str()),
+        ("SQL", "search_sql")
+    );
+    assert!(
+        sql.requests > 20 && sql.failures == 0,
+        "{} requests",
+        sql.requests
+    );
+    // Each search returned the page (bytes = rows for SQL).
+    assert_eq!(sql.bytes, sql.requests * 10);
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_open_model_exposes_a_stall_that_uncorrected_numbers_hide() {
+    // One connection's worth of concurrency, 100 requests/s, and a 600 ms stall after 1 s: a
+    // closed-loop client waits through it and then sends its backlog, each looking fast.
+    let url = fixture_target(
+        1,
+        Duration::ZERO,
+        Some((Duration::from_secs(1), Duration::from_millis(600))),
+    )
+    .await;
+    let out = load::run(
+        args(&[
+            "--target",
+            &url,
+            "--rate",
+            "100/s",
+            "--max-in-flight",
+            "1",
+            "--users",
+            "1",
+            "--run-time",
+            "3s",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, done) = &out.finished[0];
+    let t = &done.stats.total;
+    assert!(t.requests >= 250, "{} requests", t.requests);
+    let (corrected, uncorrected) = (t.ms(0.99), t.uncorrected_ms(0.99));
+    assert!(
+        uncorrected < 50.0,
+        "uncorrected p99 hides the stall: {uncorrected} ms"
+    );
+    assert!(corrected > 300.0, "corrected p99 shows it: {corrected} ms");
+    // The stall itself is in both maxima.
+    assert!(t.uncorrected_ms(1.0) >= 550.0 && t.ms(1.0) >= 550.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_finds_the_knee_of_a_known_capacity() {
+    // 2 requests at a time, 20 ms each: 100 requests/s at most; beyond 2 users, requests queue.
+    let url = fixture_target(2, Duration::from_millis(20), None).await;
+    let out = load::run(
+        args(&[
+            "--target",
+            &url,
+            "--sweep",
+            "1,2,4,8",
+            "--wait",
+            "0",
+            "--run-time",
+            "2s",
+            "--slo-p99",
+            "30ms",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let knee = out.knee.expect("a knee");
+    assert_eq!(knee.users, 2, "{knee:?}");
+    assert!((80.0..=101.0).contains(&knee.rps), "{knee:?}");
+    let levels: Vec<_> = out
+        .finished
+        .iter()
+        .map(|(u, f)| load::sweep::Level::of(u.unwrap(), &f.stats))
+        .collect();
+    // More users than the capacity: the same throughput, a longer tail.
+    assert!(
+        levels[3].p99_ms > 60.0 && levels[3].rps < 105.0,
+        "{levels:?}"
+    );
+    let names: Vec<_> = out.record.results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "capacity/users/1",
+            "capacity/users/2",
+            "capacity/users/4",
+            "capacity/users/8",
+            "capacity/knee"
+        ]
+    );
+    assert_eq!(out.record.results[4].metrics["knee_users"], 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_files_have_locusts_columns() {
+    let url = fixture_target(4, Duration::from_millis(1), None).await;
+    let dir = std::env::temp_dir().join(format!("capbench-load-csv-{}", std::process::id()));
+    let prefix = dir.join("run");
+    let out = load::run(
+        args(&[
+            "--target",
+            &url,
+            "--users",
+            "2",
+            "--run-time",
+            "2s",
+            "--csv",
+            prefix.to_str().unwrap(),
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/locust-2.47");
+    for (ours, locust) in [
+        ("run_stats.csv", "capacity_stats.csv"),
+        ("run_stats_history.csv", "capacity_stats_history.csv"),
+        ("run_failures.csv", "capacity_failures.csv"),
+        ("run_exceptions.csv", "capacity_exceptions.csv"),
+    ] {
+        let mine = std::fs::read_to_string(dir.join(ours)).unwrap();
+        let theirs = std::fs::read_to_string(fixtures.join(locust)).unwrap();
+        assert_eq!(mine.lines().next(), theirs.lines().next(), "{ours}");
+        let width = theirs.lines().next().unwrap().split(',').count();
+        for line in mine.lines().skip(1) {
+            assert_eq!(line.split(',').count(), width, "{ours}: {line}");
+        }
+    }
+    let stats_csv = std::fs::read_to_string(dir.join("run_stats.csv")).unwrap();
+    let rows: Vec<&str> = stats_csv.lines().collect();
+    assert!(rows[1].starts_with("POST,/api/v1/keys,2,0,"));
+    assert!(rows.last().unwrap().starts_with(",Aggregated,"));
+    // Request counts in the file are the run's.
+    let (_, done) = &out.finished[0];
+    let total: u64 = rows
+        .last()
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(total, done.stats.total.requests);
+    let history = std::fs::read_to_string(dir.join("run_stats_history.csv")).unwrap();
+    assert!(history.lines().count() >= 2, "a row per second");
+    assert_eq!(stats::STATS_HEADER.split(',').count(), 22);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn thresholds_decide_the_exit_code() {
+    // Through the binary, on a target the test starts on a thread of its own.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(fixture_target(4, Duration::from_millis(2), None));
+    let run = |thresholds: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_load"));
+        cmd.args(["--target", &url, "--users", "2", "--run-time", "1s", "-q"])
+            .env(
+                "CAPBENCH_REPORTS",
+                std::env::temp_dir().join("capbench-load-exit"),
+            );
+        for t in thresholds {
+            cmd.args(["--threshold", t]);
+        }
+        cmd.output().unwrap()
+    };
+    let pass = run(&["p99<5s", "error_rate<1%", "rps>1"]);
+    assert_eq!(
+        pass.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
+    let fail = run(&["p99<5s", "p50<0.001ms"]);
+    assert_eq!(fail.status.code(), Some(99));
+    let stdout = String::from_utf8_lossy(&fail.stdout);
+    assert!(
+        stdout.contains("p50<0.001ms: FAIL") && stdout.contains("p99<5s: PASS"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&fail.stderr).contains("thresholds failed: p50<0.001ms"));
+    // A threshold that does not parse is a usage error, with what to write instead.
+    let bad = run(&["p99 fast"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("e.g. 'p99<50ms'"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_beyond_this_machine_need_allow_remote() {
+    for local in [
+        "http://127.0.0.1:8000",
+        "http://localhost:8000",
+        "http://[::1]:8000",
+        "postgres://u@127.0.0.1/db",
+    ] {
+        check_local(local, false)
+            .await
+            .unwrap_or_else(|e| panic!("{local}: {e}"));
+    }
+    for remote in [
+        "http://192.0.2.10:8000",
+        "postgres://u@192.0.2.10:5432/db",
+        "https://203.0.113.5",
+    ] {
+        let e = check_local(remote, false).await.unwrap_err().to_string();
+        assert!(e.contains("--allow-remote"), "{e}");
+        check_local(remote, true).await.unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_load"))
+        .args(["--target", "http://192.0.2.10:8000", "--run-time", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: refusing to load 192.0.2.10") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn every_run_is_bounded() {
+    let a = args(&["--users", "3"]);
+    assert_eq!((a.run_time, a.max_requests), (None, 1_000_000));
+    // The request bound stops a run before its time.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(fixture_target(4, Duration::ZERO, None));
+    let started = Instant::now();
+    let out = rt
+        .block_on(load::run(
+            args(&[
+                "--target",
+                &url,
+                "--users",
+                "2",
+                "--wait",
+                "0",
+                "--max-requests",
+                "50",
+                "--run-time",
+                "30s",
+                "-q",
+            ]),
+            None,
+        ))
+        .unwrap();
+    let (_, done) = &out.finished[0];
+    assert_eq!(done.ending, Ending::RequestBound);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let searches: u64 = done
+        .stats
+        .entries
+        .values()
+        .filter(|e| e.name == "/api/v1/traces/search")
+        .map(|e| e.requests)
+        .sum();
+    assert_eq!(searches, 50);
+    let _: &Stats = &done.stats;
+}
