@@ -430,7 +430,9 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
     std::fs::create_dir_all(&runs).unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for f in std::fs::read_dir(&fixtures).unwrap().flatten() {
-        std::fs::copy(f.path(), runs.join(f.file_name())).unwrap();
+        if f.path().extension().is_some_and(|e| e == "json") {
+            std::fs::copy(f.path(), runs.join(f.file_name())).unwrap();
+        }
     }
     let mut cap = RunRecord::new(
         "capacity",

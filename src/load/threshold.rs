@@ -138,7 +138,7 @@ fn parse_metric(m: &str) -> Option<Metric> {
             if !(0.0..100.0).contains(&p) || p == 0.0 {
                 return None;
             }
-            Metric::Percentile(p / 100.0)
+            Metric::Percentile((p * 1e7).round() / 1e9)
         }
     })
 }
