@@ -326,7 +326,7 @@ async fn user_loop(
             Ok(None) => {}
             Err(e) => shared.record(&Outcome {
                 method: "SQL",
-                name: "connect".into(),
+                name: "connect",
                 intended: Instant::now(),
                 sent: Instant::now(),
                 done: Instant::now(),
@@ -354,9 +354,7 @@ async fn user_loop(
                 .or_insert(user.sent - 1);
         }
         let w = user.wait_after(wait);
-        if w.is_zero() {
-            tokio::task::yield_now().await;
-        } else {
+        if !w.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(w) => {}
                 _ = stopped(stop.clone()) => break,
@@ -443,7 +441,7 @@ pub async fn open(
                                 }
                                 Err(e) => Outcome {
                                     method: "SQL",
-                                    name: scenario::SQL_NAME.into(),
+                                    name: scenario::SQL_NAME,
                                     intended,
                                     sent: Instant::now(),
                                     done: Instant::now(),

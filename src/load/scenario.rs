@@ -132,6 +132,9 @@ pub enum Target {
     Http {
         base: String,
         client: reqwest::Client,
+        /// Parsed once, and every request body serialized once: the generator's own cost per
+        /// request is what limits the rates it can offer.
+        prepared: Arc<Prepared>,
     },
     /// THE search SQL over a connection per user, at `ef_search` (what pgbench does).
     Database {
@@ -141,7 +144,46 @@ pub enum Target {
     },
 }
 
+/// URLs and request bodies of an HTTP target, ready to send.
+#[derive(Debug)]
+pub struct Prepared {
+    keys_url: reqwest::Url,
+    search_url: reqwest::Url,
+    /// SearchLoadUser's ten queries.
+    search: Vec<bytes::Bytes>,
+    /// BurstAgent's one.
+    burst: bytes::Bytes,
+    /// RealisticAgent's session of fifteen.
+    realistic: Vec<bytes::Bytes>,
+}
+
 impl Target {
+    /// An HTTP target at `base` (no trailing slash).
+    pub fn http(base: &str, client: reqwest::Client) -> Result<Self> {
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base}{path}"))
+                .with_context(|| format!("'{base}' is not a base URL"))
+        };
+        let body = |v: serde_json::Value| bytes::Bytes::from(v.to_string());
+        let prepared = Prepared {
+            keys_url: url(KEYS_NAME)?,
+            search_url: url(SEARCH_NAME)?,
+            search: SEARCH_QUERIES
+                .iter()
+                .map(|q| body(json!({"q": q, "limit": PAGE})))
+                .collect(),
+            burst: body(json!({"q": "test query"})),
+            realistic: (0..REALISTIC_SESSION)
+                .map(|i| body(json!({"q": format!("realistic query {i}")})))
+                .collect(),
+        };
+        Ok(Target::Http {
+            base: base.to_string(),
+            client,
+            prepared: Arc::new(prepared),
+        })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Target::Http { base, .. } => base.clone(),
@@ -198,7 +240,9 @@ impl User {
     /// connection with the target's ef_search (database).
     pub async fn start(&mut self, target: &Target, run_tag: &str) -> Result<Option<Outcome>> {
         match target {
-            Target::Http { base, client } => {
+            Target::Http {
+                client, prepared, ..
+            } => {
                 if self.key.is_some() {
                     return Ok(None);
                 }
@@ -209,7 +253,7 @@ impl User {
                 );
                 let sent = Instant::now();
                 let resp = client
-                    .post(format!("{base}{KEYS_NAME}"))
+                    .post(prepared.keys_url.clone())
                     .json(&json!({ "email": email }))
                     .send()
                     .await;
@@ -240,7 +284,7 @@ impl User {
                 });
                 Ok(Some(Outcome {
                     method: "POST",
-                    name: KEYS_NAME.into(),
+                    name: KEYS_NAME,
                     intended: sent,
                     sent,
                     done: Instant::now(),
@@ -305,20 +349,25 @@ pub async fn send(
     conn: Option<&mut sqlx::PgConnection>,
 ) -> Outcome {
     match target {
-        Target::Http { base, client } => {
+        Target::Http {
+            client, prepared, ..
+        } => {
             let (name, body) = match kind {
                 Kind::Search => (
                     SEARCH_NAME,
-                    json!({"q": SEARCH_QUERIES[(n % SEARCH_QUERIES.len() as u64) as usize], "limit": PAGE}),
+                    &prepared.search[(n % prepared.search.len() as u64) as usize],
                 ),
-                Kind::Burst => (SEARCH_NAME, json!({"q": "test query"})),
+                Kind::Burst => (SEARCH_NAME, &prepared.burst),
                 Kind::Realistic => (
                     REALISTIC_NAME,
-                    json!({"q": format!("realistic query {}", n % REALISTIC_SESSION)}),
+                    &prepared.realistic[(n % REALISTIC_SESSION) as usize],
                 ),
             };
             let sent = Instant::now();
-            let mut req = client.post(format!("{base}{SEARCH_NAME}")).json(&body);
+            let mut req = client
+                .post(prepared.search_url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(key) = key {
                 req = req.header("X-API-Key", key);
             }
@@ -340,7 +389,7 @@ pub async fn send(
             });
             Outcome {
                 method: "POST",
-                name: name.into(),
+                name,
                 intended: intended.min(sent),
                 sent,
                 done: Instant::now(),
@@ -361,7 +410,7 @@ pub async fn send(
             };
             Outcome {
                 method: "SQL",
-                name: SQL_NAME.into(),
+                name: SQL_NAME,
                 intended: intended.min(sent),
                 sent,
                 done: Instant::now(),

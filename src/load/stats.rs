@@ -44,7 +44,7 @@ const WINDOW_SECONDS: usize = 10;
 pub struct Outcome {
     /// `POST`, `GET`, or `SQL` for the database target.
     pub method: &'static str,
-    pub name: String,
+    pub name: &'static str,
     /// When the request should have started (open model: its slot in the schedule; closed: `sent`).
     pub intended: Instant,
     pub sent: Instant,
@@ -214,8 +214,8 @@ pub struct Stats {
     started_wall: SystemTime,
     /// When the measurement ended (the run's duration is `ended - started`).
     pub ended: Option<Instant>,
-    /// Per (method, name), in first-seen order of names sorted for output.
-    pub entries: BTreeMap<(String, String), Entry>,
+    /// Per (method, name), sorted.
+    pub entries: BTreeMap<(&'static str, &'static str), Entry>,
     pub total: Entry,
     pub failures: BTreeMap<(String, String, String), FailureRow>,
     pub history: Vec<HistoryRow>,
@@ -244,16 +244,15 @@ impl Stats {
     }
 
     pub fn add(&mut self, o: &Outcome) {
-        let key = (o.method.to_string(), o.name.clone());
         self.entries
-            .entry(key)
-            .or_insert_with(|| Entry::new(o.method, &o.name))
+            .entry((o.method, o.name))
+            .or_insert_with(|| Entry::new(o.method, o.name))
             .add(o);
         self.total.add(o);
         if let Some(error) = &o.failure {
             let seen = self.wall(o.done);
             self.failures
-                .entry((o.method.to_string(), o.name.clone(), error.clone()))
+                .entry((o.method.to_string(), o.name.to_string(), error.clone()))
                 .and_modify(|f| {
                     f.occurrences += 1;
                     f.last_seen = seen;
