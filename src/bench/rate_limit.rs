@@ -96,7 +96,43 @@ pub struct Interleaved {
     pub redis_benchmark_p50_ms: f64,
     /// Median over rounds of the per-round ratio capbench p50 / redis-benchmark p50.
     pub ratio: f64,
+    /// The lowest and highest per-round ratio.
+    pub spread: (f64, f64),
     pub redis_benchmark_rps: f64,
+}
+
+/// Pins the calling thread to the CPU it is on; restores its former affinity when dropped.
+struct PinnedToCurrentCpu(Option<libc::cpu_set_t>);
+
+impl PinnedToCurrentCpu {
+    fn new() -> Self {
+        // SAFETY: plain libc calls on a zeroed cpu_set_t owned here; pid 0 is the calling thread.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 || libc::sched_getaffinity(0, size, &mut before) != 0 {
+                return Self(None);
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, size, &one) != 0 {
+                return Self(None);
+            }
+            Self(Some(before))
+        }
+    }
+}
+
+impl Drop for PinnedToCurrentCpu {
+    fn drop(&mut self) {
+        if let Some(before) = &self.0 {
+            // SAFETY: restores the mask read in `new` for the calling thread.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), before);
+            }
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -119,6 +155,10 @@ fn interleaved_comparison(
 ) -> Result<Interleaved> {
     let (rounds, n) = if quick { (5, 500) } else { (21, 2_000) };
     let (mut ours, mut theirs, mut ratios, mut rps) = (vec![], vec![], vec![], vec![]);
+    // Both clients on the same core (redis-benchmark inherits this thread's affinity): on a VM a
+    // round trip costs 15 µs or 60+ µs depending on where client and server sit, and the scheduler
+    // would otherwise place the two clients differently.
+    let pinned = PinnedToCurrentCpu::new();
     for _ in 0..rounds {
         let mut hist = record::latency_histogram();
         rt.block_on(async {
@@ -136,8 +176,14 @@ fn interleaved_comparison(
         ratios.push(p50 / rb.p50_ms);
         rps.push(rb.rps);
     }
+    drop(pinned);
+    let spread = (
+        ratios.iter().copied().fold(f64::MAX, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
     Ok(Interleaved {
         rounds,
+        spread,
         capbench_p50_ms: median(ours),
         redis_benchmark_p50_ms: median(theirs),
         ratio: median(ratios),
@@ -401,8 +447,15 @@ fn print_table(results: &[PassResult], compared: Option<Interleaved>) {
     if let Some(c) = compared {
         println!(
             "allowed path vs redis-benchmark -c 1 (EVALSHA of the same script), {} alternating rounds: \
-             capbench p50 {:.4} ms, redis-benchmark p50 {:.4} ms ({:.0} req/s); median ratio {:.2} (target <= {RATIO_TARGET})",
-            c.rounds, c.capbench_p50_ms, c.redis_benchmark_p50_ms, c.redis_benchmark_rps, c.ratio
+             capbench p50 {:.4} ms, redis-benchmark p50 {:.4} ms ({:.0} req/s); median ratio {:.2} \
+             (rounds {:.2}–{:.2}; target <= {RATIO_TARGET})",
+            c.rounds,
+            c.capbench_p50_ms,
+            c.redis_benchmark_p50_ms,
+            c.redis_benchmark_rps,
+            c.ratio,
+            c.spread.0,
+            c.spread.1
         );
     }
 }
