@@ -588,6 +588,14 @@ pub fn print_table(stats: &Stats, open_model: bool) {
         for e in stats.entries_and_total() {
             row(e, &format!("{} (uncorrected)", e.name), true);
         }
+        let late = |q: f64| stats.lateness.value_at_quantile(q) as f64 / 1e6;
+        println!(
+            "schedule: requests went out p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms after their due time \
+             (the generator's hand-off; more when all --max-in-flight slots were busy)",
+            late(0.5),
+            late(0.99),
+            stats.lateness.max() as f64 / 1e6
+        );
     }
     for e in stats.entries.values() {
         if !e.statuses.is_empty() {
@@ -643,6 +651,16 @@ pub fn metrics_of(
     m.insert("rps".into(), stats.rps(e));
     for (status, n) in &e.statuses {
         m.insert(format!("status_{status}"), *n as f64);
+    }
+    if open_model && e.method.is_empty() {
+        m.insert(
+            "schedule_lateness_p50_ms".into(),
+            stats.lateness.value_at_quantile(0.5) as f64 / 1e6,
+        );
+        m.insert(
+            "schedule_lateness_p99_ms".into(),
+            stats.lateness.value_at_quantile(0.99) as f64 / 1e6,
+        );
     }
     m
 }

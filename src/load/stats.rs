@@ -217,6 +217,9 @@ pub struct Stats {
     /// Per (method, name), sorted.
     pub entries: BTreeMap<(&'static str, &'static str), Entry>,
     pub total: Entry,
+    /// How late requests were sent after their due time (ns): the generator's own lateness (open
+    /// model; zero in the closed model, where a request is due when it is sent).
+    pub lateness: Histogram<u64>,
     pub failures: BTreeMap<(String, String, String), FailureRow>,
     pub history: Vec<HistoryRow>,
     last_tick: Instant,
@@ -237,6 +240,7 @@ impl Stats {
             ended: None,
             entries: BTreeMap::new(),
             total: Entry::new("", "Aggregated"),
+            lateness: record::latency_histogram(),
             failures: BTreeMap::new(),
             history: Vec::new(),
             last_tick: now,
@@ -249,6 +253,12 @@ impl Stats {
             .or_insert_with(|| Entry::new(o.method, o.name))
             .add(o);
         self.total.add(o);
+        self.lateness.saturating_record(
+            o.sent
+                .saturating_duration_since(o.intended)
+                .as_nanos()
+                .max(1) as u64,
+        );
         if let Some(error) = &o.failure {
             let seen = self.wall(o.done);
             self.failures
