@@ -14,7 +14,7 @@ use axum::Json;
 use axum::routing::post;
 use capbench::load::run::Ending;
 use capbench::load::scenario::check_local;
-use capbench::load::stats::{self, Stats};
+use capbench::load::stats;
 use capbench::load::{self, LoadArgs};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -101,12 +101,7 @@ async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never
         "first 429 after exactly the capacity: {:?}",
         done.first_429
     );
-    let search = done
-        .stats
-        .entries
-        .values()
-        .find(|e| e.name == "/api/v1/traces/search")
-        .unwrap();
+    let search = done.stats.entry("/api/v1/traces/search").unwrap();
     assert_eq!(search.failures, 0, "429 is an expected outcome for bursts");
     let ok = search.statuses.get(&200).copied().unwrap_or(0);
     assert!(
@@ -142,9 +137,7 @@ async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never
     let (_, done) = &out.finished[0];
     let realistic = done
         .stats
-        .entries
-        .values()
-        .find(|e| e.name == "/api/v1/traces/search [realistic]")
+        .entry("/api/v1/traces/search [realistic]")
         .expect("realistic requests");
     assert_eq!(realistic.failures, 0);
     assert_eq!(realistic.statuses.get(&429), None);
@@ -439,13 +432,6 @@ fn every_run_is_bounded() {
     let (_, done) = &out.finished[0];
     assert_eq!(done.ending, Ending::RequestBound);
     assert!(started.elapsed() < Duration::from_secs(10));
-    let searches: u64 = done
-        .stats
-        .entries
-        .values()
-        .filter(|e| e.name == "/api/v1/traces/search")
-        .map(|e| e.requests)
-        .sum();
+    let searches = done.stats.entry("/api/v1/traces/search").unwrap().requests;
     assert_eq!(searches, 50);
-    let _: &Stats = &done.stats;
 }

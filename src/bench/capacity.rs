@@ -25,24 +25,24 @@ pub fn main() -> ExitCode {
     crate::bench::bench_main(run)
 }
 
-fn levels(config: &Config) -> Vec<u64> {
-    let text = std::env::var("CAPBENCH_SWEEP").ok();
-    let parsed: Option<Vec<u64>> = text.as_deref().map(|t| {
-        t.split(',')
-            .filter_map(|x| x.trim().parse().ok())
-            .filter(|n| *n > 0)
-            .collect()
-    });
-    match parsed {
-        Some(v) if !v.is_empty() => v,
+/// `load`'s own reading of the environment (CAPBENCH_SWEEP, CAPBENCH_RUN_TIME, …): one parser, one
+/// error message for a bad value.
+fn load_env() -> Result<LoadArgs> {
+    LoadArgs::parse_from_args(&["load".to_string()])
+        .map_err(|e| anyhow::anyhow!("{}", crate::config::first_line(&e.to_string())))
+}
+
+fn levels(env: &LoadArgs, config: &Config) -> Vec<u64> {
+    match &env.sweep {
+        v if !v.is_empty() => v.clone(),
         _ if config.bench.quick => vec![1, 2, 4, 8],
         _ => vec![1, 5, 10, GATE_USERS, 50],
     }
 }
 
 /// The sweep's levels selected by the filter, per group (`capacity`, `capacity_db`).
-fn plan(args: &BenchArgs, config: &Config) -> (Vec<u64>, Vec<u64>) {
-    let all = levels(config);
+fn plan(args: &BenchArgs, env: &LoadArgs, config: &Config) -> (Vec<u64>, Vec<u64>) {
+    let all = levels(env, config);
     let http = all
         .iter()
         .copied()
@@ -58,7 +58,8 @@ fn plan(args: &BenchArgs, config: &Config) -> (Vec<u64>, Vec<u64>) {
 
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Level>> {
     let bench_args = BenchArgs::parse(args)?;
-    let (http, db) = plan(&bench_args, &config);
+    let env = load_env()?;
+    let (http, db) = plan(&bench_args, &env, &config);
     let ids: Vec<String> = http
         .iter()
         .map(|n| format!("capacity/users/{n}"))
@@ -75,11 +76,11 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
             "1s".to_string(),
         )
     } else {
-        let default = if config.bench.quick { "2s" } else { "10s" };
+        let default = std::time::Duration::from_secs(if config.bench.quick { 2 } else { 10 });
         (
             http,
             db,
-            std::env::var("CAPBENCH_RUN_TIME").unwrap_or_else(|_| default.into()),
+            format!("{}ms", env.run_time.unwrap_or(default).as_millis()),
         )
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

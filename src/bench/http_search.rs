@@ -17,10 +17,8 @@ use serde_json::json;
 
 use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
 use crate::config::Config;
-use crate::dataset::Dataset;
 use crate::db::{self, search};
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
-use crate::server::embed::DeterministicEmbedder;
 use crate::server::{AppState, LocalService};
 use crate::setup::{self, LoadOptions};
 use crate::stack;
@@ -147,12 +145,13 @@ async fn request(
     Ok(request_timed(client, target, q).await?.0)
 }
 
-/// A search request; its status and the service's `Server-Timing` stages (ms), if it sent them.
+/// A search request; its status and the service's `Server-Timing` header, if it sent one (parsed by
+/// the caller, outside the timed span).
 async fn request_timed(
     client: &reqwest::Client,
     target: &Target,
     q: &str,
-) -> Result<(reqwest::StatusCode, Vec<(String, f64)>)> {
+) -> Result<(reqwest::StatusCode, Option<reqwest::header::HeaderValue>)> {
     let resp = client
         .post(format!("{}/api/v1/traces/search", target.base))
         .header("X-API-Key", &target.key)
@@ -160,14 +159,9 @@ async fn request_timed(
         .send()
         .await?;
     let status = resp.status();
-    let stages = resp
-        .headers()
-        .get("server-timing")
-        .and_then(|v| v.to_str().ok())
-        .map(crate::server::parse_server_timing)
-        .unwrap_or_default();
+    let timing = resp.headers().get("server-timing").cloned();
     resp.bytes().await?; // read the whole body, as a client does
-    Ok((status, stages))
+    Ok((status, timing))
 }
 
 /// Per stage (in the order the service reports them), the median over a pass.
@@ -255,12 +249,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         })
     };
 
-    let embedder =
-        DeterministicEmbedder::new(std::sync::Arc::new(Dataset::new(config.dataset.clone())));
-    let vectors: Vec<Vector> = SEARCH_QUERIES
-        .iter()
-        .map(|q| Vector::from(embedder.embed_now(q)))
-        .collect();
+    let vectors = crate::load::scenario::query_vectors(&config.dataset);
     let passes = if config.bench.quick { 200 } else { 2_000 };
     let mut c = criterion(&config);
     let mut group = c.benchmark_group("http_search");
@@ -343,6 +332,11 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                     request_timed(&client, &target, SEARCH_QUERIES[i % SEARCH_QUERIES.len()])
                         .await?;
                 let took = t.elapsed();
+                let timing = timing
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(crate::server::parse_server_timing)
+                    .unwrap_or_default();
                 for (name, ms) in timing {
                     match stages.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, v)) => v.push(ms),

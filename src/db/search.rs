@@ -90,9 +90,12 @@ pub async fn search_in_transaction(
     Ok(hits)
 }
 
+/// `SET [LOCAL] hnsw.ef_search` as a parameterized (prepared) statement: `$1` the value, `$2` local.
+const SET_EF_SEARCH_SQL: &str = "SELECT set_config('hnsw.ef_search', $1, $2)";
+
 /// `SET [LOCAL] hnsw.ef_search`, as a parameterized (prepared) statement.
 pub async fn set_ef_search(conn: &mut PgConnection, ef_search: u32, local: bool) -> Result<()> {
-    sqlx::query("SELECT set_config('hnsw.ef_search', $1, $2)")
+    sqlx::query(SET_EF_SEARCH_SQL)
         .bind(ef_search.to_string())
         .bind(local)
         .execute(conn)
@@ -128,4 +131,23 @@ pub async fn check_plan(
         );
     }
     Ok(plan)
+}
+
+/// A pool of `size` connections for the search query: `ef_search` set once as each connects (a
+/// search is then one round trip, not BEGIN / SET LOCAL / query / COMMIT — the hnsw_txn bench shows
+/// that cost), and no health-check round trip per acquire (a broken connection fails its query).
+pub fn search_pool_options(ef_search: u32, size: u32) -> sqlx::postgres::PgPoolOptions {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(size)
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query(SET_EF_SEARCH_SQL)
+                    .bind(ef_search.to_string())
+                    .bind(false)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
 }

@@ -420,7 +420,12 @@ pub async fn run(
             .map(|(u, f)| sweep::Level::of(u.unwrap_or(0), &f.stats))
             .collect();
         outcome.knee = sweep::knee(&levels, args.slo_p99);
-        sweep::print(&levels, outcome.knee.as_ref(), args.slo_p99);
+        sweep::print(
+            &levels,
+            outcome.knee.as_ref(),
+            args.slo_p99,
+            target.sweep_names().1,
+        );
     } else {
         let run_time = args.run_time.unwrap_or(Duration::from_secs(60));
         let done = match args.rate {
@@ -486,7 +491,8 @@ pub async fn run(
         if done.abandoned > 0 {
             eprintln!(
                 "load: {} requests still in flight {} s after the end were abandoned (not counted)",
-                done.abandoned, 5
+                done.abandoned,
+                run::GRACE.as_secs()
             );
         }
         outcome.verdicts = args
@@ -709,10 +715,7 @@ async fn build_record(
         }));
     }
     if outcome.swept {
-        let (group, unit) = match target {
-            Target::Http { .. } => ("capacity", "users"),
-            Target::Database { .. } => ("capacity_db", "connections"),
-        };
+        let (group, unit) = target.sweep_names();
         rec.results = sweep::entries(
             &outcome.finished,
             outcome.knee.as_ref(),

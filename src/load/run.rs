@@ -15,7 +15,7 @@ use super::scenario::{self, Kind, Mix, Target, User};
 use super::stats::{Outcome, Stats};
 
 /// How long requests in flight at the end may take to finish before they are abandoned.
-const GRACE: Duration = Duration::from_secs(5);
+pub const GRACE: Duration = Duration::from_secs(5);
 
 /// A closed-model run.
 #[derive(Debug, Clone)]
@@ -175,7 +175,6 @@ async fn stopped(mut rx: watch::Receiver<Option<Ending>>) {
 /// Every second: a history row and the progress line, until the run stops.
 fn spawn_ticker(shared: Arc<Shared>, progress: Progress) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let start = Instant::now();
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(1),
             Duration::from_secs(1),
@@ -192,10 +191,6 @@ fn spawn_ticker(shared: Arc<Shared>, progress: Progress) -> tokio::task::JoinHan
             let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.tick(users);
             progress.show(&stats, users, second);
-            drop(stats);
-            if start.elapsed() > Duration::from_secs(24 * 3600) {
-                break;
-            }
         }
     })
 }
@@ -212,6 +207,34 @@ fn watch_interrupt(
             shared.stop_with(Ending::Interrupted);
         }
     }))
+}
+
+/// Starts the clock of a run (now), its history ticker and its Ctrl-C watch; returns the start, the
+/// deadline and the two tasks.
+fn begin(
+    shared: &Arc<Shared>,
+    run_time: Duration,
+    progress: &Progress,
+    interrupt: Option<watch::Receiver<bool>>,
+) -> (
+    Instant,
+    Instant,
+    tokio::task::JoinHandle<()>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let start = Instant::now();
+    shared
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .started = start;
+    let ticker = spawn_ticker(shared.clone(), progress.clone());
+    (
+        start,
+        start + run_time,
+        ticker,
+        watch_interrupt(shared, interrupt),
+    )
 }
 
 /// Ends a run: stops it, gives requests in flight [`GRACE`] to finish, abandons the rest.
@@ -264,15 +287,7 @@ pub async fn closed(
     interrupt: Option<watch::Receiver<bool>>,
 ) -> Result<Finished> {
     let shared = Shared::new(plan.max_requests);
-    let start = Instant::now();
-    shared
-        .stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .started = start;
-    let deadline = start + plan.run_time;
-    let ticker = spawn_ticker(shared.clone(), progress.clone());
-    let interrupt = watch_interrupt(&shared, interrupt);
+    let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
     let mut handles = Vec::with_capacity(plan.users);
     for i in 0..plan.users {
         let at = if plan.spawn_rate.is_finite() {
@@ -324,16 +339,12 @@ async fn user_loop(
         match user.start(&target, &tag).await {
             Ok(Some(o)) => shared.record(&o),
             Ok(None) => {}
-            Err(e) => shared.record(&Outcome {
-                method: "SQL",
-                name: "connect",
-                intended: Instant::now(),
-                sent: Instant::now(),
-                done: Instant::now(),
-                status: None,
-                failure: Some(crate::one_line(&e)),
-                bytes: 0,
-            }),
+            Err(e) => shared.record(&Outcome::failed(
+                "SQL",
+                "connect",
+                Instant::now(),
+                crate::one_line(&e),
+            )),
         }
         if !user.ready() {
             tokio::select! {
@@ -379,15 +390,7 @@ pub async fn open(
         }
         Target::Http { .. } => None,
     };
-    let start = Instant::now();
-    shared
-        .stats
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .started = start;
-    let deadline = start + plan.run_time;
-    let ticker = spawn_ticker(shared.clone(), progress.clone());
-    let interrupt = watch_interrupt(&shared, interrupt);
+    let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
     let handle = tokio::runtime::Handle::current();
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
     let dispatcher = {
@@ -439,16 +442,12 @@ pub async fn open(
                                     )
                                     .await
                                 }
-                                Err(e) => Outcome {
-                                    method: "SQL",
-                                    name: scenario::SQL_NAME,
+                                Err(e) => Outcome::failed(
+                                    "SQL",
+                                    scenario::SQL_NAME,
                                     intended,
-                                    sent: Instant::now(),
-                                    done: Instant::now(),
-                                    status: None,
-                                    failure: Some(e.to_string()),
-                                    bytes: 0,
-                                },
+                                    e.to_string(),
+                                ),
                             },
                             None => {
                                 scenario::send(&target, kind, key.as_deref(), k, intended, None)
@@ -487,29 +486,16 @@ pub async fn open(
 
 /// Connections for the open model's database target, each with the target's ef_search.
 async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::PgPool> {
-    use sqlx::Executor;
     let options: sqlx::postgres::PgConnectOptions = url
         .parse()
         .with_context(|| format!("invalid database URL {}", crate::stack::redact(url)))?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(u32::try_from(size.clamp(1, 1000)).unwrap_or(1000))
-        .test_before_acquire(false)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                conn.execute(sqlx::AssertSqlSafe(format!(
-                    "SET hnsw.ef_search = {ef_search}"
-                )))
-                .await?;
-                Ok(())
-            })
-        })
+    crate::db::search::search_pool_options(ef_search, size.clamp(1, 1000) as u32)
         .connect_with(options)
         .await
-        .with_context(|| format!("connecting to {}", crate::stack::redact(url)))?;
-    Ok(pool)
+        .with_context(|| format!("connecting to {}", crate::stack::redact(url)))
 }
 
-/// Mints `n` API keys for users of `kind` (sweeps and the open model reuse them), a few at a time.
+/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time.
 pub async fn mint_keys(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
     if matches!(target, Target::Database { .. }) {
         return Ok(Vec::new());

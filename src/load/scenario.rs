@@ -184,6 +184,14 @@ impl Target {
         })
     }
 
+    /// How a sweep of this target names its levels: (record group, unit).
+    pub fn sweep_names(&self) -> (&'static str, &'static str) {
+        match self {
+            Target::Http { .. } => ("capacity", "users"),
+            Target::Database { .. } => ("capacity_db", "connections"),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Target::Http { base, .. } => base.clone(),

@@ -57,6 +57,28 @@ pub struct Outcome {
     pub bytes: u64,
 }
 
+impl Outcome {
+    /// A request that could not be sent (no connection): failed now, without an answer.
+    pub fn failed(
+        method: &'static str,
+        name: &'static str,
+        intended: Instant,
+        why: String,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            method,
+            name,
+            intended: intended.min(now),
+            sent: now,
+            done: now,
+            status: None,
+            failure: Some(why),
+            bytes: 0,
+        }
+    }
+}
+
 /// Statistics of one request name (or of all: "Aggregated").
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -341,6 +363,11 @@ impl Stats {
     /// The Aggregated rows of the history.
     pub fn total_history(&self) -> impl Iterator<Item = &HistoryRow> {
         self.history.iter().filter(|r| r.method.is_empty())
+    }
+
+    /// The entry of request name `name` (any method).
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.values().find(|e| e.name == name)
     }
 
     /// Every name's entry, then Aggregated.

@@ -57,11 +57,12 @@ pub fn knee(levels: &[Level], slo_p99_ms: f64) -> Option<Knee> {
         })
 }
 
-pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64) {
+/// The sweep's table and knee; `unit` names a level (`users`, `connections`).
+pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64, unit: &str) {
     println!();
     println!(
         "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10}  p99 <= {slo_p99_ms} ms",
-        "users", "req/s", "p50 ms", "p99 ms", "errors", "requests"
+        unit, "req/s", "p50 ms", "p99 ms", "errors", "requests"
     );
     for l in levels {
         println!(
@@ -82,7 +83,7 @@ pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64) {
     }
     match knee {
         Some(k) => println!(
-            "knee: {} users, {:.1} req/s at p99 {:.2} ms (the highest throughput with p99 <= {slo_p99_ms} ms)",
+            "knee: {} {unit}, {:.1} req/s at p99 {:.2} ms (the highest throughput with p99 <= {slo_p99_ms} ms)",
             k.users, k.rps, k.p99_ms
         ),
         None => println!("knee: none — no level kept p99 <= {slo_p99_ms} ms"),

@@ -228,7 +228,7 @@ impl Threshold {
     pub fn check(&self, stats: &Stats) -> Verdict {
         let entry = match &self.name {
             None => Some(&stats.total),
-            Some(n) => stats.entries.values().find(|e| &e.name == n),
+            Some(n) => stats.entry(n),
         };
         let actual = entry.map(|e| self.value(e, stats));
         Verdict {

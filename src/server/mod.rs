@@ -29,8 +29,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, RedisFailure, ServiceParams};
@@ -72,21 +72,8 @@ impl AppState {
                 )
             })?
             .log_statements(tracing::log::LevelFilter::Off);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.service.pool_size)
+        let pool = crate::db::search::search_pool_options(ef, config.service.pool_size)
             .acquire_timeout(Duration::from_secs(2))
-            // No health-check round trip on every acquire: a broken connection fails the request's
-            // own query, which maps to 503, and the pool replaces it.
-            .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    // ef_search set once per connection: a request is then one round trip, not
-                    // BEGIN / SET LOCAL / query / COMMIT (the hnsw_txn bench shows that cost).
-                    conn.execute(sqlx::AssertSqlSafe(format!("SET hnsw.ef_search = {ef}")))
-                        .await?;
-                    Ok(())
-                })
-            })
             .connect_lazy_with(options);
         let limiter = TokenBucket::connect(redis_url).await?;
         let embedder: Arc<dyn Embedder> = match &config.service.embeddings_url {
