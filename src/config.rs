@@ -149,6 +149,10 @@ pub struct BenchParams {
     /// redis-benchmark (rate_limit).
     #[arg(long, env = "CAPBENCH_COMPARE", value_parser = clap::builder::FalseyValueParser::new())]
     pub compare: bool,
+    /// While measuring, hold idle CPUs in polling (a 0 µs request on /dev/cpu_dma_latency, as
+    /// latency tools do) or leave the machine's idle states alone (`os`).
+    #[arg(long, env = "CAPBENCH_CPU_IDLE", value_enum, default_value_t = crate::cpu_idle::CpuIdle::Poll)]
+    pub cpu_idle: crate::cpu_idle::CpuIdle,
 }
 
 /// Which servers to use: the user's (`DATABASE_URL`, `REDIS_URL`) or the embedded stack.
@@ -248,9 +252,18 @@ impl IndexParams {
     }
 }
 
-/// The first line of a (possibly multi-line) error message.
+/// The first line of a (possibly multi-line) error message, with clap's `[possible values: …]`
+/// appended when it gives them (so a wrong choice names the right ones on the same line).
 pub fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().trim().to_string()
+    let first = s.lines().next().unwrap_or_default().trim();
+    match s
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+    {
+        Some(values) if !first.contains(values) => format!("{first} {values}"),
+        _ => first.to_string(),
+    }
 }
 
 fn parse_rows(s: &str) -> Result<u64, String> {

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the one clap `Config` (every flag also an environment variable) shared by the
 //!   binaries and the benches.
+//! - [`cpu_idle`]: holding idle CPUs in polling while benches measure (`/dev/cpu_dma_latency`).
 //! - [`stack`]: the embedded default — a private PostgreSQL+pgvector and Redis under
 //!   `target/capbench/`, started or reused on demand; or the servers of `DATABASE_URL` / `REDIS_URL`.
 //! - [`dataset`]: the deterministic clustered vectors (1,000 unit base vectors + Gaussian noise),
@@ -31,6 +32,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod cpu_idle;
 pub mod dataset;
 pub mod db;
 pub mod load;

@@ -73,6 +73,10 @@ pub struct Environment {
     /// Server settings that shape the numbers (shared_buffers, work_mem, jit, …).
     pub postgres_settings: BTreeMap<String, String>,
     pub redis_version: Option<String>,
+    /// The kernel's CPU wake-up latency limit in force while measuring (µs; 0 = idle CPUs poll),
+    /// when readable. See [`crate::cpu_idle`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_dma_latency_us: Option<i32>,
 }
 
 impl Environment {
@@ -109,6 +113,7 @@ impl Environment {
                 kernel.trim()
             ),
             git_commit,
+            cpu_dma_latency_us: crate::cpu_idle::current_limit_us(),
             ..Self::default()
         }
     }

@@ -122,7 +122,17 @@ pub enum RunOutcome<T> {
 /// A bench binary's `main`: configuration from the environment, `run`, one `error:` line on failure.
 pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    match Config::from_env().and_then(|config| run(&args, config)) {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {}", crate::one_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    // Held for the whole run, so both sides of every comparison (pgbench, redis-benchmark, the
+    // raw SQL under http_search) are measured under the same idle policy.
+    let _awake = crate::cpu_idle::for_bench(config.bench.cpu_idle);
+    match run(&args, config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", crate::one_line(&e));

@@ -101,40 +101,6 @@ pub struct Interleaved {
     pub redis_benchmark_rps: f64,
 }
 
-/// Pins the calling thread to the CPU it is on; restores its former affinity when dropped.
-struct PinnedToCurrentCpu(Option<libc::cpu_set_t>);
-
-impl PinnedToCurrentCpu {
-    fn new() -> Self {
-        // SAFETY: plain libc calls on a zeroed cpu_set_t owned here; pid 0 is the calling thread.
-        unsafe {
-            let mut before: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            let cpu = libc::sched_getcpu();
-            if cpu < 0 || libc::sched_getaffinity(0, size, &mut before) != 0 {
-                return Self(None);
-            }
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut one);
-            if libc::sched_setaffinity(0, size, &one) != 0 {
-                return Self(None);
-            }
-            Self(Some(before))
-        }
-    }
-}
-
-impl Drop for PinnedToCurrentCpu {
-    fn drop(&mut self) {
-        if let Some(before) = &self.0 {
-            // SAFETY: restores the mask read in `new` for the calling thread.
-            unsafe {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), before);
-            }
-        }
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -155,10 +121,6 @@ fn interleaved_comparison(
 ) -> Result<Interleaved> {
     let (rounds, n) = if quick { (5, 500) } else { (21, 2_000) };
     let (mut ours, mut theirs, mut ratios, mut rps) = (vec![], vec![], vec![], vec![]);
-    // Both clients on the same core (redis-benchmark inherits this thread's affinity): on a VM a
-    // round trip costs 15 µs or 60+ µs depending on where client and server sit, and the scheduler
-    // would otherwise place the two clients differently.
-    let pinned = PinnedToCurrentCpu::new();
     for _ in 0..rounds {
         let mut hist = record::latency_histogram();
         rt.block_on(async {
@@ -176,7 +138,6 @@ fn interleaved_comparison(
         ratios.push(p50 / rb.p50_ms);
         rps.push(rb.rps);
     }
-    drop(pinned);
     let spread = (
         ratios.iter().copied().fold(f64::MAX, f64::min),
         ratios.iter().copied().fold(0.0, f64::max),

@@ -1223,6 +1223,14 @@ fn environment_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
             }),
         ),
         (
+            "idle CPUs",
+            Box::new(|r: &RunRecord| match r.environment.cpu_dma_latency_us {
+                Some(0) => "polling (cpu_dma_latency 0 µs)".into(),
+                Some(us) => format!("OS idle states (cpu_dma_latency {us} µs)"),
+                None => "-".into(),
+            }),
+        ),
+        (
             "dataset",
             Box::new(|r: &RunRecord| {
                 r.dataset

@@ -1,0 +1,49 @@
+//! Holding idle CPUs awake while benches measure: the kernel's CPU latency request is 0 µs exactly
+//! while a hold lives, the run record states it, and a bad setting is refused.
+
+use capbench::config::Config;
+use capbench::cpu_idle::{self, CpuIdle, Hold};
+use capbench::record::Environment;
+use clap::Parser;
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+#[test]
+fn a_hold_sets_the_kernels_cpu_latency_to_zero_until_dropped() {
+    if !is_root() {
+        // Without write access the hold is refused, naming the device (benches then go on and say so).
+        let e = Hold::acquire().expect_err("a normal user cannot write the device");
+        assert!(format!("{e:#}").contains(cpu_idle::DEVICE), "{e:#}");
+        return;
+    }
+    // Normally the kernel's default (2000000000 µs); 0 if a bench or cyclictest holds it right now,
+    // and then the checks after each drop still hold (the value stays 0).
+    let before = cpu_idle::current_limit_us().expect("root reads the device");
+    let hold = Hold::acquire().expect("root can write the device");
+    assert_eq!(cpu_idle::current_limit_us(), Some(0));
+    assert_eq!(Environment::of_machine().cpu_dma_latency_us, Some(0));
+    let second = Hold::acquire().expect("requests stack");
+    drop(hold);
+    assert_eq!(
+        cpu_idle::current_limit_us(),
+        Some(0),
+        "one request still stands"
+    );
+    drop(second);
+    assert_eq!(cpu_idle::current_limit_us(), Some(before));
+    assert_eq!(Environment::of_machine().cpu_dma_latency_us, Some(before));
+}
+
+#[test]
+fn the_bench_setting_defaults_to_poll_and_refuses_nonsense() {
+    let parse = |args: &[&str]| Config::try_parse_from([&["capbench"], args].concat());
+    assert_eq!(parse(&[]).unwrap().bench.cpu_idle, CpuIdle::Poll);
+    let os = parse(&["--cpu-idle", "os"]).unwrap().bench.cpu_idle;
+    assert_eq!(os, CpuIdle::Os);
+    assert!(cpu_idle::for_bench(os).is_none(), "os mode holds nothing");
+    let e = parse(&["--cpu-idle", "sleepy"]).expect_err("not a mode");
+    let line = capbench::config::first_line(&e.to_string());
+    assert!(line.contains("sleepy") && line.contains("poll"), "{line}");
+}
