@@ -265,6 +265,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The embedder failed (an external endpoint down, refusing, or answering nonsense): 503, the
+    /// cause logged — the client learns only that it may retry.
+    pub fn embedding(e: anyhow::Error) -> Self {
+        tracing::warn!(error = %crate::one_line(&e), "embedding failed");
+        ApiError::Unavailable("embedding service unavailable".into())
+    }
+
     /// A database error: 503 when the database cannot be reached (it recovers by itself), 500 otherwise.
     pub fn database(e: sqlx::Error) -> Self {
         match e {

@@ -237,7 +237,7 @@ async fn find_candidates(
     candidates: i64,
 ) -> Result<(Vec<search::Hit>, [(&'static str, Duration); 3]), ApiError> {
     let t0 = Instant::now();
-    let embedding = st.embedder.embed(q).await.map_err(ApiError::Internal)?;
+    let embedding = st.embedder.embed(q).await.map_err(ApiError::embedding)?;
     let t1 = Instant::now();
     let mut conn = st.pool.acquire().await.map_err(ApiError::database)?;
     let t2 = Instant::now();
