@@ -468,6 +468,35 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
         );
         cap.results.push(e);
     }
+    // The raw-SQL sweep of the same record, in connections.
+    for (i, conns) in [1.0, 5.0, 20.0, 50.0].into_iter().enumerate() {
+        let samples: Vec<f64> = lognormal_ns(2000, 50 + i as u64)
+            .iter()
+            .map(|v| v * conns)
+            .collect();
+        cap.results.push(entry(
+            &format!("capacity_db/connections/{conns}"),
+            &samples,
+            &[
+                ("connections", conns),
+                ("rps", 700.0 * conns.min(20.0).sqrt()),
+                ("error_rate", 0.0),
+            ],
+        ));
+    }
+    cap.results.push(ResultEntry {
+        name: "capacity_db/knee".into(),
+        metrics: [
+            ("knee_connections", 20.0),
+            ("knee_rps", 3130.0),
+            ("knee_p99_ms", 31.0),
+            ("slo_p99_ms", 50.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        ..ResultEntry::default()
+    });
     cap.results.push(ResultEntry {
         name: "capacity/knee".into(),
         metrics: [
@@ -586,7 +615,14 @@ fn the_page_from_fixture_records_has_every_section_and_its_svgs_parse() {
     // Nothing dropped: an unknown kind still shows its figures; the derived error-rate gate fails.
     assert!(page.contains("custom/thing_nobody_knows") && page.contains("widgets 42"));
     assert!(page.contains("error rate &lt; 1 %"));
+    // Each sweep on its own axis, with its own knee.
     assert!(page.contains("knee: 50 users"));
+    assert!(page.contains("knee: 20 connections, 3130 RPS"));
+    assert!(
+        page.contains("Throughput vs connections")
+            && page.contains("Throughput vs concurrent users")
+    );
+    assert!(page.contains("20 connections at 3130 RPS"));
     let mut svgs = 0;
     let mut rest = page.as_str();
     while let Some(start) = rest.find("<svg") {

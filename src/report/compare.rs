@@ -161,7 +161,9 @@ pub fn rule(name: &str) -> Option<Rule> {
         "p95_ms" => Rule::Quantile(0.95),
         "p99_ms" => Rule::Quantile(0.99),
         "mean_ms" => Rule::Mean,
-        "qps" | "rps" | "evals_per_second" | "knee_rps" | "knee_users" => Rule::HigherBetter,
+        "qps" | "rps" | "evals_per_second" | "knee_rps" | "knee_users" | "knee_connections" => {
+            Rule::HigherBetter
+        }
         "recall_mean" => Rule::Recall,
         "error_rate" => Rule::ErrorRate,
         _ => Rule::Info,

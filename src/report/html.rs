@@ -421,21 +421,141 @@ fn hnsw_section(h: &mut String, s: Option<&Stored>) {
 // ---------------------------------------------------------------------------------------------
 // Capacity and load
 
-fn users_entries(r: &RunRecord) -> Vec<(f64, &ResultEntry)> {
-    let mut v: Vec<(f64, &ResultEntry)> = r
-        .results
-        .iter()
-        .filter_map(|e| {
-            let n = metric(e, "users").or_else(|| e.name.rsplit_once("/users/")?.1.parse().ok())?;
-            e.name.contains("/users/").then_some((n, e))
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v
+/// One sweep of a record: its levels `<group>/<unit>/<n>` in order, and its `<group>/knee` entry.
+struct Sweep<'a> {
+    /// The name's prefix (`capacity`, `capacity_db`, `load`).
+    group: String,
+    /// "users" or "connections".
+    unit: &'static str,
+    levels: Vec<(f64, &'a ResultEntry)>,
+    knee: Option<&'a ResultEntry>,
+}
+
+/// The sweeps of a record (the capacity bench has two: users of the service, connections to the
+/// database), in the order they appear.
+fn sweeps(r: &RunRecord) -> Vec<Sweep<'_>> {
+    let mut out: Vec<Sweep> = Vec::new();
+    for e in &r.results {
+        for unit in ["users", "connections"] {
+            let Some((group, n)) = e.name.rsplit_once(&format!("/{unit}/")) else {
+                continue;
+            };
+            let Some(n) = metric(e, unit).or_else(|| n.parse().ok()) else {
+                continue;
+            };
+            match out.iter_mut().find(|s| s.group == group && s.unit == unit) {
+                Some(s) => s.levels.push((n, e)),
+                None => out.push(Sweep {
+                    group: group.to_string(),
+                    unit,
+                    levels: vec![(n, e)],
+                    knee: r.results.iter().find(|k| k.name == format!("{group}/knee")),
+                }),
+            }
+        }
+    }
+    for s in &mut out {
+        s.levels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// Throughput and latency against the sweep's levels, with its knee.
+fn sweep_charts(h: &mut String, sweep: &Sweep) {
+    let (levels, knee, unit) = (&sweep.levels, sweep.knee, sweep.unit);
+    let axis = if unit == "users" {
+        "concurrent users"
+    } else {
+        "connections"
+    };
+    let knee_key = format!("knee_{unit}");
+    let _ = writeln!(h, "<h4>{} — {axis}</h4>", esc(&sweep.group));
+    let slo = knee
+        .and_then(|k| metric(k, "slo_p99_ms"))
+        .unwrap_or(super::GATE_P99_MS);
+    let mut qps = Chart {
+        title: format!("Throughput vs {axis}"),
+        x_label: axis.into(),
+        y_label: "requests per second".into(),
+        y_from_zero: true,
+        series: vec![Series::new(
+            "achieved RPS",
+            series_of(levels, "rps"),
+            Style::LinePoints,
+            color(0),
+        )],
+        ..Chart::default()
+    };
+    let p99 = series_of(levels, "p99_ms");
+    let wide = {
+        let ys: Vec<f64> = p99.iter().map(|p| p.1).filter(|v| *v > 0.0).collect();
+        let (lo, hi) = ys
+            .iter()
+            .fold((f64::MAX, 0.0f64), |a, v| (a.0.min(*v), a.1.max(*v)));
+        hi / lo.max(1e-9) > 20.0
+    };
+    let mut lat = Chart {
+        title: format!("Latency vs {axis} (SLO: p99 < {} ms)", number(slo)),
+        x_label: axis.into(),
+        y_label: if wide {
+            "latency (ms, log scale)".into()
+        } else {
+            "latency (ms)".into()
+        },
+        log_y: wide,
+        y_from_zero: !wide,
+        series: vec![
+            Series::new(
+                "p50",
+                series_of(levels, "p50_ms"),
+                Style::LinePoints,
+                color(0),
+            ),
+            Series::new("p99", p99, Style::LinePoints, color(1)),
+        ],
+        hlines: vec![(slo, format!("SLO p99 < {} ms", number(slo)))],
+        ..Chart::default()
+    };
+    if let Some(k) = knee
+        && let (Some(u), Some(r), Some(p)) = (
+            metric(k, &knee_key),
+            metric(k, "knee_rps"),
+            metric(k, "knee_p99_ms"),
+        )
+    {
+        qps.notes
+            .push(((u, r), format!("knee: {u:.0} {unit}, {r:.0} RPS")));
+        lat.notes
+            .push(((u, p), format!("knee: p99 {} ms", number(p))));
+    }
+    h.push_str("<div class=\"charts\">");
+    chart_html(h, charts::render(&qps));
+    chart_html(h, charts::render(&lat));
+    h.push_str("</div>");
+    match knee {
+        Some(k) if metric(k, &knee_key).is_some() => {
+            let _ = writeln!(
+                h,
+                "<p><b>Knee</b>: the most {unit} that still meet p99 &lt; {} ms: {:.0} {unit} at {:.0} RPS (p99 {} ms).</p>",
+                number(slo),
+                metric(k, &knee_key).unwrap_or(0.0),
+                metric(k, "knee_rps").unwrap_or(0.0),
+                number(metric(k, "knee_p99_ms").unwrap_or(0.0)),
+            );
+        }
+        Some(_) => {
+            let _ = writeln!(
+                h,
+                "<p class=\"warn\"><b>Knee</b>: no level met p99 &lt; {} ms.</p>",
+                number(slo)
+            );
+        }
+        None => {}
+    }
 }
 
 fn capacity_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
-    h.push_str("<h2 id=\"capacity\">Capacity: throughput and p99 vs concurrent users</h2>\n");
+    h.push_str("<h2 id=\"capacity\">Capacity: throughput and p99 vs concurrency</h2>\n");
     let mut any = false;
     for kind in ["capacity", "load"] {
         let Some(s) = latest.get(kind).copied() else {
@@ -444,94 +564,8 @@ fn capacity_section(h: &mut String, latest: &BTreeMap<String, &Stored>) {
         any = true;
         let _ = writeln!(h, "<h3>{kind}</h3>");
         source_line(h, s);
-        let levels = users_entries(&s.record);
-        let knee = s.record.results.iter().find(|e| e.name.ends_with("/knee"));
-        if !levels.is_empty() {
-            let slo = knee
-                .and_then(|k| metric(k, "slo_p99_ms"))
-                .unwrap_or(super::GATE_P99_MS);
-            let mut qps = Chart {
-                title: "Throughput vs concurrent users".into(),
-                x_label: "concurrent users".into(),
-                y_label: "requests per second".into(),
-                y_from_zero: true,
-                series: vec![Series::new(
-                    "achieved RPS",
-                    series_of(&levels, "rps"),
-                    Style::LinePoints,
-                    color(0),
-                )],
-                ..Chart::default()
-            };
-            let p99 = series_of(&levels, "p99_ms");
-            let wide = {
-                let ys: Vec<f64> = p99.iter().map(|p| p.1).filter(|v| *v > 0.0).collect();
-                let (lo, hi) = ys
-                    .iter()
-                    .fold((f64::MAX, 0.0f64), |a, v| (a.0.min(*v), a.1.max(*v)));
-                hi / lo.max(1e-9) > 20.0
-            };
-            let mut lat = Chart {
-                title: format!(
-                    "Latency vs concurrent users (SLO: p99 < {} ms)",
-                    number(slo)
-                ),
-                x_label: "concurrent users".into(),
-                y_label: if wide {
-                    "latency (ms, log scale)".into()
-                } else {
-                    "latency (ms)".into()
-                },
-                log_y: wide,
-                y_from_zero: !wide,
-                series: vec![
-                    Series::new(
-                        "p50",
-                        series_of(&levels, "p50_ms"),
-                        Style::LinePoints,
-                        color(0),
-                    ),
-                    Series::new("p99", p99, Style::LinePoints, color(1)),
-                ],
-                hlines: vec![(slo, format!("SLO p99 < {} ms", number(slo)))],
-                ..Chart::default()
-            };
-            if let Some(k) = knee
-                && let (Some(u), Some(r), Some(p)) = (
-                    metric(k, "knee_users"),
-                    metric(k, "knee_rps"),
-                    metric(k, "knee_p99_ms"),
-                )
-            {
-                qps.notes
-                    .push(((u, r), format!("knee: {u:.0} users, {r:.0} RPS")));
-                lat.notes
-                    .push(((u, p), format!("knee: p99 {} ms", number(p))));
-            }
-            h.push_str("<div class=\"charts\">");
-            chart_html(h, charts::render(&qps));
-            chart_html(h, charts::render(&lat));
-            h.push_str("</div>");
-            match knee {
-                Some(k) if metric(k, "knee_users").is_some() => {
-                    let _ = writeln!(
-                        h,
-                        "<p><b>Knee</b>: the most users that still meet p99 &lt; {} ms: {:.0} users at {:.0} RPS (p99 {} ms).</p>",
-                        number(slo),
-                        metric(k, "knee_users").unwrap_or(0.0),
-                        metric(k, "knee_rps").unwrap_or(0.0),
-                        number(metric(k, "knee_p99_ms").unwrap_or(0.0)),
-                    );
-                }
-                Some(_) => {
-                    let _ = writeln!(
-                        h,
-                        "<p class=\"warn\"><b>Knee</b>: no level met p99 &lt; {} ms.</p>",
-                        number(slo)
-                    );
-                }
-                None => {}
-            }
+        for sweep in sweeps(&s.record) {
+            sweep_charts(h, &sweep);
         }
         // Per-second series of each entry.
         let mut rps = Chart {
