@@ -118,6 +118,21 @@ impl Environment {
         }
     }
 
+    /// Adds the version of the Redis server at `url`.
+    pub async fn with_redis(mut self, url: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        self.redis_version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_string());
+        Ok(self)
+    }
+
     /// Adds the PostgreSQL server's versions and the settings that matter.
     pub async fn with_postgres(mut self, conn: &mut PgConnection) -> Result<Self> {
         let info = crate::db::ServerInfo::read(conn).await?;

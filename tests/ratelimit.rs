@@ -214,3 +214,27 @@ fn per_minute_limits_follow_the_seeds() {
     assert_eq!(key("u1", Bucket::Read), "rl:u1:read");
     assert_eq!(key("u1", Bucket::Write), "rl:u1:write");
 }
+
+#[tokio::test]
+async fn run_records_name_the_redis_they_measured() {
+    let url = common::redis_url().await;
+    let env = capbench::record::Environment::of_machine()
+        .with_redis(&url)
+        .await
+        .unwrap();
+    let version = env.redis_version.expect("INFO server names the version");
+    let tb = limiter().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut tb.connection())
+        .await
+        .unwrap();
+    assert!(
+        info.contains(&format!("redis_version:{version}\r\n")),
+        "{version} not in INFO"
+    );
+    assert!(
+        version.split('.').count() >= 2 && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "{version}"
+    );
+}

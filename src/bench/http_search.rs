@@ -381,7 +381,12 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     c.final_summary();
     if !results.is_empty() {
         print_table(&results);
-        let record = rt.block_on(write_record(&config, db_url.as_deref(), &results))?;
+        let record = rt.block_on(write_record(
+            &config,
+            db_url.as_deref(),
+            redis_url.as_deref(),
+            &results,
+        ))?;
         crate::report::publish(&record, args)?;
     }
     Ok(RunOutcome::Ran(results))
@@ -455,12 +460,16 @@ fn print_table(results: &[PassResult]) {
 async fn write_record(
     config: &Config,
     db_url: Option<&str>,
+    redis_url: Option<&str>,
     results: &[PassResult],
 ) -> Result<RunRecord> {
     let mut environment = Environment::of_machine();
     if let Some(url) = db_url {
         let mut conn = db::connect(url).await?;
         environment = environment.with_postgres(&mut conn).await?;
+    }
+    if let Some(url) = redis_url {
+        environment = environment.with_redis(url).await?;
     }
     let mut rec = RunRecord::new(
         "http_search",

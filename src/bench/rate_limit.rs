@@ -427,17 +427,7 @@ async fn write_record(
     results: &[PassResult],
     compared: Option<Interleaved>,
 ) -> Result<RunRecord> {
-    let mut environment = Environment::of_machine();
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await?;
-    environment.redis_version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .map(|v| v.trim().to_string());
+    let environment = Environment::of_machine().with_redis(url).await?;
     let mut rec = RunRecord::new(
         "rate_limit",
         environment,

@@ -302,10 +302,12 @@ pub async fn run(
     // The target (and the in-process service behind it).
     let mut service = None;
     let mut db_url = None;
+    let mut redis_url = None;
     let target = match target_text.as_deref() {
         None => {
             let db = crate::stack::postgres(&config.servers, config.local_database()).await?;
             let redis = crate::stack::redis(&config.servers).await?;
+            redis_url = Some(redis.clone());
             let opts = crate::setup::LoadOptions {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 ..crate::setup::LoadOptions::default()
@@ -511,7 +513,14 @@ pub async fn run(
         }
         outcome.finished.push((None, done));
     }
-    outcome.record = build_record(&args, &target, db_url.as_deref(), &outcome).await?;
+    outcome.record = build_record(
+        &args,
+        &target,
+        db_url.as_deref(),
+        redis_url.as_deref(),
+        &outcome,
+    )
+    .await?;
     if let Some(svc) = service {
         svc.stop().await?;
     }
@@ -675,6 +684,7 @@ async fn build_record(
     args: &LoadArgs,
     target: &Target,
     db_url: Option<&str>,
+    redis_url: Option<&str>,
     outcome: &Outcome,
 ) -> Result<RunRecord> {
     let mut environment = Environment::of_machine();
@@ -682,6 +692,9 @@ async fn build_record(
         && let Ok(mut conn) = crate::db::connect(url).await
     {
         environment = environment.with_postgres(&mut conn).await?;
+    }
+    if let Some(url) = redis_url {
+        environment = environment.with_redis(url).await?;
     }
     let model = if outcome.swept {
         "sweep"
