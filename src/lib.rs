@@ -48,8 +48,26 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Runs a binary's `main`: one `error: …` line and exit code 1 on failure, 130 on Ctrl-C.
+/// Runs a binary's `main`: one `error: …` line and exit code 1 on failure, 130 on Ctrl-C (which
+/// abandons the work: every job of these binaries is atomic, so nothing half-done remains).
 pub fn main_with<F>(fut: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    main_handling_signals(async {
+        tokio::select! {
+            result = fut => result,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: work in progress was rolled back; nothing was changed");
+                Ok(std::process::ExitCode::from(130))
+            }
+        }
+    })
+}
+
+/// Runs a binary's `main` that handles signals itself (the service drains on Ctrl-C and SIGTERM):
+/// one `error: …` line and exit code 1 on failure.
+pub fn main_handling_signals<F>(fut: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
 {
@@ -64,17 +82,11 @@ where
         }
     };
     runtime.block_on(async {
-        tokio::select! {
-            result = fut => match result {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {}", one_line(&e));
-                    std::process::ExitCode::FAILURE
-                }
-            },
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: work in progress was rolled back; nothing was changed");
-                std::process::ExitCode::from(130)
+        match fut.await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e));
+                std::process::ExitCode::FAILURE
             }
         }
     })

@@ -574,3 +574,146 @@ async fn database_down_is_503_and_the_service_recovers_by_itself() {
     svc.stop().await.unwrap();
     cluster.stop().unwrap();
 }
+
+/// The `serve` binary on database `capbench_test_<name>` (the service's small dataset), at
+/// `ef_search`; returns the child and its stderr lines up to "listening" (and the rest later).
+async fn serve_binary(
+    name: &str,
+    ef_search: u32,
+) -> (
+    tokio::process::Child,
+    String,
+    Vec<String>,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    capbench::install_tls_provider();
+    let (cfg, url) = common::fresh_database(name, common::service_config()).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_serve"))
+        .args(["--addr", &addr])
+        .env("DATABASE_URL", &url)
+        .env("REDIS_URL", common::redis_url().await)
+        .env("CAPBENCH_ROWS", cfg.dataset.rows.to_string())
+        .env("CAPBENCH_DIMS", cfg.dataset.dims.to_string())
+        .env("CAPBENCH_CLUSTERS", cfg.dataset.clusters.to_string())
+        .env("CAPBENCH_SEED", cfg.dataset.seed.to_string())
+        .env("CAPBENCH_SIGMA", cfg.dataset.sigma.to_string())
+        .env("CAPBENCH_HNSW_M", cfg.index.m.to_string())
+        .env(
+            "CAPBENCH_EF_CONSTRUCTION",
+            cfg.index.ef_construction.to_string(),
+        )
+        .env("CAPBENCH_BUILD_WORKERS", "1")
+        .env("CAPBENCH_SEARCH_EF_SEARCH", ef_search.to_string())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the serve binary");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l.contains("listening on")) {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("serve did not start: {seen:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("serve exited: {seen:?}"));
+        seen.push(line);
+    }
+    (child, format!("http://{addr}"), seen, lines)
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serve_binary_warns_of_a_plan_without_the_index() {
+    // On the 600-row test table the planner leaves the index from about ef_search 100.
+    // (Its stderr stays open: the shutdown lines must have somewhere to go.)
+    let (child, _, seen, _stderr) = serve_binary("svc_bin_plan", 200).await;
+    let warning = seen.iter().find(|l| l.starts_with("serve: warning:"));
+    let warning = warning.unwrap_or_else(|| panic!("no warning in {seen:?}"));
+    assert!(
+        warning.contains("at ef_search 200 PostgreSQL plans the search without the HNSW index")
+            && warning.contains("Seq Scan")
+            && warning.contains("--search-ef-search"),
+        "{warning}"
+    );
+    sigterm(&child);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let (child, _, seen, _stderr) = serve_binary("svc_bin_plan_ok", 40).await;
+    assert!(
+        !seen.iter().any(|l| l.contains("warning")),
+        "at ef_search 40 the index is used: {seen:?}"
+    );
+    sigterm(&child);
+    assert_eq!(
+        child.wait_with_output().await.unwrap().status.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_serve_binary_drains_requests_in_flight_on_sigterm() {
+    let (mut child, base, _, mut lines) = serve_binary("svc_bin_drain", 40).await;
+    let c = reqwest::Client::new();
+    let key = mint_key(&c, &base, "bin-drain@test.invalid").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/api/v1/traces/search");
+        async move {
+            c.post(url)
+                .header("X-API-Key", key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        }
+    });
+    tx.send(Ok(b"{\"q\": \"drain".to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&child);
+    let line = lines.next_line().await.unwrap().unwrap();
+    assert!(
+        line.contains("SIGTERM") && line.contains("draining"),
+        "{line}"
+    );
+    // New connections are refused while the old one is served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_err(),
+        "a new connection after SIGTERM"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still draining");
+    tx.send(Ok(b"\", \"limit\": 3}".to_vec())).await.unwrap();
+    drop(tx);
+    let resp = in_flight.await.unwrap().expect("answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("serve exits once drained")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = Vec::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        rest.push(l);
+    }
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("every request in flight was answered")),
+        "{rest:?}"
+    );
+}

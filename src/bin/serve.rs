@@ -6,7 +6,7 @@ use capbench::config::Config;
 
 fn main() -> ExitCode {
     match capbench::parse_args::<Config>() {
-        Ok(config) => capbench::main_with(capbench::server::run(config)),
+        Ok(config) => capbench::main_handling_signals(capbench::server::run(config)),
         Err(code) => code,
     }
 }

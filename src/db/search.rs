@@ -104,6 +104,21 @@ pub async fn set_ef_search(conn: &mut PgConnection, ef_search: u32, local: bool)
     Ok(())
 }
 
+/// The planner's plan for the search query at `ef_search`, in a transaction that is rolled back (the
+/// session is left as it was).
+pub async fn plan_at(
+    conn: &mut PgConnection,
+    query: &Vector,
+    limit: i64,
+    ef_search: u32,
+) -> Result<Vec<String>> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    set_ef_search(&mut tx, ef_search, true).await?;
+    let plan = explain(&mut tx, query, limit).await?;
+    tx.rollback().await?;
+    Ok(plan)
+}
+
 /// Fails unless the planner runs the search query as a scan of the HNSW index `index` at
 /// `ef_search` (the planner's choice depends on it): timing a sequential scan would measure the
 /// wrong thing. Runs in a transaction that is rolled back, so the session is left as it was.
@@ -114,10 +129,7 @@ pub async fn check_plan(
     ef_search: u32,
     index: &str,
 ) -> Result<Vec<String>> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    set_ef_search(&mut tx, ef_search, true).await?;
-    let plan = explain(&mut tx, query, limit).await?;
-    tx.rollback().await?;
+    let plan = plan_at(conn, query, limit, ef_search).await?;
     if !plan_uses_index(&plan, index) {
         anyhow::bail!(
             "at ef_search {ef_search} the planner would not use the HNSW index {index} for the search query \

@@ -29,6 +29,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use pgvector::Vector;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::net::TcpListener;
@@ -220,7 +221,15 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         ..crate::setup::LoadOptions::default()
     };
     crate::setup::ensure_dataset(&config, &db_url, &opts).await?;
+    if let Some(warning) = plan_warning(&config, &db_url).await? {
+        eprintln!("serve: warning: {warning}");
+    }
     let state = AppState::connect(&config, &db_url, &redis_url).await?;
+    // Both handlers are in place before "listening" is printed: a signal from then on drains.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
     let listener = TcpListener::bind(config.service.addr)
         .await
         .with_context(|| {
@@ -239,12 +248,57 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         config.service.rate_limit_write_per_minute,
         config.service.on_redis_error,
     );
-    serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("serve: shutting down; draining requests in flight");
-    })
-    .await?;
+    let (signalled, draining) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(listener, state, async move {
+        let signal = tokio::select! {
+            _ = interrupt.recv() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        };
+        eprintln!(
+            "serve: {signal}: no new connections; draining requests in flight (at most {} s)",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        let _ = signalled.send(());
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        _ = draining => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+            Ok(result) => result?,
+            Err(_) => {
+                eprintln!(
+                    "serve: requests still in flight after {} s were abandoned",
+                    DRAIN_TIMEOUT.as_secs()
+                );
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        },
+    }
+    eprintln!("serve: stopped; every request in flight was answered");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// How long `serve` waits, after Ctrl-C or SIGTERM, for requests in flight before it gives up on them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A warning when PostgreSQL would answer the service's search without the HNSW index at its
+/// ef_search: the planner does not cost detoasting, so past some ef_search (≈ 400 on 100K × 1536,
+/// lower on smaller tables) it prefers an exact scan, ~100× slower, and nothing else would say so.
+pub async fn plan_warning(config: &Config, db_url: &str) -> Result<Option<String>> {
+    use crate::db::{schema::HNSW_INDEX, search};
+    let ef = config.service.search_ef_search;
+    let query = Vector::from(
+        DeterministicEmbedder::new(Arc::new(Dataset::new(config.dataset.clone())))
+            .embed_now("plan check"),
+    );
+    let mut conn = crate::db::connect(db_url).await?;
+    let plan = search::plan_at(&mut conn, &query, ann_candidates(ef, 10), ef).await?;
+    Ok((!search::plan_uses_index(&plan, HNSW_INDEX)).then(|| {
+        format!(
+            "at ef_search {ef} PostgreSQL plans the search without the HNSW index {HNSW_INDEX} ({}):              every search will be an exact scan; lower --search-ef-search (CAPBENCH_SEARCH_EF_SEARCH)",
+            search::abbreviate_vectors(&plan.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" / "))
+        )
+    }))
 }
 
 /// What a request can fail with; each becomes a status and a JSON body `{"error": …}`.
