@@ -222,7 +222,7 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     };
     crate::setup::ensure_dataset(&config, &db_url, &opts).await?;
     if let Some(warning) = plan_warning(&config, &db_url).await? {
-        eprintln!("serve: warning: {warning}");
+        say!("serve: warning: {warning}");
     }
     let state = AppState::connect(&config, &db_url, &redis_url).await?;
     // Both handlers are in place before "listening" is printed: a signal from then on drains.
@@ -238,7 +238,7 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
                 config.service.addr
             )
         })?;
-    eprintln!(
+    say!(
         "serve: listening on http://{} (PostgreSQL {}, Redis {}, ef_search {}, read {}/min, write {}/min, on Redis error: {:?})",
         listener.local_addr()?,
         crate::stack::redact(&db_url),
@@ -254,7 +254,7 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
             _ = interrupt.recv() => "Ctrl-C",
             _ = term.recv() => "SIGTERM",
         };
-        eprintln!(
+        say!(
             "serve: {signal}: no new connections; draining requests in flight (at most {} s)",
             DRAIN_TIMEOUT.as_secs()
         );
@@ -266,7 +266,7 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         _ = draining => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
             Ok(result) => result?,
             Err(_) => {
-                eprintln!(
+                say!(
                     "serve: requests still in flight after {} s were abandoned",
                     DRAIN_TIMEOUT.as_secs()
                 );
@@ -274,9 +274,19 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
             }
         },
     }
-    eprintln!("serve: stopped; every request in flight was answered");
+    say!("serve: stopped; every request in flight was answered");
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// A line on stderr that never panics: a service whose log pipe is gone keeps serving and still
+/// drains on shutdown (`eprintln!` would panic on EPIPE).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use say;
 
 /// How long `serve` waits, after Ctrl-C or SIGTERM, for requests in flight before it gives up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
