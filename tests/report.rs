@@ -294,6 +294,30 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
         false,
     )
     .unwrap();
+    // Saving a run of some benchmarks replaces only those (as Criterion's baselines do): ef 40 is
+    // kept, ef 64 added; a run on another dataset replaces the baseline whole.
+    let only_64 = hnsw_record(vec![entry("hnsw/ef_search/64", &base, &[])], false);
+    report::publish_in(
+        &store,
+        &only_64,
+        &args(&["hnsw", "--save-baseline", "a"]),
+        false,
+    )
+    .unwrap();
+    let names = |r: RunRecord| r.results.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    let saved = RunRecord::read(&dir.join("baselines/a/hnsw.json")).unwrap();
+    assert_eq!(names(saved), ["hnsw/ef_search/64", "hnsw/ef_search/40"]);
+    let mut other_data = only_64.clone();
+    other_data.dataset = Some(serde_json::json!({"fingerprint": "bee", "params": {}}));
+    report::publish_in(
+        &store,
+        &other_data,
+        &args(&["hnsw", "--save-baseline", "a"]),
+        false,
+    )
+    .unwrap();
+    let saved = RunRecord::read(&dir.join("baselines/a/hnsw.json")).unwrap();
+    assert_eq!(names(saved), ["hnsw/ef_search/64"]);
     // A failed gate fails the run when asked to.
     let mut gated = a.clone();
     gated.results[0].gates[0].pass = false;

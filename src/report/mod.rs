@@ -230,11 +230,19 @@ pub fn publish_in(
         }
     }
     if let Some(name) = &flags.save {
-        let saved = store.save_baseline(name, record)?;
+        let (saved, kept) = store.save_baseline(name, record)?;
         println!(
-            "baseline '{name}' ({}) saved: {}",
+            "baseline '{name}' ({}) saved: {}{}",
             store::mode_name(quick),
-            saved.display()
+            saved.display(),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (kept from before, not measured in this run: {})",
+                    kept.join(", ")
+                )
+            }
         );
     }
 

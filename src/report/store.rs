@@ -81,13 +81,31 @@ impl Store {
     }
 
     /// Saves `record` as baseline `name` of its kind (replacing that kind's previous one). Atomic.
-    pub fn save_baseline(&self, name: &str, record: &RunRecord) -> Result<PathBuf> {
+    /// Saves `record` as baseline `name` of its kind. Like Criterion's per-benchmark baselines, a
+    /// run of some benchmarks (`cargo bench hnsw -- ef_search/64 --save-baseline a`) replaces only
+    /// those: entries of the saved baseline that this run did not measure are kept, provided both
+    /// were measured on the same dataset (otherwise the baseline is replaced whole). Returns the
+    /// path and the names of the entries kept from before.
+    pub fn save_baseline(&self, name: &str, record: &RunRecord) -> Result<(PathBuf, Vec<String>)> {
         check_baseline_name(name)?;
         let dir = self.baseline_dir(name, is_quick(record));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{}.json", record.kind));
-        write_atomically(&path, &serde_json::to_string_pretty(record)?)?;
-        Ok(path)
+        let mut saved = record.clone();
+        let mut kept = Vec::new();
+        if path.exists() {
+            let before = RunRecord::read(&path)?;
+            if before.dataset == record.dataset {
+                for e in before.results {
+                    if !record.results.iter().any(|r| r.name == e.name) {
+                        kept.push(e.name.clone());
+                        saved.results.push(e);
+                    }
+                }
+            }
+        }
+        write_atomically(&path, &serde_json::to_string_pretty(&saved)?)?;
+        Ok((path, kept))
     }
 
     /// Baseline `name`'s record of `kind` for a run of the given mode. `Ok(None)` when the baseline
