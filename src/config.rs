@@ -150,9 +150,10 @@ pub struct BenchParams {
     #[arg(long, env = "CAPBENCH_COMPARE", value_parser = clap::builder::FalseyValueParser::new())]
     pub compare: bool,
     /// While measuring, hold idle CPUs in polling (a 0 µs request on /dev/cpu_dma_latency, as
-    /// latency tools do) or leave the machine's idle states alone (`os`).
-    #[arg(long, env = "CAPBENCH_CPU_IDLE", value_enum, default_value_t = crate::cpu_idle::CpuIdle::Poll)]
-    pub cpu_idle: crate::cpu_idle::CpuIdle,
+    /// latency tools do) or leave the machine's idle states alone (`os`). Default: `poll` for the
+    /// benches, `os` for `load` (whose figures are compared with Locust's, k6's and oha's).
+    #[arg(long, env = "CAPBENCH_CPU_IDLE", value_enum)]
+    pub cpu_idle: Option<crate::cpu_idle::CpuIdle>,
 }
 
 /// Which servers to use: the user's (`DATABASE_URL`, `REDIS_URL`) or the embedded stack.

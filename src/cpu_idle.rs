@@ -57,7 +57,7 @@ pub fn current_limit_us() -> Option<i32> {
     Some(i32::from_ne_bytes(bytes))
 }
 
-/// What a bench holds for its run, per `mode`: with `Poll` and no access to the device, one line on
+/// What a bench (or `load --cpu-idle poll`) holds for its run, per `mode`: with `Poll` and no access to the device, one line on
 /// stderr says what the figures will include and how to change that, and the bench goes on.
 pub fn for_bench(mode: CpuIdle) -> Option<Hold> {
     match mode {

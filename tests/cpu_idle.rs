@@ -39,9 +39,19 @@ fn a_hold_sets_the_kernels_cpu_latency_to_zero_until_dropped() {
 #[test]
 fn the_bench_setting_defaults_to_poll_and_refuses_nonsense() {
     let parse = |args: &[&str]| Config::try_parse_from([&["capbench"], args].concat());
-    assert_eq!(parse(&[]).unwrap().bench.cpu_idle, CpuIdle::Poll);
-    let os = parse(&["--cpu-idle", "os"]).unwrap().bench.cpu_idle;
+    // Unset: the benches poll (CpuIdle's default), `load` leaves the OS alone.
+    assert_eq!(parse(&[]).unwrap().bench.cpu_idle, None);
+    assert_eq!(CpuIdle::default(), CpuIdle::Poll);
+    let os = parse(&["--cpu-idle", "os"])
+        .unwrap()
+        .bench
+        .cpu_idle
+        .unwrap();
     assert_eq!(os, CpuIdle::Os);
+    assert_eq!(
+        parse(&["--cpu-idle", "poll"]).unwrap().bench.cpu_idle,
+        Some(CpuIdle::Poll)
+    );
     assert!(cpu_idle::for_bench(os).is_none(), "os mode holds nothing");
     let e = parse(&["--cpu-idle", "sleepy"]).expect_err("not a mode");
     let line = capbench::config::first_line(&e.to_string());

@@ -181,6 +181,29 @@ async fn the_database_target_runs_the_search_sql() {
     );
     // Each search returned the page (bytes = rows for SQL).
     assert_eq!(sql.bytes, sql.requests * 10);
+
+    // Idle CPUs are left alone unless asked; with --cpu-idle poll the record shows the hold.
+    if nix::unistd::Uid::effective().is_root() {
+        assert_ne!(out.record.environment.cpu_dma_latency_us, Some(0));
+        let held = load::run(
+            args(&[
+                "--target",
+                &db,
+                "--users",
+                "1",
+                "--run-time",
+                "1s",
+                "--cpu-idle",
+                "poll",
+                "-q",
+            ]),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(held.record.environment.cpu_dma_latency_us, Some(0));
+        assert_ne!(capbench::cpu_idle::current_limit_us(), Some(0), "released");
+    }
     svc.stop().await.unwrap();
 }
 

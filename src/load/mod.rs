@@ -20,6 +20,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::cpu_idle::CpuIdle;
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
 use crate::server::{AppState, LocalService};
 use run::{ClosedPlan, Ending, Finished, OpenPlan, Progress};
@@ -287,6 +288,8 @@ pub async fn run(
 ) -> Result<Outcome> {
     args.check()?;
     crate::install_tls_provider();
+    // Idle CPUs as the machine has them unless asked (`--cpu-idle poll`): held for the whole run.
+    let _awake = crate::cpu_idle::for_bench(args.config.bench.cpu_idle.unwrap_or(CpuIdle::Os));
     let config = &args.config;
     let target_text = args
         .target
