@@ -7,8 +7,9 @@
 //! Latency tools hold the kernel's PM QoS request `/dev/cpu_dma_latency` at 0 µs while they measure
 //! (cyclictest does by default; tuned's latency-performance profile does the same): the cpuidle
 //! governor then polls instead of halting, for every process on the machine, and the request ends
-//! when the file is closed. The benches do that unless `CAPBENCH_CPU_IDLE=os`, and every run record
-//! states the value in force (`environment.cpu_dma_latency_us`).
+//! when the file is closed. The benches do that unless `CAPBENCH_CPU_IDLE=os`, `load` only with
+//! `--cpu-idle poll`, and every run record states the value in force
+//! (`environment.cpu_dma_latency_us`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -18,7 +19,7 @@ use anyhow::{Context, Result};
 /// The kernel's CPU latency QoS device.
 pub const DEVICE: &str = "/dev/cpu_dma_latency";
 
-/// What the benches do with idle CPUs (`CAPBENCH_CPU_IDLE`).
+/// What a run does with idle CPUs (`CAPBENCH_CPU_IDLE`, `--cpu-idle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum CpuIdle {
     /// Hold a 0 µs CPU latency request while measuring: idle CPUs poll (needs write access to
@@ -57,9 +58,9 @@ pub fn current_limit_us() -> Option<i32> {
     Some(i32::from_ne_bytes(bytes))
 }
 
-/// What a bench (or `load --cpu-idle poll`) holds for its run, per `mode`: with `Poll` and no access to the device, one line on
-/// stderr says what the figures will include and how to change that, and the bench goes on.
-pub fn for_bench(mode: CpuIdle) -> Option<Hold> {
+/// What a bench (or `load --cpu-idle poll`) holds for its run, per `mode`: with `Poll` and no
+/// access to the device, one line on stderr says what the figures will include, and the run goes on.
+pub fn for_run(mode: CpuIdle) -> Option<Hold> {
     match mode {
         CpuIdle::Os => None,
         CpuIdle::Poll => match Hold::acquire() {

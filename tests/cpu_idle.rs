@@ -52,7 +52,7 @@ fn the_bench_setting_defaults_to_poll_and_refuses_nonsense() {
         parse(&["--cpu-idle", "poll"]).unwrap().bench.cpu_idle,
         Some(CpuIdle::Poll)
     );
-    assert!(cpu_idle::for_bench(os).is_none(), "os mode holds nothing");
+    assert!(cpu_idle::for_run(os).is_none(), "os mode holds nothing");
     let e = parse(&["--cpu-idle", "sleepy"]).expect_err("not a mode");
     let line = capbench::config::first_line(&e.to_string());
     assert!(line.contains("sleepy") && line.contains("poll"), "{line}");

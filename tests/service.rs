@@ -392,21 +392,7 @@ async fn shutdown_drains_requests_in_flight() {
     let c = reqwest::Client::new();
     let key = mint_key(&c, &svc.url(), "drain@test.invalid").await;
     // A request whose body is still arriving when shutdown begins.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let url = format!("{}/api/v1/traces/search", svc.url());
-    let in_flight = tokio::spawn({
-        let (c, key) = (c.clone(), key.clone());
-        async move {
-            c.post(url)
-                .header("X-API-Key", key)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-        }
-    });
-    tx.send(Ok(b"{\"q\": \"drain".to_vec())).await.unwrap();
+    let (tx, in_flight) = half_sent_search(&c, &svc.url(), &key).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     svc.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -418,6 +404,26 @@ async fn shutdown_drains_requests_in_flight() {
         .expect("the in-flight request is answered");
     assert_eq!(resp.status(), StatusCode::OK);
     svc.stop().await.expect("the service stops cleanly");
+}
+
+/// A search whose body is half sent: the rest goes through the returned sender (then drop it).
+async fn half_sent_search(
+    c: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let request = c
+        .post(format!("{base}/api/v1/traces/search"))
+        .header("X-API-Key", key)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)));
+    let in_flight = tokio::spawn(request.send());
+    tx.send(Ok(b"{\"q\": \"drain".to_vec())).await.unwrap();
+    (tx, in_flight)
 }
 
 fn tokio_stream_from(
@@ -671,20 +677,7 @@ async fn the_serve_binary_drains_requests_in_flight_on_sigterm() {
     let (mut child, base, _, mut lines) = serve_binary("svc_bin_drain", 40).await;
     let c = reqwest::Client::new();
     let key = mint_key(&c, &base, "bin-drain@test.invalid").await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let in_flight = tokio::spawn({
-        let url = format!("{base}/api/v1/traces/search");
-        async move {
-            c.post(url)
-                .header("X-API-Key", key)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-        }
-    });
-    tx.send(Ok(b"{\"q\": \"drain".to_vec())).await.unwrap();
+    let (tx, in_flight) = half_sent_search(&c, &base, &key).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(&child);
     let line = lines.next_line().await.unwrap().unwrap();

@@ -131,7 +131,7 @@ pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> Exi
     };
     // Held for the whole run, so both sides of every comparison (pgbench, redis-benchmark, the
     // raw SQL under http_search) are measured under the same idle policy.
-    let _awake = crate::cpu_idle::for_bench(config.bench.cpu_idle.unwrap_or_default());
+    let _awake = crate::cpu_idle::for_run(config.bench.cpu_idle.unwrap_or_default());
     match run(&args, config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

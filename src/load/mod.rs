@@ -289,7 +289,7 @@ pub async fn run(
     args.check()?;
     crate::install_tls_provider();
     // Idle CPUs as the machine has them unless asked (`--cpu-idle poll`): held for the whole run.
-    let _awake = crate::cpu_idle::for_bench(args.config.bench.cpu_idle.unwrap_or(CpuIdle::Os));
+    let _awake = crate::cpu_idle::for_run(args.config.bench.cpu_idle.unwrap_or(CpuIdle::Os));
     let config = &args.config;
     let target_text = args
         .target

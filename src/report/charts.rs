@@ -140,6 +140,24 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }
 
+/// Every chart's legend: the labelled series, on a translucent box at `position`.
+fn legend<'a, DB, CT>(
+    ctx: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    ctx.configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .label_font((FONT, 15))
+        .draw()
+        .map_err(err)
+}
+
 /// A logarithmic axis whose ticks follow 1-2-3-5-7 × 10ⁿ (plotters' own log axis labels only the
 /// powers of ten, which leaves a range narrower than a decade with one label or none).
 #[derive(Debug, Clone, Copy)]
@@ -349,17 +367,14 @@ where
             .map_err(err)?;
         }
         if labelled {
-            ctx.configure_series_labels()
-                .position(if chart.legend_lower_right {
+            legend(
+                &mut ctx,
+                if chart.legend_lower_right {
                     SeriesLabelPosition::LowerRight
                 } else {
                     SeriesLabelPosition::UpperLeft
-                })
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .label_font((FONT, 15))
-                .draw()
-                .map_err(err)?;
+                },
+            )?;
         }
         root.present().map_err(err)?;
     }
@@ -438,13 +453,7 @@ pub fn stacked_bars(
                     Rectangle::new([(lx, ly - 5), (lx + 14, ly + 5)], c.filled())
                 });
         }
-        ctx.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font((FONT, 15))
-            .draw()
-            .map_err(err)?;
+        legend(&mut ctx, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(err)?;
     }
     Ok(svg)

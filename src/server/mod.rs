@@ -29,7 +29,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pgvector::Vector;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::net::TcpListener;
@@ -212,6 +211,15 @@ impl Drop for LocalService {
 }
 
 /// The `serve` binary: the stack (or the given servers), the dataset, then the service.
+/// A line on stderr that never panics: a service whose log pipe is gone keeps serving and still
+/// drains on shutdown (`eprintln!` would panic on EPIPE).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     let config = config.effective();
     let db_url = crate::stack::postgres(&config.servers, config.local_database()).await?;
@@ -278,16 +286,6 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// A line on stderr that never panics: a service whose log pipe is gone keeps serving and still
-/// drains on shutdown (`eprintln!` would panic on EPIPE).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-use say;
-
 /// How long `serve` waits, after Ctrl-C or SIGTERM, for requests in flight before it gives up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -297,10 +295,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn plan_warning(config: &Config, db_url: &str) -> Result<Option<String>> {
     use crate::db::{schema::HNSW_INDEX, search};
     let ef = config.service.search_ef_search;
-    let query = Vector::from(
-        DeterministicEmbedder::new(Arc::new(Dataset::new(config.dataset.clone())))
-            .embed_now("plan check"),
-    );
+    let query = crate::load::scenario::query_vectors(&config.dataset).swap_remove(0);
     let mut conn = crate::db::connect(db_url).await?;
     let plan = search::plan_at(&mut conn, &query, ann_candidates(ef, 10), ef).await?;
     Ok((!search::plan_uses_index(&plan, HNSW_INDEX)).then(|| {
