@@ -44,6 +44,8 @@ impl Config {
 
     /// Applies quick mode (`CAPBENCH_QUICK=1`): a small dataset and query set, for smoke runs.
     pub fn effective(mut self) -> Self {
+        self.remember_secrets();
+        crate::db::set_connect_timeout(self.servers.connect_timeout);
         if self.bench.quick {
             self.dataset.rows = self.dataset.rows.min(QUICK_ROWS);
             self.dataset.dims = self.dataset.dims.min(QUICK_DIMS);
@@ -55,6 +57,28 @@ impl Config {
             self.bench.queries = self.bench.queries.min(QUICK_QUERIES);
         }
         self
+    }
+
+    /// Tells [`crate::secrets`] every secret this configuration holds, so no output shows them.
+    pub fn remember_secrets(&self) {
+        use crate::secrets::{remember, remember_in};
+        for url in [
+            &self.servers.database_url,
+            &self.servers.redis_url,
+            &self.service.target_url,
+            &self.service.embeddings_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            remember_in(url);
+        }
+        for key in [&self.service.embeddings_key, &self.service.api_key]
+            .into_iter()
+            .flatten()
+        {
+            remember(key);
+        }
     }
 
     /// The embedded stack's database for this configuration: quick mode keeps its small dataset
@@ -120,6 +144,9 @@ pub struct ServiceParams {
     /// An API key for CAPBENCH_TARGET_URL (otherwise one is minted through /api/v1/keys).
     #[arg(long, env = "CAPBENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// How `serve` writes its log lines on stderr (filtered by RUST_LOG).
+    #[arg(long, env = "CAPBENCH_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Rows and queries in quick mode.
@@ -174,6 +201,10 @@ pub struct Servers {
     /// Loopback port of the embedded Redis (not 6379).
     #[arg(long, env = "CAPBENCH_REDIS_PORT", default_value_t = 63790)]
     pub redis_port: u16,
+    /// Longest wait to open a connection to PostgreSQL or Redis (`10s`, `500ms`) before failing
+    /// with an error that names the server.
+    #[arg(long, env = "CAPBENCH_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Every parameter that determines the generated vectors (all of them enter the fingerprint).
@@ -265,6 +296,25 @@ pub fn first_line(s: &str) -> String {
         Some(values) if !first.contains(values) => format!("{first} {values}"),
         _ => first.to_string(),
     }
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .or_else(|_| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .map(std::time::Duration::from_secs_f64)
+                .ok_or(())
+        })
+        .map_err(|_| format!("'{s}' is not a duration like 10s or 500ms"))?;
+    if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "the timeout must be above 0 and at most 1h, got {s}"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_rows(s: &str) -> Result<u64, String> {

@@ -5,6 +5,9 @@
 //! - [`config`]: the one clap `Config` (every flag also an environment variable) shared by the
 //!   binaries and the benches.
 //! - [`cpu_idle`]: holding idle CPUs in polling while benches measure (`/dev/cpu_dma_latency`).
+//! - [`secrets`]: redacting URLs and connection strings, and scrubbing every secret seen from
+//!   printed lines, logs, run records and report pages.
+//! - [`logging`]: the `tracing` subscriber every binary installs (`RUST_LOG`, text or JSON).
 //! - [`stack`]: the embedded default — a private PostgreSQL+pgvector and Redis under
 //!   `target/capbench/`, started or reused on demand; or the servers of `DATABASE_URL` / `REDIS_URL`.
 //! - [`dataset`]: the deterministic clustered vectors (1,000 unit base vectors + Gaussian noise),
@@ -36,9 +39,11 @@ pub mod cpu_idle;
 pub mod dataset;
 pub mod db;
 pub mod load;
+pub mod logging;
 pub mod ratelimit;
 pub mod record;
 pub mod report;
+pub mod secrets;
 pub mod server;
 pub mod setup;
 pub mod stack;
@@ -85,14 +90,14 @@ where
         match fut.await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {}", one_line(&e));
+                crate::say!("error: {}", one_line(&e));
                 std::process::ExitCode::FAILURE
             }
         }
     })
 }
 
-/// An error chain as one line: `what we were doing: why`.
+/// An error chain as one line: `what we were doing: why`, with every secret seen scrubbed.
 /// Causes that repeat the message before them (sqlx wraps I/O errors that way) are left out.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -103,7 +108,7 @@ pub fn one_line(e: &anyhow::Error) -> String {
         }
         parts.push(text);
     }
-    parts.join(": ")
+    secrets::scrub(&parts.join(": "))
 }
 
 /// Parses `T` from the command line; on a usage error prints clap's first line and exits 2.

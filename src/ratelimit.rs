@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use redis::aio::ConnectionManager;
 
-use crate::stack::redact;
+use crate::secrets::redact;
 
 /// The one limiter script.
 pub const TOKEN_BUCKET_LUA: &str = include_str!("../setup/token_bucket.lua");
@@ -90,9 +90,15 @@ impl TokenBucket {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new_with_config(client, config))
+        let limit = crate::db::connect_timeout();
+        let conn = tokio::time::timeout(limit, ConnectionManager::new_with_config(client, config))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no answer within {} (--connect-timeout)",
+                    humantime::format_duration(limit)
+                )
+            })
             .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(|| {
                 format!("cannot connect to Redis at {shown}; is it running? (unset REDIS_URL to use the embedded stack)")

@@ -565,7 +565,7 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
         copy_batch: args.copy_batch,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    eprintln!("setup: PostgreSQL at {}", stack::redact(&url));
+    eprintln!("setup: PostgreSQL at {}", crate::secrets::redact(&url));
     match ensure_dataset(&args.config, &url, &opts).await? {
         Outcome::Unchanged { fingerprint, rows } => {
             println!(

@@ -76,10 +76,14 @@ pub async fn ping_redis(url: &str) -> Result<()> {
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+    let limit = crate::db::connect_timeout();
+    match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to Redis at {shown}; {hint}")),
-        Err(_) => bail!("cannot connect to Redis at {shown}: no answer within 5 s; {hint}"),
+        Err(_) => bail!(
+            "cannot connect to Redis at {shown}: no answer within {} (--connect-timeout); {hint}",
+            humantime::format_duration(limit)
+        ),
     }
 }
 
@@ -122,24 +126,7 @@ pub fn local_redis_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
 }
 
-/// `url` with its password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}://{}:***{}",
-            &url[..scheme_end],
-            &authority[..colon],
-            &url[scheme_end + 3 + at..]
-        ),
-        _ => url.to_string(),
-    }
-}
+pub use crate::secrets::redact;
 
 /// The same server, another database.
 pub fn with_database(url: &str, database: &str) -> Result<String> {

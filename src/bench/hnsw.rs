@@ -182,7 +182,7 @@ pub struct Prepared {
 /// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
 pub async fn prepare(config: &Config) -> Result<Prepared> {
     let url = stack::postgres(&config.servers, config.local_database()).await?;
-    eprintln!("hnsw: PostgreSQL at {}", stack::redact(&url));
+    eprintln!("hnsw: PostgreSQL at {}", crate::secrets::redact(&url));
     let opts = LoadOptions {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..LoadOptions::default()

@@ -204,8 +204,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         rt.block_on(setup::ensure_dataset(&config, &db, &opts))?;
         eprintln!(
             "http_search: in-process service on PostgreSQL {} and Redis {}",
-            stack::redact(&db),
-            stack::redact(&redis)
+            crate::secrets::redact(&db),
+            crate::secrets::redact(&redis)
         );
         (Some(db), Some(redis))
     } else {

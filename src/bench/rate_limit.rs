@@ -173,7 +173,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         .build()
         .context("starting tokio")?;
     let url = rt.block_on(stack::redis(&config.servers))?;
-    eprintln!("rate_limit: Redis at {}", stack::redact(&url));
+    eprintln!("rate_limit: Redis at {}", crate::secrets::redact(&url));
     let tb = rt.block_on(TokenBucket::connect(&url))?;
     let tag = std::process::id();
     let (allowed_key, denied_key) = (

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    capbench::logging::init(capbench::logging::LogFormat::Text);
     let args = match capbench::parse_args::<capbench::report::ReportArgs>() {
         Ok(args) => args,
         Err(code) => return code,

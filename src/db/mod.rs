@@ -7,24 +7,52 @@ pub mod schema;
 pub mod search;
 pub mod truth;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use sqlx::{Connection, PgConnection};
 
-use crate::stack::redact;
+use crate::secrets::redact;
 
 /// pgvector's first version with HNSW.
 pub const MIN_PGVECTOR: &str = "0.5.0";
 
-/// Opens a connection, with an error that names the server (without its password).
+/// How long opening a connection may take (TCP, TLS, startup, authentication) before it fails
+/// with an error naming the server, unless `--connect-timeout` / `CAPBENCH_CONNECT_TIMEOUT` says
+/// otherwise: a server that accepts TCP and never answers must not hang a run.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
+
+/// The connect timeout in force (set once from the configuration by `Config::effective`).
+pub fn connect_timeout() -> Duration {
+    Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Sets the connect timeout for every connection this process opens (PostgreSQL and Redis).
+pub fn set_connect_timeout(timeout: Duration) {
+    CONNECT_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// Opens a connection within [`connect_timeout`], with an error that names the server (without
+/// its password) and the timeout.
 pub async fn connect(url: &str) -> Result<PgConnection> {
     let hint = if url.contains("127.0.0.1:54320") || std::env::var_os("DATABASE_URL").is_none() {
         "is the embedded stack running? (cargo run --release --bin setup starts it)"
     } else {
         "is the server running and the URL right? (unset DATABASE_URL to use the embedded stack)"
     };
-    PgConnection::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}; {hint}", redact(url)))
+    let limit = connect_timeout();
+    match tokio::time::timeout(limit, PgConnection::connect(url)).await {
+        Ok(result) => result
+            .with_context(|| format!("cannot connect to PostgreSQL at {}; {hint}", redact(url))),
+        Err(_) => bail!(
+            "cannot connect to PostgreSQL at {}: no answer within {} (--connect-timeout); {hint}",
+            redact(url),
+            humantime::format_duration(limit)
+        ),
+    }
 }
 
 /// Versions and settings of the server, for summaries and run records.

@@ -364,7 +364,7 @@ pub async fn run(
             let Some(params) = params else {
                 bail!(
                     "{} has no capbench dataset: load it first (cargo run --release --bin setup)",
-                    crate::stack::redact(&url)
+                    crate::secrets::redact(&url)
                 );
             };
             db_url = Some(url.clone());
@@ -711,7 +711,7 @@ async fn build_record(
         environment,
         json!({
             "model": model,
-            "target": match target { Target::Http { base, .. } => base.clone(), Target::Database { url, .. } => crate::stack::redact(url) },
+            "target": match target { Target::Http { base, .. } => base.clone(), Target::Database { url, .. } => crate::secrets::redact(url) },
             "in_process": args.target.is_none() && args.config.service.target_url.is_none(),
             "scenario": args.scenario.to_string(),
             "users": args.users,

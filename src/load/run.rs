@@ -488,11 +488,11 @@ pub async fn open(
 async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::PgPool> {
     let options: sqlx::postgres::PgConnectOptions = url
         .parse()
-        .with_context(|| format!("invalid database URL {}", crate::stack::redact(url)))?;
+        .with_context(|| format!("invalid database URL {}", crate::secrets::redact(url)))?;
     crate::db::search::search_pool_options(ef_search, size.clamp(1, 1000) as u32)
         .connect_with(options)
         .await
-        .with_context(|| format!("connecting to {}", crate::stack::redact(url)))
+        .with_context(|| format!("connecting to {}", crate::secrets::redact(url)))
 }
 
 /// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time.

@@ -197,7 +197,7 @@ impl Target {
             Target::Http { base, .. } => base.clone(),
             Target::Database { url, ef_search, .. } => format!(
                 "database {} (ef_search {ef_search})",
-                crate::stack::redact(url)
+                crate::secrets::redact(url)
             ),
         }
     }

@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, RedisFailure, ServiceParams};
 use crate::dataset::Dataset;
 use crate::ratelimit::{Decision, Limit, TokenBucket};
+use crate::say;
 use embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
 pub use metrics::Metrics;
 pub use routes::{ann_candidates, hash_key, parse_server_timing, rerank_score};
@@ -68,7 +69,7 @@ impl AppState {
             .with_context(|| {
                 format!(
                     "invalid DATABASE_URL {}",
-                    crate::stack::redact(database_url)
+                    crate::secrets::redact(database_url)
                 )
             })?
             .log_statements(tracing::log::LevelFilter::Off);
@@ -211,16 +212,8 @@ impl Drop for LocalService {
 }
 
 /// The `serve` binary: the stack (or the given servers), the dataset, then the service.
-/// A line on stderr that never panics: a service whose log pipe is gone keeps serving and still
-/// drains on shutdown (`eprintln!` would panic on EPIPE).
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 pub async fn run(config: Config) -> Result<std::process::ExitCode> {
+    crate::logging::init(config.service.log_format);
     let config = config.effective();
     let db_url = crate::stack::postgres(&config.servers, config.local_database()).await?;
     let redis_url = crate::stack::redis(&config.servers).await?;
@@ -249,8 +242,8 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     say!(
         "serve: listening on http://{} (PostgreSQL {}, Redis {}, ef_search {}, read {}/min, write {}/min, on Redis error: {:?})",
         listener.local_addr()?,
-        crate::stack::redact(&db_url),
-        crate::stack::redact(&redis_url),
+        crate::secrets::redact(&db_url),
+        crate::secrets::redact(&redis_url),
         config.service.search_ef_search,
         config.service.rate_limit_read_per_minute,
         config.service.rate_limit_write_per_minute,
