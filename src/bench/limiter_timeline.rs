@@ -2,7 +2,7 @@
 //! sends at a fixed rate above a small bucket's refill rate, against real Redis through the one Lua
 //! script; every attempt's time, decision and remaining tokens are recorded beside what a perfect
 //! token bucket would have done at the same instants. The report draws both. The cheap promises
-//! (README's table: a, b, c, d) become gates on the entry.
+//! (docs/rate-limiter.md's table: a, b, c, d) become gates on the entry.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
