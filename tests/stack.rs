@@ -555,3 +555,38 @@ fn with_database_keeps_the_password_and_the_parameters() {
         ("postgres://u@127.0.0.1/db".to_string(), None)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_benchmark_runs_against_the_password_protected_redis_and_leaves_no_user_behind() {
+    let url = common::redis_url().await;
+    let bucket = capbench::ratelimit::TokenBucket::connect(&url)
+        .await
+        .expect("connect the limiter");
+    // The bench evaluates through the bucket first, which loads the script redis-benchmark calls.
+    bucket
+        .check(
+            "rl:test-redis-benchmark",
+            capbench::ratelimit::Limit::per_minute(60),
+        )
+        .await
+        .expect("the limiter runs");
+    let (bench_url, sha) = (url.clone(), bucket.sha().to_string());
+    let result = tokio::task::spawn_blocking(move || {
+        capbench::bench::rate_limit::redis_benchmark(&bench_url, &sha, 200)
+    })
+    .await
+    .unwrap();
+    let figures = result.unwrap_or_else(|e| panic!("{}", capbench::one_line(&e)));
+    assert!(figures.rps > 0.0, "{figures:?}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !users.iter().any(|u| u.starts_with("capbench-bench")),
+        "{users:?}"
+    );
+}

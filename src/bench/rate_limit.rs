@@ -328,6 +328,10 @@ pub fn redis_benchmark(url: &str, sha: &str, requests: usize) -> Result<RedisBen
         other => bail!("redis-benchmark comparison needs a TCP Redis, not {other:?}"),
     };
     let key = format!("rl:bench-{}-redis-benchmark:read", std::process::id());
+    let guest = match client.get_connection_info().redis_settings().password() {
+        Some(_) => Some(GuestUser::create(&client, &key)?),
+        None => None,
+    };
     let mut cmd = Command::new("redis-benchmark");
     cmd.args([
         "-h",
@@ -340,8 +344,12 @@ pub fn redis_benchmark(url: &str, sha: &str, requests: usize) -> Result<RedisBen
         &requests.to_string(),
         "--precision",
         "3",
-    ])
-    .args([
+    ]);
+    // Options before the command: redis-benchmark takes what follows it as the command's words.
+    if let Some(guest) = &guest {
+        cmd.args(["--user", &guest.name, "-a", &guest.password]);
+    }
+    cmd.args([
         "evalsha",
         sha,
         "1",
@@ -350,13 +358,6 @@ pub fn redis_benchmark(url: &str, sha: &str, requests: usize) -> Result<RedisBen
         &UNLIMITED.per_second.to_string(),
         "1",
     ]);
-    let guest = match client.get_connection_info().redis_settings().password() {
-        Some(_) => Some(GuestUser::create(&client, &key)?),
-        None => None,
-    };
-    if let Some(guest) = &guest {
-        cmd.args(["--user", &guest.name, "-a", &guest.password]);
-    }
     let out = cmd
         .output()
         .context("running redis-benchmark (installed with redis-server by setup/install-deps.sh)");
