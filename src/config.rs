@@ -192,7 +192,8 @@ pub struct Servers {
     /// Redis to use instead of the embedded stack.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Directory of the embedded stack: installed PostgreSQL, data, logs.
+    /// Directory of the embedded stack: installed PostgreSQL, data, logs, and the servers'
+    /// password (`secret`, mode 0600).
     #[arg(long, env = "CAPBENCH_HOME", default_value_os_t = default_home())]
     pub home: PathBuf,
     /// Loopback port of the embedded PostgreSQL (not 5432, so a user's own server is never touched).

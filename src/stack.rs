@@ -79,25 +79,26 @@ pub async fn postgres(servers: &Servers, database: &str) -> Result<String> {
     })
     .await
     .context("starting the embedded PostgreSQL")??;
-    ensure_database(&cluster.url("postgres"), database)
-        .await
-        .map_err(|e| {
-            // 28P01: the password was refused (the secret file was made anew while it ran).
-            let refused = e
-                .chain()
-                .filter_map(|c| c.downcast_ref::<sqlx::Error>())
-                .any(|s| s.as_database_error().and_then(|d| d.code()).as_deref() == Some("28P01"));
-            if refused {
-                e.context(format!(
-                    "the embedded PostgreSQL refuses the password in {}: stop it (setup --stop) \
-                     and it starts again with that password",
-                    cluster.secret.display()
-                ))
-            } else {
-                e
-            }
-        })?;
+    if let Err(e) = ensure_database(&cluster.url("postgres"), database).await {
+        return Err(if password_refused(&e) {
+            // The secret file was made anew while the cluster ran with the old password.
+            e.context(format!(
+                "the embedded PostgreSQL refuses the password in {}: stop it (setup --stop) and \
+                 it starts again with that password",
+                cluster.secret.display()
+            ))
+        } else {
+            e
+        });
+    }
     Ok(cluster.url(database))
+}
+
+/// Whether PostgreSQL refused the password (SQLSTATE 28P01) somewhere in `e`.
+fn password_refused(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<sqlx::Error>())
+        .any(|s| s.as_database_error().and_then(|d| d.code()).as_deref() == Some("28P01"))
 }
 
 /// Redis URL to use: `REDIS_URL`, or the embedded Redis (started or reused).
@@ -286,8 +287,8 @@ fn stack_password(path: &Path) -> Result<String> {
     let password = text.trim();
     ensure!(
         password.len() >= 16 && password.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "{} does not hold a password of 16 or more letters and digits: stop the embedded servers \
-         (setup --stop), delete the file, and a new password is made on the next start",
+        "{} does not hold a password of 16 or more letters and digits: delete it and stop the \
+         embedded servers (setup --stop); a new password is made for their next start",
         path.display()
     );
     crate::secrets::remember(password);
@@ -299,11 +300,15 @@ fn stack_password(path: &Path) -> Result<String> {
 fn create_secret(path: &Path) -> Result<()> {
     use rand::distr::{Alphanumeric, SampleString};
     let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    // Unique to this call: threads of one process may race here too.
+    let staging = path.with_extension(format!(
+        "{}.{}.new",
+        std::process::id(),
+        Alphanumeric.sample_string(&mut rand::rng(), 8)
+    ));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let staging = path.with_extension(format!("{}.new", std::process::id()));
-    let _ = fs::remove_file(&staging);
     write_private(&staging, &format!("{password}\n"))?;
     let claimed = fs::hard_link(&staging, path);
     let _ = fs::remove_file(&staging);

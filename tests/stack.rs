@@ -490,11 +490,17 @@ async fn servers_of_an_earlier_capbench_get_the_password_without_a_restart() {
     assert_eq!(refused.code(), Some("NOAUTH"), "{refused}");
     drop(pg);
 
-    // A stopped cluster of an earlier capbench, and a secret file made anew: the role gets the
-    // new password before the cluster starts.
+    // A secret file lost while the servers run: a new one is made, which they refuse, and the
+    // command says so and how to apply it.
+    std::fs::remove_file(stack.home.join("secret")).unwrap();
+    let out = stack.setup(&["--print-env"]);
+    assert_refused(&out, &["refuses the password in", "setup --stop"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&stack.password()));
+
+    // A stopped cluster of an earlier capbench, with that new secret file: the role gets the new
+    // password before the cluster starts.
     stack.setup(&["--stop"]);
     std::fs::write(stack.data().join("pg_hba.conf"), trust).unwrap();
-    std::fs::remove_file(stack.home.join("secret")).unwrap();
     let (new_db_url, _) = stack.print_env();
     assert_ne!(stack.password(), password, "a new password was made");
     sqlx::PgConnection::connect(&new_db_url)
