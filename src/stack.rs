@@ -269,10 +269,26 @@ impl StackLock {
     }
 }
 
+/// The password of the embedded servers; its `Debug` shows `***`, so no `{:?}` prints it.
+#[derive(Clone)]
+struct Password(String);
+
+impl Password {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::secrets::MASK)
+    }
+}
+
 /// The password of the embedded servers, kept in `path` (mode 0600): read, or made (32 random
 /// letters and digits) when the file does not exist. Remembered by [`crate::secrets`] so that no
 /// output shows it.
-fn stack_password(path: &Path) -> Result<String> {
+fn stack_password(path: &Path) -> Result<Password> {
     let text = match fs::read_to_string(path) {
         Ok(text) => {
             keep_private(path)?;
@@ -292,7 +308,7 @@ fn stack_password(path: &Path) -> Result<String> {
         path.display()
     );
     crate::secrets::remember(password);
-    Ok(password.to_string())
+    Ok(Password(password.to_string()))
 }
 
 /// Writes a new random password to `path` unless another process did first (then its password
@@ -445,7 +461,7 @@ pub struct LocalCluster {
     port: u16,
     user: Option<ServerUser>,
     /// The role's password, from [`SECRET_FILE`] beside `dir`.
-    password: String,
+    password: Password,
     secret: PathBuf,
 }
 
@@ -491,7 +507,8 @@ impl LocalCluster {
     pub fn url(&self, database: &str) -> String {
         format!(
             "postgres://{LOCAL_ROLE}:{}@127.0.0.1:{}/{database}",
-            self.password, self.port
+            self.password.as_str(),
+            self.port
         )
     }
 
@@ -570,7 +587,7 @@ impl LocalCluster {
              SET password_encryption = 'scram-sha-256';\n\
              ALTER ROLE {} PASSWORD '{}';\n",
             quote_ident(LOCAL_ROLE),
-            self.password
+            self.password.as_str()
         )
     }
 
@@ -591,7 +608,7 @@ impl LocalCluster {
         // initdb reads the password from a file; it lives only while initdb runs.
         let pwfile = self.dir.join("initdb.pw");
         let _ = fs::remove_file(&pwfile);
-        write_private(&pwfile, &format!("{}\n", self.password))?;
+        write_private(&pwfile, &format!("{}\n", self.password.as_str()))?;
         self.chown(&pwfile)?;
         let out = self.run(
             "initdb",
@@ -812,7 +829,7 @@ struct LocalRedis {
     dir: PathBuf,
     port: u16,
     user: Option<ServerUser>,
-    password: String,
+    password: Password,
     secret: PathBuf,
 }
 
@@ -829,7 +846,11 @@ impl LocalRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
+        format!(
+            "redis://:{}@127.0.0.1:{}",
+            self.password.as_str(),
+            self.port
+        )
     }
 
     /// For asking who answers, and for a Redis of an earlier capbench (which had no password).
@@ -1002,7 +1023,7 @@ impl LocalRedis {
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("requirepass")
-            .arg(&self.password)
+            .arg(self.password.as_str())
             .query::<()>(&mut conn)
             .with_context(|| format!("setting the password of the embedded Redis (pid {pid})"))?;
         let as_root = fs::read_to_string(format!("/proc/{pid}/status"))
@@ -1047,7 +1068,7 @@ impl LocalRedis {
         if let Some(user) = &self.user {
             user.apply(&mut cmd, &self.dir);
         }
-        let input = format!("requirepass {}\n", self.password);
+        let input = format!("requirepass {}\n", self.password.as_str());
         match run_with_input(cmd, Some(&input)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "redis-server is not installed: run setup/install-deps.sh (or set REDIS_URL to your own Redis)"
