@@ -192,14 +192,17 @@ pub struct Servers {
     /// Redis to use instead of the embedded stack.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Directory of the embedded stack: installed PostgreSQL, data, logs.
+    /// Directory of the embedded stack: installed PostgreSQL, data, logs, and the servers'
+    /// password (`secret`, mode 0600).
     #[arg(long, env = "CAPBENCH_HOME", default_value_os_t = default_home())]
     pub home: PathBuf,
     /// Loopback port of the embedded PostgreSQL (not 5432, so a user's own server is never touched).
-    #[arg(long, env = "CAPBENCH_PG_PORT", default_value_t = 54320)]
+    /// A running embedded server keeps its port: asking for another one is an error until it is
+    /// stopped (`setup --stop`).
+    #[arg(long, env = "CAPBENCH_PG_PORT", default_value_t = 54320, value_parser = clap::value_parser!(u16).range(1..))]
     pub pg_port: u16,
-    /// Loopback port of the embedded Redis (not 6379).
-    #[arg(long, env = "CAPBENCH_REDIS_PORT", default_value_t = 63790)]
+    /// Loopback port of the embedded Redis (not 6379; not the PostgreSQL one).
+    #[arg(long, env = "CAPBENCH_REDIS_PORT", default_value_t = 63790, value_parser = clap::value_parser!(u16).range(1..))]
     pub redis_port: u16,
     /// Longest wait to open a connection to PostgreSQL or Redis (`10s`, `500ms`) before failing
     /// with an error that names the server.

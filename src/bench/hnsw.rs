@@ -308,11 +308,18 @@ pub fn pgbench(
     k: i64,
 ) -> Result<PgbenchResult> {
     let program = stack::pg_program(&config.servers, "pgbench");
+    // The password goes in pgbench's environment, which other users cannot read (its command line
+    // they can).
+    let (url, password) = stack::split_password(url)?;
     let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
     std::fs::write(&script, pgbench_script(queries, k))
         .with_context(|| format!("writing {}", script.display()))?;
     let seconds = if config.bench.quick { 3 } else { 15 };
-    let out = Command::new(&program)
+    let mut cmd = Command::new(&program);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    let out = cmd
         .args([
             "-n",
             "-M",
@@ -324,7 +331,7 @@ pub fn pgbench(
             "-f",
         ])
         .arg(&script)
-        .arg(url)
+        .arg(&url)
         .env("PGOPTIONS", format!("-c hnsw.ef_search={ef}"))
         .output()
         .with_context(|| {

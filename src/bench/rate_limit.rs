@@ -328,32 +328,43 @@ pub fn redis_benchmark(url: &str, sha: &str, requests: usize) -> Result<RedisBen
         other => bail!("redis-benchmark comparison needs a TCP Redis, not {other:?}"),
     };
     let key = format!("rl:bench-{}-redis-benchmark:read", std::process::id());
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            &host,
-            "-p",
-            &port.to_string(),
-            "-c",
-            "1",
-            "-n",
-            &requests.to_string(),
-            "--precision",
-            "3",
-        ])
-        .args([
-            "evalsha",
-            sha,
-            "1",
-            &key,
-            &UNLIMITED.capacity.to_string(),
-            &UNLIMITED.per_second.to_string(),
-            "1",
-        ])
+    let guest = match client.get_connection_info().redis_settings().password() {
+        Some(_) => Some(GuestUser::create(&client, &key)?),
+        None => None,
+    };
+    let mut cmd = Command::new("redis-benchmark");
+    cmd.args([
+        "-h",
+        &host,
+        "-p",
+        &port.to_string(),
+        "-c",
+        "1",
+        "-n",
+        &requests.to_string(),
+        "--precision",
+        "3",
+    ]);
+    // Options before the command: redis-benchmark takes what follows it as the command's words.
+    if let Some(guest) = &guest {
+        cmd.args(["--user", &guest.name, "-a", &guest.password]);
+    }
+    cmd.args([
+        "evalsha",
+        sha,
+        "1",
+        &key,
+        &UNLIMITED.capacity.to_string(),
+        &UNLIMITED.per_second.to_string(),
+        "1",
+    ]);
+    let out = cmd
         .output()
-        .context(
-            "running redis-benchmark (installed with redis-server by setup/install-deps.sh)",
-        )?;
+        .context("running redis-benchmark (installed with redis-server by setup/install-deps.sh)");
+    if let Some(guest) = guest {
+        guest.remove(&client)?;
+    }
+    let out = out?;
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     if !out.status.success() {
         bail!(
@@ -381,6 +392,48 @@ pub fn redis_benchmark(url: &str, sha: &str, requests: usize) -> Result<RedisBen
     match (p50, rps) {
         (Some(p50_ms), Some(rps)) => Ok(RedisBenchmark { p50_ms, rps }),
         _ => bail!("could not read redis-benchmark's output: {}", text.trim()),
+    }
+}
+
+/// A one-off ACL user for redis-benchmark, which takes a password only on its command line (where
+/// every local user can read it): never the server's own password, only this user's, allowed the
+/// bench's one key and nothing administrative, and removed when the run ends.
+struct GuestUser {
+    name: String,
+    password: String,
+}
+
+impl GuestUser {
+    fn create(client: &redis::Client, key: &str) -> Result<Self> {
+        use rand::distr::{Alphanumeric, SampleString};
+        let guest = Self {
+            name: format!("capbench-bench-{}", std::process::id()),
+            password: Alphanumeric.sample_string(&mut rand::rng(), 32),
+        };
+        let mut conn = client.get_connection_with_timeout(crate::db::connect_timeout())?;
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&guest.name)
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{}", guest.password))
+            .arg(format!("~{key}"))
+            .arg("resetchannels")
+            .arg("+@all")
+            .arg("-@admin")
+            .arg("-@dangerous")
+            .query::<()>(&mut conn)
+            .context("creating a one-off Redis user for redis-benchmark (ACL SETUSER)")?;
+        Ok(guest)
+    }
+
+    fn remove(self, client: &redis::Client) -> Result<()> {
+        let mut conn = client.get_connection_with_timeout(crate::db::connect_timeout())?;
+        redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&self.name)
+            .query::<()>(&mut conn)
+            .with_context(|| format!("removing Redis user {} (ACL DELUSER)", self.name))
     }
 }
 
