@@ -650,8 +650,10 @@ async fn ctrl_c_during_the_index_build_cancels_it_on_the_server() {
         .spawn()
         .unwrap();
     let mut monitor = db::connect(&url).await.unwrap();
+    // (The statement is the schema file's section: it starts with a comment.)
     let building = "SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = $1 AND state = 'active' AND query ILIKE 'CREATE INDEX%'";
+                    WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()
+                      AND query ILIKE '%CREATE INDEX%'";
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n: i64 = sqlx::query_scalar(building)
