@@ -650,10 +650,11 @@ async fn ctrl_c_during_the_index_build_cancels_it_on_the_server() {
         .spawn()
         .unwrap();
     let mut monitor = db::connect(&url).await.unwrap();
-    // (The statement is the schema file's section: it starts with a comment.)
+    // The HNSW build (the statement is the schema file's section, which starts with a comment;
+    // the base section's CREATE INDEX on api_keys is not it).
     let building = "SELECT count(*) FROM pg_stat_activity
                     WHERE datname = $1 AND state = 'active' AND pid <> pg_backend_pid()
-                      AND query ILIKE '%CREATE INDEX%'";
+                      AND query ILIKE '%CREATE INDEX%USING hnsw%'";
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let n: i64 = sqlx::query_scalar(building)
