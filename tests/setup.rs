@@ -867,6 +867,8 @@ async fn ctrl_c_during_compare_copy_floor_removes_its_file() {
         .join("pg")
         .join("data")
         .join("capbench-copy-floor.bin");
+    // A file left by an older build would be taken for this run's.
+    let _ = std::fs::remove_file(&file);
     let mut child = setup_bin("")
         .env_remove("DATABASE_URL")
         .args([
@@ -888,7 +890,19 @@ async fn ctrl_c_during_compare_copy_floor_removes_its_file() {
         ])
         .spawn()
         .unwrap();
+    let lines = stderr_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("timing binary COPY") => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("setup never started --compare-copy-floor");
+            }
+        }
+    }
     while !file.exists() {
         assert!(
             child.try_wait().unwrap().is_none(),
