@@ -132,16 +132,27 @@ struct State {
 }
 
 async fn read_state(conn: &mut PgConnection) -> Result<State> {
-    let (traces_exists, dims, meta_exists, users_exist): (bool, Option<i32>, bool, bool) =
-        sqlx::query_as(
-            "SELECT to_regclass(format('%I.traces', current_schema())) IS NOT NULL,
-                    (SELECT atttypmod FROM pg_attribute
-                      WHERE attrelid = to_regclass(format('%I.traces', current_schema()))
-                        AND attname = 'embedding' AND NOT attisdropped),
-                    to_regclass('capacity_meta') IS NOT NULL,
-                    to_regclass('users') IS NOT NULL",
-        )
-        .fetch_one(&mut *conn)
+    let columns: Vec<&str> = load::COPY_COLUMNS.split(',').map(str::trim).collect();
+    let (traces_exists, dims, shaped, meta_exists, users_exist): (
+        bool,
+        Option<i32>,
+        bool,
+        bool,
+        bool,
+    ) = sqlx::query_as(
+        "WITH t AS (SELECT to_regclass(format('%I.traces', current_schema())) AS reg)
+         SELECT t.reg IS NOT NULL,
+                (SELECT atttypmod FROM pg_attribute
+                  WHERE attrelid = t.reg AND attname = 'embedding' AND NOT attisdropped),
+                (SELECT count(*) FROM pg_attribute
+                  WHERE attrelid = t.reg AND attnum > 0 AND NOT attisdropped
+                    AND attname = ANY($1)) = cardinality($1),
+                to_regclass('capacity_meta') IS NOT NULL,
+                to_regclass('users') IS NOT NULL
+         FROM t",
+    )
+    .bind(&columns)
+    .fetch_one(&mut *conn)
         .await
         .context("reading the current dataset state")?;
     let fingerprint: Option<String> = if meta_exists {
@@ -158,7 +169,7 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
             fingerprint,
         });
     }
-    let ours = fingerprint.is_some() && users_exist;
+    let ours = fingerprint.is_some() && users_exist && shaped;
     let (dataset_rows, other_rows): (i64, i64) = if ours {
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE mine), count(*) FILTER (WHERE NOT mine)
@@ -213,11 +224,15 @@ fn plan(state: &State, wanted: &str, rows: u64, dims: u32, force: bool) -> Resul
     };
     if !traces.ours {
         let n = rows_word(traces.other_rows);
+        let why = if state.fingerprint.is_none() {
+            "no capacity_meta row"
+        } else {
+            "not capbench's columns"
+        };
         if !force {
             bail!(
-                "a traces table exists that capbench did not load (no capacity_meta row; {n}): refusing \
-                 to replace it; pass --force to replace it (deleting those {n}), or point DATABASE_URL \
-                 at another database"
+                "a traces table exists that capbench did not load ({why}; {n}): refusing to replace \
+                 it; pass --force to replace it (deleting {n}), or point DATABASE_URL at another database"
             );
         }
         return Ok(Plan::Replace {
@@ -238,7 +253,7 @@ fn plan(state: &State, wanted: &str, rows: u64, dims: u32, force: bool) -> Resul
                 bail!(
                     "the traces table holds {n} capbench did not create (written through the API or \
                      by hand) with vector({existing}) embeddings, which cannot move into a vector({dims}) \
-                     dataset: pass --dims {existing} to keep them, or --force to rebuild and delete those {n}"
+                     dataset: pass --dims {existing} to keep them, or --force to rebuild, deleting {n}"
                 );
             }
             Ok(Plan::Replace {

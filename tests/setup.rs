@@ -318,6 +318,31 @@ async fn a_traces_table_capbench_did_not_create_is_never_replaced_silently() {
         extensions_after, extensions_before,
         "a refused setup created an extension"
     );
+
+    // --force replaces it; a foreign table put in place of capbench's later is refused again
+    // (capacity_meta is there, but the table is not capbench's).
+    ensure_dataset(
+        &cfg,
+        &url,
+        &LoadOptions {
+            force: true,
+            ..LoadOptions::default()
+        },
+    )
+    .await
+    .expect("--force replaces the foreign table");
+    sqlx::raw_sql("DROP TABLE traces; CREATE TABLE traces (id int PRIMARY KEY, note text); INSERT INTO traces VALUES (2, 'mine')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .expect_err("must refuse");
+    let msg = capbench::one_line(&err);
+    assert!(
+        msg.contains("capbench did not load") && msg.contains("not capbench's columns"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
