@@ -259,7 +259,12 @@ pub fn canary(data: &DatasetParams) -> String {
     let mut digest = Sha256::new();
     for i in 0..CANARY_ROWS {
         let row = generator.row_with(i, Vec::new());
-        for text in [row.id.to_string(), row.title, row.context_text, row.solution_text] {
+        for text in [
+            row.id.to_string(),
+            row.title,
+            row.context_text,
+            row.solution_text,
+        ] {
             digest.update((text.len() as u64).to_le_bytes());
             digest.update(text.as_bytes());
         }

@@ -1,6 +1,8 @@
 //! `setup`: the dataset in PostgreSQL — generated, loaded by binary COPY, indexed, analyzed and
 //! fingerprinted, all in one transaction (an interrupted run leaves the previous state untouched).
-//! A re-run with the same parameters finds the fingerprint and does nothing.
+//! A re-run with the same parameters finds the fingerprint and does nothing. Rows capbench did not
+//! load (written through the service's API, or by hand) never trigger a rebuild and are carried
+//! into a rebuilt table; nothing of theirs is deleted without `--force` and a line saying what.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,8 +31,9 @@ const LOAD_SCHEMA: &str = "capbench_load";
 pub struct SetupArgs {
     #[command(flatten)]
     pub config: Config,
-    /// Rebuild even when the loaded dataset has the same fingerprint (and replace a traces table
-    /// capbench did not create, or one of another dimension).
+    /// Rebuild even when the loaded dataset has the same fingerprint; replace a traces table
+    /// capbench did not create, and delete rows capbench did not load that cannot move into a
+    /// dataset of another --dims (saying so). Accepts true/false, 1/0, yes/no, on/off.
     #[arg(long, env = "CAPBENCH_FORCE", value_parser = crate::config::parse_bool)]
     pub force: bool,
     /// Rows per COPY batch (generated in parallel while the previous batch streams).
@@ -153,8 +156,8 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
     )
     .bind(&columns)
     .fetch_one(&mut *conn)
-        .await
-        .context("reading the current dataset state")?;
+    .await
+    .context("reading the current dataset state")?;
     let fingerprint: Option<String> = if meta_exists {
         sqlx::query_scalar("SELECT fingerprint FROM capacity_meta WHERE id = 1")
             .fetch_optional(&mut *conn)

@@ -171,7 +171,10 @@ fn the_fingerprint_covers_a_canary_of_the_generated_rows() {
     // fingerprint.
     let mut other_text = stored.clone();
     other_text["canary"] = "0000000000000000".into();
-    assert_ne!(fingerprint_of(&other_text), fingerprint(&params(42), &index));
+    assert_ne!(
+        fingerprint_of(&other_text),
+        fingerprint(&params(42), &index)
+    );
     // The canary is a digest of rows 0..3 (text) and row 0 (vector): the seed and the dimension
     // change them, the row and cluster counts do not.
     assert_ne!(canary(&params(42)), canary(&params(43)));

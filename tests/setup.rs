@@ -525,7 +525,10 @@ async fn rows_that_cannot_move_to_another_dimension_are_refused_and_force_names_
             && line.contains("--force"),
         "{line}"
     );
-    assert!(trace_exists(&mut conn, id).await, "a refusal deleted the row");
+    assert!(
+        trace_exists(&mut conn, id).await,
+        "a refusal deleted the row"
+    );
 
     let forced = setup_bin(&url)
         .args(sixteen)
@@ -535,7 +538,11 @@ async fn rows_that_cannot_move_to_another_dimension_are_refused_and_force_names_
     let err = String::from_utf8_lossy(&forced.stderr);
     assert_eq!(forced.status.code(), Some(0), "{err}");
     let said: Vec<&str> = err.lines().filter(|l| l.contains("deleting")).collect();
-    assert_eq!(said.len(), 1, "one line must say what --force deletes: {err}");
+    assert_eq!(
+        said.len(),
+        1,
+        "one line must say what --force deletes: {err}"
+    );
     assert!(
         said[0].contains("1 row") && said[0].contains("vector(8)"),
         "{}",
@@ -571,10 +578,7 @@ fn setup_bin(url: &str) -> Command {
 
 /// The one `error: …` line of a failed run's stderr.
 fn only_error_line(stderr: &str) -> String {
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "expected one error line: {stderr}");
     errors[0].to_string()
 }
@@ -782,7 +786,11 @@ async fn setup_names_the_lock_it_waits_for() {
         .await
         .unwrap();
     let status = wait_within(&mut child, Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "setup failed once the lock was free");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "setup failed once the lock was free"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -806,7 +814,10 @@ async fn an_unreachable_redis_url_fails_setup_before_the_database_is_touched() {
         line.contains("Redis") && line.contains(&format!("127.0.0.1:{port}")),
         "{line}"
     );
-    assert!(!err.contains("hunter2-redis"), "the password was shown: {err}");
+    assert!(
+        !err.contains("hunter2-redis"),
+        "the password was shown: {err}"
+    );
     let mut conn = db::connect(&url).await.unwrap();
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class WHERE relname IN ('users', 'traces', 'capacity_meta')",
@@ -934,7 +945,11 @@ async fn ctrl_c_during_compare_copy_floor_removes_its_file() {
             "setup ended before writing {}",
             file.display()
         );
-        assert!(Instant::now() < deadline, "{} never appeared", file.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            file.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
