@@ -489,6 +489,55 @@ async fn rows_written_by_another_user_survive_reruns_and_rebuilds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_trace_posted_through_the_service_survives_the_next_start_and_a_rebuild() {
+    let (svc, cfg) = common::start_service("api_trace_survives", |_| {}).await;
+    let url = cfg.servers.database_url.clone().expect("the test database");
+    let (client, base) = (reqwest::Client::new(), svc.url());
+    let resp = client
+        .post(format!("{base}/api/v1/keys"))
+        .json(&serde_json::json!({"email": "writer@test.invalid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let key = body["api_key"].as_str().expect("api_key").to_string();
+    let resp = client
+        .post(format!("{base}/api/v1/traces"))
+        .header("X-API-Key", &key)
+        .json(&serde_json::json!({"title": "posted through the API", "context_text": "c", "solution_text": "s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    svc.stop().await.unwrap();
+
+    let mut conn = db::connect(&url).await.unwrap();
+    let posted = "SELECT count(*) FROM traces WHERE title = 'posted through the API'";
+    // What serve, load and the benches do when they start: the dataset is there, nothing to do.
+    let next = ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .expect("the next start");
+    assert!(matches!(next, Outcome::Unchanged { .. }), "{next:?}");
+    let n: i64 = sqlx::query_scalar(posted)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the next start deleted the posted trace");
+    // And a rebuild for other parameters carries it over.
+    let mut changed = cfg.clone();
+    changed.index.m = 12;
+    ensure_dataset(&changed, &url, &LoadOptions::default())
+        .await
+        .expect("rebuild");
+    let n: i64 = sqlx::query_scalar(posted)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the rebuild deleted the posted trace");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rows_that_cannot_move_to_another_dimension_are_refused_and_force_names_them() {
     let cfg = common::config(common::small_params(100, 8), index_params(8, 32));
     let (cfg, url) = common::fresh_database("others_dims", cfg).await;
