@@ -205,7 +205,6 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
 }
 
 /// What `ensure_dataset` will do, decided from the state before anything is changed.
-#[derive(Debug, PartialEq)]
 enum Plan {
     /// The dataset is loaded and complete.
     Unchanged { rows: u64 },

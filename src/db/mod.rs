@@ -1,5 +1,6 @@
-//! Everything capbench says to PostgreSQL: connecting, the schema (setup/schema.sql), the binary
-//! COPY load, the HNSW index, and THE search query.
+//! Everything capbench says to PostgreSQL: connecting, watching a long session (lock waits, cancel
+//! when abandoned), the schema (setup/schema.sql), the binary COPY load, the HNSW index, and THE
+//! search query.
 
 pub mod index;
 pub mod load;
