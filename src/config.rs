@@ -170,11 +170,11 @@ pub struct BenchParams {
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
     /// Quick mode: 20,000 rows × 256 dims, 100 queries, short Criterion times — a smoke run, not a measurement.
-    #[arg(long, env = "CAPBENCH_QUICK", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "CAPBENCH_QUICK", value_parser = parse_bool)]
     pub quick: bool,
     /// Also run each bench's independent tool in the same run for comparison: pgbench (hnsw),
     /// redis-benchmark (rate_limit).
-    #[arg(long, env = "CAPBENCH_COMPARE", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, env = "CAPBENCH_COMPARE", value_parser = parse_bool)]
     pub compare: bool,
     /// While measuring, hold idle CPUs in polling (a 0 µs request on /dev/cpu_dma_latency, as
     /// latency tools do) or leave the machine's idle states alone (`os`). Default: `poll` for the
@@ -298,6 +298,19 @@ pub fn first_line(s: &str) -> String {
     {
         Some(values) if !first.contains(values) => format!("{first} {values}"),
         _ => first.to_string(),
+    }
+}
+
+/// The value of a boolean flag's environment variable (`CAPBENCH_FORCE`, `CAPBENCH_QUICK`, …):
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case. Anything else is a usage error, so
+/// a typo such as `CAPBENCH_FORCE=maybe` can never switch a flag on.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "'{s}' is not a boolean: use true/false, 1/0, yes/no or on/off"
+        )),
     }
 }
 

@@ -230,17 +230,56 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
     1.0 - dot(a, b) / (dot(a, a).sqrt() * dot(b, b).sqrt())
 }
 
-/// The identity of a loaded dataset: every generation and index parameter, and the generator version.
+/// The identity of a loaded dataset: every generation and index parameter, the generator version,
+/// and a canary of the generated rows themselves ([`canary`]).
 pub fn fingerprint(data: &DatasetParams, index: &IndexParams) -> String {
-    let canonical = fingerprint_params(data, index).to_string();
-    let digest = Sha256::digest(canonical.as_bytes());
+    fingerprint_of(&fingerprint_params(data, index))
+}
+
+/// The fingerprint of what [`fingerprint_params`] returned (a digest of its canonical text).
+pub fn fingerprint_of(params: &serde_json::Value) -> String {
+    let digest = Sha256::digest(params.to_string().as_bytes());
     hex::encode(&digest[..12])
+}
+
+/// Rows whose generated text enters [`canary`].
+const CANARY_ROWS: u64 = 3;
+
+/// A digest of what the generator makes for these parameters' seed and dimension: the id, title
+/// and texts of the first rows and row 0's embedding bits. The text comes from the `fake` crate's
+/// word lists and the vectors from `rand`/`rand_distr`: should an update of one of them change the
+/// rows, the canary changes, and with it the fingerprint — two different datasets never share one.
+/// (Rows and clusters do not enter it: row i's text and row 0's vector do not depend on them.)
+pub fn canary(data: &DatasetParams) -> String {
+    // Row 0 lies around base vector 0, which depends only on the seed and the dimension.
+    let generator = Dataset::new(DatasetParams {
+        clusters: 1,
+        ..data.clone()
+    });
+    let mut digest = Sha256::new();
+    for i in 0..CANARY_ROWS {
+        let row = generator.row_with(i, Vec::new());
+        for text in [
+            row.id.to_string(),
+            row.title,
+            row.context_text,
+            row.solution_text,
+        ] {
+            digest.update((text.len() as u64).to_le_bytes());
+            digest.update(text.as_bytes());
+        }
+    }
+    for x in generator.vector(0) {
+        digest.update(x.to_bits().to_le_bytes());
+    }
+    hex::encode(&digest.finalize()[..8])
 }
 
 /// The parameters a fingerprint covers, as stored beside it in `capacity_meta.params`.
 pub fn fingerprint_params(data: &DatasetParams, index: &IndexParams) -> serde_json::Value {
     // serde_json keeps keys sorted (BTreeMap), so the text is canonical.
     serde_json::json!({
+        "canary": canary(data),
         "generator_version": GENERATOR_VERSION,
         "rows": data.rows,
         "dims": data.dims,

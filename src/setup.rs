@@ -1,6 +1,8 @@
 //! `setup`: the dataset in PostgreSQL — generated, loaded by binary COPY, indexed, analyzed and
 //! fingerprinted, all in one transaction (an interrupted run leaves the previous state untouched).
-//! A re-run with the same parameters finds the fingerprint and does nothing.
+//! A re-run with the same parameters finds the fingerprint and does nothing. Rows capbench did not
+//! load (written through the service's API, or by hand) never trigger a rebuild and are carried
+//! into a rebuilt table; nothing of theirs is deleted without `--force` and a line saying what.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,9 +31,10 @@ const LOAD_SCHEMA: &str = "capbench_load";
 pub struct SetupArgs {
     #[command(flatten)]
     pub config: Config,
-    /// Rebuild even when the loaded dataset has the same fingerprint (and replace a traces table
-    /// capbench did not create, or one of another dimension).
-    #[arg(long, env = "CAPBENCH_FORCE", value_parser = clap::builder::FalseyValueParser::new())]
+    /// Rebuild even when the loaded dataset has the same fingerprint; replace a traces table
+    /// capbench did not create, and delete rows capbench did not load that cannot move into a
+    /// dataset of another --dims (saying so). Accepts true/false, 1/0, yes/no, on/off.
+    #[arg(long, env = "CAPBENCH_FORCE", value_parser = crate::config::parse_bool)]
     pub force: bool,
     /// Rows per COPY batch (generated in parallel while the previous batch streams).
     #[arg(long, env = "CAPBENCH_COPY_BATCH", default_value_t = 1000)]
@@ -73,7 +76,12 @@ impl Default for LoadOptions {
 /// What setup measured, stored in `capacity_meta.figures` and printed.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Figures {
+    /// Rows of the generated dataset.
     pub rows: u64,
+    /// Rows capbench did not load (written through the API or by hand) carried over from the
+    /// table the new one replaced.
+    #[serde(default)]
+    pub kept_rows: u64,
     pub load_seconds: f64,
     pub rows_per_second: f64,
     pub constraints_seconds: f64,
@@ -105,75 +113,217 @@ pub enum Outcome {
     },
 }
 
-/// What the database holds now.
+/// The `traces` table found on the search path.
+struct Traces {
+    /// Whether capbench loaded it (`capacity_meta` names its dataset).
+    ours: bool,
+    /// Dimension of its `embedding` column, when it has one.
+    dims: Option<i32>,
+    /// Rows of the loaded dataset: the capacity-test contributor's seed rows.
+    dataset_rows: u64,
+    /// Every other row — written through the service's API or by hand. A rebuild carries them
+    /// into the new table (or, under `--force` only, says it deletes them).
+    other_rows: u64,
+    /// Whether its HNSW index is there and valid.
+    indexed: bool,
+}
+
+/// What the database holds now, read without changing anything.
 struct State {
-    traces_exists: bool,
-    traces_dims: Option<i32>,
+    traces: Option<Traces>,
     fingerprint: Option<String>,
 }
 
 async fn read_state(conn: &mut PgConnection) -> Result<State> {
-    let (traces_exists, traces_dims, fingerprint): (bool, Option<i32>, Option<String>) = sqlx::query_as(
-        "SELECT to_regclass('traces') IS NOT NULL,
+    let columns: Vec<&str> = load::COPY_COLUMNS.split(',').map(str::trim).collect();
+    let (traces_exists, dims, shaped, meta_exists, users_exist): (
+        bool,
+        Option<i32>,
+        bool,
+        bool,
+        bool,
+    ) = sqlx::query_as(
+        "WITH t AS (SELECT to_regclass(format('%I.traces', current_schema())) AS reg)
+         SELECT t.reg IS NOT NULL,
                 (SELECT atttypmod FROM pg_attribute
-                  WHERE attrelid = to_regclass('traces') AND attname = 'embedding' AND NOT attisdropped),
-                (SELECT fingerprint FROM capacity_meta WHERE id = 1)",
+                  WHERE attrelid = t.reg AND attname = 'embedding' AND NOT attisdropped),
+                (SELECT count(*) FROM pg_attribute
+                  WHERE attrelid = t.reg AND attnum > 0 AND NOT attisdropped
+                    AND attname = ANY($1)) = cardinality($1),
+                to_regclass('capacity_meta') IS NOT NULL,
+                to_regclass('users') IS NOT NULL
+         FROM t",
     )
-    .fetch_one(conn)
+    .bind(&columns)
+    .fetch_one(&mut *conn)
     .await
     .context("reading the current dataset state")?;
+    let fingerprint: Option<String> = if meta_exists {
+        sqlx::query_scalar("SELECT fingerprint FROM capacity_meta WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .context("reading capacity_meta")?
+    } else {
+        None
+    };
+    if !traces_exists {
+        return Ok(State {
+            traces: None,
+            fingerprint,
+        });
+    }
+    let ours = fingerprint.is_some() && users_exist && shaped;
+    let (dataset_rows, other_rows): (i64, i64) = if ours {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE mine), count(*) FILTER (WHERE NOT mine)
+             FROM (SELECT coalesce(is_seed AND contributor_id =
+                                   (SELECT id FROM users WHERE email = $1), false) AS mine
+                   FROM traces) AS t",
+        )
+        .bind(CONTRIBUTOR_EMAIL)
+        .fetch_one(&mut *conn)
+        .await
+        .context("counting the rows of traces")?
+    } else {
+        let all: i64 = sqlx::query_scalar("SELECT count(*) FROM traces")
+            .fetch_one(&mut *conn)
+            .await
+            .context("counting the rows of traces")?;
+        (0, all)
+    };
+    let indexed = is_complete(conn).await?;
     Ok(State {
-        traces_exists,
-        traces_dims,
+        traces: Some(Traces {
+            ours,
+            dims: dims.filter(|&d| d > 0),
+            dataset_rows: dataset_rows as u64,
+            other_rows: other_rows as u64,
+            indexed,
+        }),
         fingerprint,
     })
 }
 
+/// What `ensure_dataset` will do, decided from the state before anything is changed.
+enum Plan {
+    /// The dataset is loaded and complete.
+    Unchanged { rows: u64 },
+    /// (Re)build it. With `carry`, the current table is capbench's: the rows of it capbench did not
+    /// load move into the new table, under a lock that holds writers off until the swap.
+    Build { carry: bool },
+    /// Rebuild it under `--force`, deleting the rows `what` names.
+    Replace { what: String },
+}
+
+fn rows_word(n: u64) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
+}
+
+/// The decision, or the refusal that protects rows capbench did not create.
+fn plan(state: &State, wanted: &str, rows: u64, dims: u32, force: bool) -> Result<Plan> {
+    let Some(traces) = &state.traces else {
+        return Ok(Plan::Build { carry: false });
+    };
+    if !traces.ours {
+        let n = rows_word(traces.other_rows);
+        let why = if state.fingerprint.is_none() {
+            "no capacity_meta row"
+        } else {
+            "not capbench's columns"
+        };
+        if !force {
+            bail!(
+                "a traces table exists that capbench did not load ({why}; {n}): refusing to replace \
+                 it; pass --force to replace it (deleting {n}), or point DATABASE_URL at another database"
+            );
+        }
+        return Ok(Plan::Replace {
+            what: format!("the traces table capbench did not create, with its {n}"),
+        });
+    }
+    if !force
+        && state.fingerprint.as_deref() == Some(wanted)
+        && traces.indexed
+        && traces.dataset_rows == rows
+    {
+        return Ok(Plan::Unchanged { rows });
+    }
+    match traces.dims {
+        Some(existing) if existing != dims as i32 && traces.other_rows > 0 => {
+            let n = rows_word(traces.other_rows);
+            if !force {
+                bail!(
+                    "the traces table holds {n} capbench did not create (written through the API or \
+                     by hand) with vector({existing}) embeddings, which cannot move into a vector({dims}) \
+                     dataset: pass --dims {existing} to keep them, or --force to rebuild, deleting {n}"
+                );
+            }
+            Ok(Plan::Replace {
+                what: format!(
+                    "{n} of traces capbench did not create (their vector({existing}) embeddings cannot \
+                     move into the new vector({dims}) dataset)"
+                ),
+            })
+        }
+        _ => Ok(Plan::Build { carry: true }),
+    }
+}
+
 /// Makes the database at `url` hold the dataset `config` describes: a no-op when its fingerprint
-/// is already there, a full rebuild otherwise.
+/// is already there with all its rows, a rebuild otherwise. Rows of `traces` that capbench did not
+/// load (written through the service, or by hand) never trigger a rebuild and survive one; when
+/// they cannot (another dimension, or a traces table capbench did not create), it refuses without
+/// `opts.force`, and under it says what is deleted. It reads the state before changing anything,
+/// so a refusal leaves the database as it was. Abandoning the returned future (Ctrl-C) cancels the
+/// server's work on it.
 pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> Result<Outcome> {
     config.index.validate()?;
     let mut conn = db::connect(url).await?;
+    let watch = db::SessionWatch::start(url, &mut conn, "setup").await?;
+    let outcome = ensure_on(conn, config, url, opts).await;
+    watch.finish();
+    outcome
+}
+
+async fn ensure_on(
+    mut conn: PgConnection,
+    config: &Config,
+    url: &str,
+    opts: &LoadOptions,
+) -> Result<Outcome> {
+    let wanted = dataset::fingerprint(&config.dataset, &config.index);
+    let state = read_state(&mut conn).await?;
+    let plan = plan(
+        &state,
+        &wanted,
+        config.dataset.rows,
+        config.dataset.dims,
+        opts.force,
+    )?;
     db::ensure_pgvector(&mut conn, url).await?;
     sqlx::raw_sql(schema::section("base")?)
         .execute(&mut conn)
         .await
         .context("creating the base schema (setup/schema.sql, section base)")?;
-
-    let wanted = dataset::fingerprint(&config.dataset, &config.index);
-    let state = read_state(&mut conn).await?;
-    let dims = config.dataset.dims;
-    if state.traces_exists && !opts.force {
-        if state.fingerprint.is_none() {
-            bail!(
-                "a traces table exists that capbench did not load (no capacity_meta row): refusing to \
-                 replace it; pass --force to replace it, or point DATABASE_URL at another database"
-            );
+    let carry = match plan {
+        Plan::Unchanged { rows } => {
+            return Ok(Outcome::Unchanged {
+                fingerprint: wanted,
+                rows,
+            });
         }
-        if let Some(existing) = state.traces_dims.filter(|&d| d > 0 && d != dims as i32) {
-            bail!(
-                "the existing traces table holds vector({existing}) embeddings, not the vector({dims}) of \
-                 --dims {dims}: pass --dims {existing} to keep it, or --force to rebuild it"
-            );
+        Plan::Build { carry } => carry,
+        Plan::Replace { what } => {
+            crate::say!("setup: --force: deleting {what}");
+            false
         }
-        if state.fingerprint.as_deref() == Some(wanted.as_str()) && is_complete(&mut conn).await? {
-            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM traces")
-                .fetch_one(&mut conn)
-                .await?;
-            if rows as u64 == config.dataset.rows {
-                return Ok(Outcome::Unchanged {
-                    fingerprint: wanted,
-                    rows: rows as u64,
-                });
-            }
-        }
-    }
+    };
     let monitor = if opts.progress {
         Some(db::connect(url).await?)
     } else {
         None
     };
-    let figures = build(conn, monitor, config, &wanted, opts).await?;
+    let figures = build(conn, monitor, config, &wanted, carry, opts).await?;
     Ok(Outcome::Built {
         fingerprint: wanted,
         figures: Box::new(figures),
@@ -204,6 +354,7 @@ async fn build(
     monitor: Option<PgConnection>,
     config: &Config,
     fingerprint: &str,
+    carry: bool,
     opts: &LoadOptions,
 ) -> Result<Figures> {
     let params = &config.dataset;
@@ -302,7 +453,32 @@ async fn build(
     let index_seconds = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
 
-    // 4. Statistics.
+    // 4. The rows of the current table that capbench did not load (written through the API or by
+    //    hand) move into the new one, now that it is indexed; the lock holds writers off from here
+    //    to the swap, so no row written meanwhile is lost with the old table.
+    let target = stack::quote_ident(&target_schema);
+    let kept_rows = if carry {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {target}.traces IN EXCLUSIVE MODE"
+        )))
+        .execute(&mut *tx)
+        .await
+        .context("locking the current traces table against writes until the swap")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO traces ({cols}) SELECT {cols} FROM {target}.traces \
+             WHERE NOT coalesce(is_seed AND contributor_id = $1, false)",
+            cols = load::COPY_COLUMNS
+        )))
+        .bind(contributor)
+        .execute(&mut *tx)
+        .await
+        .context("carrying the rows capbench did not load into the new traces table")?
+        .rows_affected()
+    } else {
+        0
+    };
+
+    // 5. Statistics.
     let t = Instant::now();
     sqlx::raw_sql("ANALYZE traces")
         .execute(&mut *tx)
@@ -310,7 +486,7 @@ async fn build(
         .context("ANALYZE traces")?;
     let analyze_seconds = t.elapsed().as_secs_f64();
 
-    // 5. Swap in and record, still in the same transaction.
+    // 6. Swap in and record, still in the same transaction.
     let (table_bytes, index_bytes): (i64, i64) = sqlx::query_as(
         "SELECT pg_table_size(to_regclass('traces')), pg_relation_size(to_regclass($1))",
     )
@@ -320,6 +496,7 @@ async fn build(
     let server = ServerInfo::read(&mut tx).await?;
     let figures = Figures {
         rows: copied,
+        kept_rows,
         load_seconds,
         rows_per_second: copied as f64 / load_seconds.max(1e-9),
         constraints_seconds,
@@ -335,7 +512,6 @@ async fn build(
             .cloned()
             .collect(),
     };
-    let target = stack::quote_ident(&target_schema);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {target}.traces; \
          ALTER TABLE {LOAD_SCHEMA}.traces SET SCHEMA {target}; \
@@ -433,6 +609,12 @@ pub fn summary(figures: &Figures, fingerprint: &str) -> Vec<String> {
             mib(figures.server.shared_buffers_bytes)
         ),
     ];
+    if figures.kept_rows > 0 {
+        lines.push(format!(
+            "kept         {} capbench did not load (written through the API or by hand), carried into the new table",
+            rows_word(figures.kept_rows)
+        ));
+    }
     for n in &figures.notices {
         lines.push(format!(
             "warning      pgvector: {n}; raise maintenance_work_mem in setup/postgres.conf for a faster build"
@@ -474,17 +656,47 @@ pub async fn compare_copy_floor(
         .context("the data directory path is not UTF-8")?
         .replace('\'', "''");
     let mut conn = db::connect(url).await?;
+    // Declared before the watch, so dropped after it: on Ctrl-C the server's COPY is cancelled
+    // first, then its file removed.
+    let _file = RemoveOnDrop(file_path);
+    let watch = db::SessionWatch::start(url, &mut conn, "setup").await?;
+    let timed = time_copy_paths(&mut conn, config, &file, repeat, copy_batch).await;
+    watch.finish();
+    timed
+}
+
+/// Removes a file when dropped, on every path out (success, error, or an abandoned future).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => crate::say!("warning: could not remove {}: {e}", self.0.display()),
+        }
+    }
+}
+
+/// The two sides of `compare_copy_floor`, into the server-side `file`.
+async fn time_copy_paths(
+    conn: &mut PgConnection,
+    config: &Config,
+    file: &str,
+    repeat: u32,
+    copy_batch: u64,
+) -> Result<(f64, f64)> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "COPY (SELECT {cols} FROM traces ORDER BY created_at) TO '{file}' (FORMAT binary)",
         cols = load::COPY_COLUMNS
     )))
-    .execute(&mut conn)
+    .execute(&mut *conn)
     .await
     .context("exporting the dataset to a server-side binary file")?;
     let dataset = Arc::new(Dataset::new(config.dataset.clone()));
     let contributor: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
         .bind(CONTRIBUTOR_EMAIL)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await?;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let result: Result<()> = async {
@@ -517,7 +729,6 @@ pub async fn compare_copy_floor(
         Ok(())
     }
     .await;
-    let _ = std::fs::remove_file(&file_path);
     result.context("timing the two COPY paths")?;
     Ok((median(&mut ours), median(&mut floor)))
 }
@@ -559,6 +770,11 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
     }
     args.config.index.validate()?;
     let started = Instant::now();
+    // setup prepares the servers serve and the benches will use: a REDIS_URL they cannot reach
+    // fails here, before the database is touched.
+    if let Some(redis) = &servers.redis_url {
+        stack::ping_redis(redis).await?;
+    }
     let url = stack::postgres(servers, args.config.local_database()).await?;
     let opts = LoadOptions {
         force: args.force,

@@ -1,7 +1,9 @@
 //! The generator: determinism, unit norms, cluster structure, fingerprints.
 
 use capbench::config::{DatasetParams, IndexParams};
-use capbench::dataset::{Dataset, cosine_distance, fingerprint};
+use capbench::dataset::{
+    Dataset, canary, cosine_distance, fingerprint, fingerprint_of, fingerprint_params,
+};
 
 fn params(seed: u64) -> DatasetParams {
     DatasetParams {
@@ -157,4 +159,41 @@ fn titles_follow_the_seeds() {
     );
     assert!(row.context_text.len() > 20 && row.solution_text.len() > row.context_text.len() / 2);
     assert_ne!(d.row(17).id, d.row(18).id);
+}
+
+#[test]
+fn the_fingerprint_covers_a_canary_of_the_generated_rows() {
+    let index = IndexParams::default();
+    let stored = fingerprint_params(&params(42), &index);
+    assert_eq!(stored["canary"], canary(&params(42)));
+    assert_eq!(fingerprint(&params(42), &index), fingerprint_of(&stored));
+    // Rows with other text (a `fake` update's word lists) under the same parameters: another
+    // fingerprint.
+    let mut other_text = stored.clone();
+    other_text["canary"] = "0000000000000000".into();
+    assert_ne!(
+        fingerprint_of(&other_text),
+        fingerprint(&params(42), &index)
+    );
+    // The canary is a digest of rows 0..3 (text) and row 0 (vector): the seed and the dimension
+    // change them, the row and cluster counts do not.
+    assert_ne!(canary(&params(42)), canary(&params(43)));
+    assert_ne!(
+        canary(&params(42)),
+        canary(&DatasetParams {
+            dims: 8,
+            ..params(42)
+        })
+    );
+    assert_eq!(
+        canary(&params(42)),
+        canary(&DatasetParams {
+            rows: 10,
+            clusters: 7,
+            ..params(42)
+        })
+    );
+    // What fake 5.1.0 (pinned `=5.1.0` in Cargo.toml) and rand_distr generate today: a dependency
+    // update that changes the rows fails here, and changes every fingerprint with them.
+    assert_eq!(canary(&params(42)), "4241a171d86348d2");
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -163,7 +163,7 @@ pub async fn copy_dataset(
     while let Some((done, bytes)) = rx.recv().await {
         if let Err(e) = copy.send(bytes).await {
             drop(rx);
-            let _ = producer.join();
+            join_generator(producer)?;
             return Err(e).context("sending COPY data");
         }
         if done != sent {
@@ -171,7 +171,24 @@ pub async fn copy_dataset(
             progress(sent);
         }
     }
-    let _ = producer.join();
+    // The channel closes when the generator returns — or panics: then the COPY must not be
+    // finished (it would store the rows sent so far and surface as a wrong row count).
+    if let Err(e) = join_generator(producer) {
+        let _ = copy.abort("the row generator failed").await;
+        return Err(e);
+    }
     let copied = copy.finish().await.context("finishing COPY")?;
     Ok(copied)
+}
+
+/// Waits for the generator thread; its panic becomes an error carrying the panic's message.
+fn join_generator(producer: std::thread::JoinHandle<()>) -> Result<()> {
+    producer.join().map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        anyhow!("the row generator panicked: {message}")
+    })
 }

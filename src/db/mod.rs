@@ -1,5 +1,6 @@
-//! Everything capbench says to PostgreSQL: connecting, the schema (setup/schema.sql), the binary
-//! COPY load, the HNSW index, and THE search query.
+//! Everything capbench says to PostgreSQL: connecting, watching a long session (lock waits, cancel
+//! when abandoned), the schema (setup/schema.sql), the binary COPY load, the HNSW index, and THE
+//! search query.
 
 pub mod index;
 pub mod load;
@@ -52,6 +53,129 @@ pub async fn connect(url: &str) -> Result<PgConnection> {
             redact(url),
             humantime::format_duration(limit)
         ),
+    }
+}
+
+/// How often [`SessionWatch`] looks for a lock its session waits on.
+const LOCK_POLL: Duration = Duration::from_secs(1);
+
+/// A second connection watching one of our sessions (a long setup transaction) for as long as the
+/// work on it runs:
+/// - when the session waits on a lock another session holds, it says so once per change of
+///   holders (`waiting for a lock on traces (AccessShareLock) held by pid N (state, query
+///   start)`), instead of waiting silently;
+/// - when the work is abandoned — its future dropped, as on Ctrl-C in [`crate::main_with`] — it
+///   cancels the session's running statement with `pg_cancel_backend` from a connection of its
+///   own, so the server stops building an index nobody will use (a dropped client is noticed only
+///   when the server next talks to it, which an index build does not do for minutes).
+///
+/// Call [`SessionWatch::finish`] when the work returns (with success or an error); dropping the
+/// watch without it cancels.
+pub struct SessionWatch {
+    url: String,
+    pid: i32,
+    reporter: tokio::task::JoinHandle<()>,
+    armed: bool,
+}
+
+impl SessionWatch {
+    /// Starts watching the session of `conn` (on the server of `url`); `who` prefixes the lines
+    /// it prints (`setup`).
+    pub async fn start(url: &str, conn: &mut PgConnection, who: &'static str) -> Result<Self> {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .context("reading the session's backend pid")?;
+        let monitor = connect(url).await?;
+        Ok(Self {
+            url: url.to_string(),
+            pid,
+            reporter: tokio::spawn(report_lock_waits(monitor, pid, who)),
+            armed: true,
+        })
+    }
+
+    /// The work returned: stop watching, cancel nothing.
+    pub fn finish(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for SessionWatch {
+    fn drop(&mut self) {
+        self.reporter.abort();
+        if self.armed {
+            cancel_backend(&self.url, self.pid);
+        }
+    }
+}
+
+/// Cancels backend `pid`'s running statement from a new connection, and waits for it (at most
+/// the connect timeout and one query). It runs on a thread and runtime of its own: it is called
+/// from `Drop`, possibly while the caller's runtime is shutting down.
+fn cancel_backend(url: &str, pid: i32) {
+    let url = url.to_string();
+    let worker = std::thread::Builder::new()
+        .name("capbench-cancel".into())
+        .spawn(move || -> Result<bool> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut conn = connect(&url).await?;
+                let cancelled: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok(cancelled)
+            })
+        });
+    let outcome = match worker {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the cancelling thread panicked"))),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = outcome {
+        crate::say!(
+            "warning: could not cancel PostgreSQL backend {pid}, which may still be working on an abandoned statement: {}",
+            crate::one_line(&e)
+        );
+    }
+}
+
+/// Says, once per change of the holders, which lock session `pid` waits for and who holds it.
+async fn report_lock_waits(mut monitor: PgConnection, pid: i32, who: &'static str) {
+    let mut reported: Vec<i32> = Vec::new();
+    loop {
+        tokio::time::sleep(LOCK_POLL).await;
+        let holders: Vec<(i32, String, String, String)> = match sqlx::query_as(
+            "SELECT b.pid, coalesce(b.state, 'unknown'),
+                    coalesce(to_char(b.query_start, 'YYYY-MM-DD HH24:MI:SS TZ')
+                             || ', ' || round(extract(epoch FROM now() - b.query_start)) || ' s ago',
+                             'unknown'),
+                    coalesce((SELECT coalesce(l.relation::regclass::text, l.locktype) || ' (' || l.mode || ')'
+                                FROM pg_locks l WHERE l.pid = $1 AND NOT l.granted LIMIT 1), 'a lock')
+             FROM unnest(pg_blocking_pids($1)) AS blocker(pid)
+             JOIN pg_stat_activity b ON b.pid = blocker.pid
+             ORDER BY b.pid",
+        )
+        .bind(pid)
+        .fetch_all(&mut monitor)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(_) => return, // the monitor lost its server; the session itself will report that
+        };
+        let pids: Vec<i32> = holders.iter().map(|h| h.0).collect();
+        if pids != reported {
+            for (holder, state, query_start, lock) in &holders {
+                crate::say!(
+                    "{who}: waiting for a lock on {lock} held by pid {holder} ({state}, query started {query_start})"
+                );
+            }
+            reported = pids;
+        }
     }
 }
 
