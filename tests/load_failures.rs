@@ -318,14 +318,26 @@ async fn the_record_survives_a_redis_gone_before_it_is_written() {
     let redis = capbench::stack::redis(&servers)
         .await
         .expect("a private Redis");
-    let (mut cfg, _) = common::fresh_database("load_redis_gone", common::service_config()).await;
-    cfg.servers.redis_url = Some(redis);
-    let mut a = args(&["--users", "2", "--run-time", "2s", "-q"]);
+    let (mut cfg, url) = common::fresh_database("load_redis_gone", common::service_config()).await;
+    capbench::setup::ensure_dataset(&cfg, &url, &Default::default())
+        .await
+        .unwrap();
+    cfg.servers.redis_url = Some(redis.clone());
+    let mut a = args(&["--users", "2", "--run-time", "3s", "-q"]);
     a.config = cfg;
+    // Stopped once the run is under way: its limiter has written its first buckets.
     let stopper = {
         let servers = servers.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let client = redis::Client::open(redis).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            loop {
+                let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+                if keys > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             tokio::task::spawn_blocking(move || capbench::stack::stop(&servers))
                 .await
                 .unwrap()
@@ -350,6 +362,7 @@ async fn the_record_survives_a_redis_gone_before_it_is_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_in_the_schedule_is_the_runs_error() {
+    capbench::install_tls_provider();
     let (url, _) = fixture(|_| StatusCode::OK).await;
     let target = Target::http(&url, reqwest::Client::new()).unwrap();
     // A rate of zero (the command line refuses it) makes the schedule thread panic.

@@ -916,7 +916,14 @@ async fn environment(db_url: Option<&str>, redis_url: Option<&str>) -> (Environm
         }
     }
     if let Some(url) = redis_url {
-        match within_connect_timeout(environment.clone().with_redis(url)).await {
+        let read = async {
+            let base = environment.clone();
+            let shown = crate::secrets::redact(url);
+            base.with_redis(url)
+                .await
+                .with_context(|| format!("reading Redis at {shown}"))
+        };
+        match within_connect_timeout(read).await {
             Ok(e) => environment = e,
             Err(why) => unread.push(format!("Redis version: {why}")),
         }
