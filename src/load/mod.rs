@@ -78,7 +78,9 @@ pub struct LoadArgs {
     /// (`http://127.0.0.1:8000`), `db` (THE search SQL on the configured database) or a postgres:// URL.
     #[arg(long, env = "CAPBENCH_LOAD_TARGET")]
     pub target: Option<String>,
-    /// Accept a target that is not this machine.
+    /// Send load beyond this machine. Without it only loopback addresses receive traffic, checked
+    /// where connections go: after name resolution, every redirect, and a database URL's `host` /
+    /// `hostaddr` parameters; and no proxy is used.
     #[arg(long)]
     pub allow_remote: bool,
     /// The addresses that count as this machine without --allow-remote: every loopback address.
@@ -96,7 +98,8 @@ pub struct LoadArgs {
     /// Every request name's rows in the history file, not only Aggregated (Locust's flag).
     #[arg(long, requires = "csv")]
     pub csv_full_history: bool,
-    /// Per-request timeout.
+    /// Per-request timeout; also the longest wait for the database target's answer while load
+    /// checks for its dataset.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// The generator's threads. Default: one for a separate target (the rest of the machine is the

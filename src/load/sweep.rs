@@ -183,4 +183,17 @@ mod tests {
         assert_eq!(knee(&levels, 10.0).map(|k| k.users), Some(1));
         assert_eq!(knee(&levels, 1.0), None);
     }
+
+    #[test]
+    fn a_level_at_the_objective_meets_it_and_one_that_fails_requests_does_not() {
+        assert!(level(2, 100.0, 50.0).meets(50.0));
+        let failing = Level {
+            error_rate: 0.02,
+            ..level(4, 900.0, 5.0)
+        };
+        assert!(!failing.meets(50.0), "fast failures are no capacity");
+        let levels = [level(1, 100.0, 5.0), failing];
+        assert_eq!(knee(&levels, 50.0).map(|k| k.users), Some(1));
+        assert_eq!(objective(50.0), "p99 <= 50 ms with errors < 1%");
+    }
 }
