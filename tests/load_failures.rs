@@ -30,20 +30,26 @@ fn args(argv: &[&str]) -> LoadArgs {
     LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
 
-/// A server that accepts connections and never says a word (kept open until the test ends).
-fn silent_listener() -> (u16, std::thread::JoinHandle<()>) {
+/// A server that accepts connections and never says a word (kept open until the test ends);
+/// returns its port and the count of connections it accepted.
+fn silent_listener() -> (u16, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let holder = std::thread::spawn(move || {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             match stream {
-                Ok(s) => held.push(s),
+                Ok(s) => {
+                    held.push(s);
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
                 Err(_) => break,
             }
         }
     });
-    (port, holder)
+    (port, accepted)
 }
 
 /// A server in the seeds' API shape: keys are minted (201); search number `n` (from 0) is answered
@@ -85,7 +91,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn a_silent_server_ends_the_run_within_its_bounds() {
-    let (port, _holder) = silent_listener();
+    let (port, _) = silent_listener();
     // A database that never answers: the connect timeout, one line naming the host and the limit.
     for model in [&["--users", "2"][..], &["--rate", "10/s"][..]] {
         let started = Instant::now();
@@ -385,5 +391,39 @@ async fn a_panic_in_the_schedule_is_the_runs_error() {
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "at once, not at the deadline"
+    );
+}
+
+#[test]
+fn a_signal_before_the_run_ends_load_at_once() {
+    // load waits for a database that never answers (a 30 s connect timeout) when SIGTERM comes.
+    let (port, accepted) = silent_listener();
+    let child = load_binary("signal-early")
+        .args(["--target", &format!("postgres://u@127.0.0.1:{port}/db")])
+        .args(["--run-time", "30s", "-q"])
+        .env("CAPBENCH_CONNECT_TIMEOUT", "30s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "load never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert_eq!(
+        err.trim(),
+        "load: interrupted (SIGTERM) before the run started: nothing was measured"
+    );
+    assert!(
+        !text(&out.stdout).contains("run record:"),
+        "nothing is written"
     );
 }
