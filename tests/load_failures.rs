@@ -75,12 +75,13 @@ async fn fixture(status: fn(u64) -> StatusCode) -> (String, Arc<AtomicU64>) {
     (url, searches)
 }
 
-/// The `load` binary with its records in a directory of the test's own.
+/// The `load` binary with its records in a directory of the test's own (reused between runs, as
+/// every record gets a name of its own).
 fn load_binary(reports: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_load"));
     cmd.env(
         "CAPBENCH_REPORTS",
-        std::env::temp_dir().join(format!("capbench-{reports}-{}", std::process::id())),
+        std::env::temp_dir().join(format!("capbench-load-{reports}")),
     );
     cmd
 }
