@@ -35,6 +35,9 @@ pub struct RunRecord {
     /// The run's own parameters (ef_search list, query count, quick mode, …).
     pub parameters: serde_json::Value,
     pub results: Vec<ResultEntry>,
+    /// The run was ended early by a signal (Ctrl-C, SIGTERM): its results cover the time it ran.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// One measured thing (a benchmark ID).
@@ -193,6 +196,7 @@ impl RunRecord {
             dataset: None,
             parameters,
             results: Vec::new(),
+            interrupted: false,
         }
     }
 

@@ -1,21 +1,22 @@
 //! The `load` runner: the seeds' scenarios against the reference service (real PostgreSQL+pgvector
 //! and Redis), the database target, thresholds and exit codes, Locust's CSV columns, the open
 //! model's coordinated-omission correction and the sweep's knee (on HTTP targets whose stall and
-//! capacity the test sets), and the loopback-only rule.
+//! capacity the test sets), and the loopback-only rule — checked where connections go, after
+//! redirects and URL parameters (127.0.0.2 stands for a remote host; no packet leaves loopback).
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::routing::post;
 use capbench::load::run::Ending;
-use capbench::load::scenario::check_local;
 use capbench::load::stats;
-use capbench::load::{self, LoadArgs};
+use capbench::load::{self, LoadArgs, Reach};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -109,6 +110,8 @@ async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never
         "4 × 12 admitted (+ refill), got {ok}"
     );
     assert!(search.statuses.get(&429).copied().unwrap_or(0) > 100);
+    // Without a threshold, a run is judged by its error rate: the bursts' 429s are no failures.
+    assert!(out.passed(), "{:?}", out.verdicts);
 
     // Realistic agents (a session of 15 searches) under a limit of 20 per minute, while a burst agent
     // empties its own bucket: never blocked.
@@ -295,6 +298,11 @@ async fn the_sweep_finds_the_knee_of_a_known_capacity() {
         ]
     );
     assert_eq!(out.record.results[4].metrics["knee_users"], 2.0);
+    // The gate says what it checks: a level at the objective meets it.
+    assert_eq!(
+        out.record.results[4].gates[0].name,
+        "some level meets p99 <= 30 ms with errors < 1%"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -393,37 +401,211 @@ fn thresholds_decide_the_exit_code() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("e.g. 'p99<50ms'"));
 }
 
+/// This machine reduced to 127.0.0.1, so that 127.0.0.2 stands for a remote host.
+fn only_127_0_0_1() -> Reach {
+    Reach::Only(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+}
+
+const SECOND_LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// A listener standing for a remote host: it counts the connections it accepts (and drops them).
+async fn counting_listener(ip: Ipv4Addr) -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, seen)
+}
+
+/// An HTTP server on `ip` answering every request with a 307 to the same path at `to`.
+async fn redirecting(ip: Ipv4Addr, to: String) -> String {
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{to}{}", uri.path());
+        async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_beyond_this_machine_need_allow_remote() {
+    // Every loopback address is this machine; so is a Unix socket.
     for local in [
         "http://127.0.0.1:8000",
         "http://localhost:8000",
         "http://[::1]:8000",
-        "postgres://u@127.0.0.1/db",
+        "http://127.0.0.2:8000",
     ] {
-        check_local(local, false)
+        Reach::Loopback
+            .check_http(local)
             .await
             .unwrap_or_else(|e| panic!("{local}: {e}"));
     }
-    for remote in [
-        "http://192.0.2.10:8000",
-        "postgres://u@192.0.2.10:5432/db",
-        "https://203.0.113.5",
+    for local in [
+        "postgres://u@127.0.0.1/db",
+        "postgres://u@localhost/db?host=127.0.0.2",
+        "postgres:///db?host=/run/postgresql",
+        "postgres://u@127.0.0.2/db?host=%2Ftmp",
     ] {
-        let e = check_local(remote, false).await.unwrap_err().to_string();
-        assert!(e.contains("--allow-remote"), "{e}");
-        check_local(remote, true).await.unwrap();
+        Reach::Loopback
+            .check_postgres(local)
+            .await
+            .unwrap_or_else(|e| panic!("{local}: {e}"));
     }
+    // With 127.0.0.2 standing for a remote host, the host that counts is where the connection goes:
+    // the `host` and `hostaddr` parameters override the URL's authority. Nothing is connected to.
+    let remote = only_127_0_0_1();
+    for url in [
+        "http://127.0.0.2:8000",
+        "postgres://u@127.0.0.2:5432/db",
+        "postgres://u@localhost/db?host=127.0.0.2",
+        "postgres://u@127.0.0.1/db?hostaddr=127.0.0.2",
+    ] {
+        let e = if url.starts_with("http") {
+            remote.check_http(url).await
+        } else {
+            remote.check_postgres(url).await
+        };
+        let e = capbench::one_line(&e.expect_err(url));
+        assert!(
+            e.contains("refusing to load 127.0.0.2") && e.contains("--allow-remote"),
+            "{url}: {e}"
+        );
+        let allowed = if url.starts_with("http") {
+            Reach::Anywhere.check_http(url).await
+        } else {
+            Reach::Anywhere.check_postgres(url).await
+        };
+        allowed.unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    remote
+        .check_postgres("postgres://u@127.0.0.2/db?host=127.0.0.1")
+        .await
+        .expect("the authority is not where the connection goes");
+
+    // Through the binary: one line, exit 1. 0.0.0.0 ("any address") is not a loopback address; it
+    // is refused before any socket is opened (and on Linux would reach this machine anyway).
     let out = Command::new(env!("CARGO_BIN_EXE_load"))
-        .args(["--target", "http://192.0.2.10:8000", "--run-time", "1s"])
+        .args(["--target", "http://0.0.0.0:8000", "--run-time", "1s"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: refusing to load 192.0.2.10") && err.lines().count() == 1,
+        err.starts_with("error: refusing to load 0.0.0.0") && err.lines().count() == 1,
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
+    // A redirect to an IP literal (checked by the redirect policy: literals skip name resolution).
+    let (port, seen) = counting_listener(SECOND_LOOPBACK).await;
+    let target = redirecting(Ipv4Addr::LOCALHOST, format!("http://127.0.0.2:{port}")).await;
+    let mut a = args(&[
+        "--target",
+        &target,
+        "--users",
+        "2",
+        "--run-time",
+        "1s",
+        "-q",
+    ]);
+    a.this_machine = only_127_0_0_1();
+    let out = load::run(a, None).await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "a byte reached 127.0.0.2");
+    assert_eq!(out.succeeded(), 0);
+    let (_, done) = &out.finished[0];
+    let failures: Vec<&str> = done
+        .stats
+        .failures
+        .keys()
+        .map(|(_, _, e)| e.as_str())
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|e| e.contains("redirect") && e.contains("refusing to load 127.0.0.2")),
+        "{failures:?}"
+    );
+
+    // A redirect to a name (checked on what it resolves to): localhost is 127.0.0.1, which here
+    // stands for the remote host, the target being on 127.0.0.2.
+    let (port, seen) = counting_listener(Ipv4Addr::LOCALHOST).await;
+    let target = redirecting(SECOND_LOOPBACK, format!("http://localhost:{port}")).await;
+    let mut a = args(&[
+        "--target",
+        &target,
+        "--users",
+        "2",
+        "--run-time",
+        "1s",
+        "-q",
+    ]);
+    a.this_machine = Reach::Only(vec![IpAddr::V4(SECOND_LOOPBACK)]);
+    let out = load::run(a, None).await.unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "a byte reached 127.0.0.1");
+    let (_, done) = &out.finished[0];
+    let failures: Vec<&str> = done
+        .stats
+        .failures
+        .keys()
+        .map(|(_, _, e)| e.as_str())
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|e| e.contains("refusing to load localhost")),
+        "{failures:?}"
+    );
+
+    // The same redirect where every loopback address is this machine: followed (the listener is
+    // reached), so the counts above would have seen a bypass.
+    let (port, seen) = counting_listener(SECOND_LOOPBACK).await;
+    let target = redirecting(Ipv4Addr::LOCALHOST, format!("http://127.0.0.2:{port}")).await;
+    load::run(
+        args(&[
+            "--target",
+            &target,
+            "--users",
+            "1",
+            "--run-time",
+            "1s",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(seen.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_url_is_judged_where_it_connects() {
+    let (port, seen) = counting_listener(SECOND_LOOPBACK).await;
+    for url in [
+        format!("postgres://u@localhost:{port}/db?host=127.0.0.2"),
+        format!("postgres://u@localhost:{port}/db?hostaddr=127.0.0.2"),
+        format!("postgres://u@127.0.0.1/db?host=127.0.0.2&port={port}"),
+    ] {
+        let mut a = args(&["--target", &url, "--run-time", "1s", "-q"]);
+        a.this_machine = only_127_0_0_1();
+        let e = capbench::one_line(&load::run(a, None).await.expect_err(&url));
+        assert!(e.contains("refusing to load 127.0.0.2"), "{url}: {e}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "a byte reached 127.0.0.2");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! k6-like thresholds with an exit code; a concurrency sweep with its knee; Locust's CSV files and
 //! the project's run record.
 
+pub mod reach;
 pub mod run;
 pub mod scenario;
 pub mod stats;
@@ -23,7 +24,8 @@ use crate::config::Config;
 use crate::cpu_idle::CpuIdle;
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
 use crate::server::{AppState, LocalService};
-use run::{ClosedPlan, Ending, Finished, OpenPlan, Progress};
+pub use reach::Reach;
+use run::{ClosedPlan, Ending, Finished, Interrupt, OpenPlan, Progress, Signal};
 use scenario::{Kind, Mix, Target};
 use stats::{PERCENTILES, Stats};
 use threshold::{THRESHOLD_EXIT_CODE, Threshold, Verdict};
@@ -76,9 +78,16 @@ pub struct LoadArgs {
     /// (`http://127.0.0.1:8000`), `db` (THE search SQL on the configured database) or a postgres:// URL.
     #[arg(long, env = "CAPBENCH_LOAD_TARGET")]
     pub target: Option<String>,
-    /// Accept a target that is not this machine.
+    /// Send load beyond this machine. Without it only loopback addresses receive traffic, checked
+    /// where connections go: after name resolution, every redirect, and a database URL's `host` /
+    /// `hostaddr` parameters; and no proxy is used.
     #[arg(long)]
     pub allow_remote: bool,
+    /// The addresses that count as this machine without --allow-remote: every loopback address.
+    /// A test narrows it ([`Reach::Only`]) so that a second loopback address can stand for a remote
+    /// host without a packet leaving the machine.
+    #[arg(skip)]
+    pub this_machine: Reach,
     /// A pass/fail criterion (repeatable): `p99<50ms`, `error_rate<1%`, `rps>100`, `p95[NAME]<=2s`.
     #[arg(long = "threshold", value_name = "EXPR")]
     pub thresholds: Vec<Threshold>,
@@ -89,7 +98,8 @@ pub struct LoadArgs {
     /// Every request name's rows in the history file, not only Aggregated (Locust's flag).
     #[arg(long, requires = "csv")]
     pub csv_full_history: bool,
-    /// Per-request timeout.
+    /// Per-request timeout; also the longest wait for the database target's answer while load
+    /// checks for its dataset.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// The generator's threads. Default: one for a separate target (the rest of the machine is the
@@ -165,6 +175,15 @@ impl LoadArgs {
         Ok(args)
     }
 
+    /// Where this run may send traffic: anywhere with --allow-remote, else this machine only.
+    pub fn reach(&self) -> Reach {
+        if self.allow_remote {
+            Reach::Anywhere
+        } else {
+            self.this_machine.clone()
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.rate.is_some() && !self.sweep.is_empty() {
             bail!("--rate (open model) and --sweep (closed model) do not combine: choose one");
@@ -189,7 +208,8 @@ impl LoadArgs {
     }
 }
 
-/// The `load` binary: its own runtime, so Ctrl-C ends the run early but still reports it.
+/// The `load` binary: its own runtime, so that Ctrl-C or SIGTERM ends the run early but still
+/// reports it.
 pub fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args = match LoadArgs::parse_from_args(&argv) {
@@ -227,24 +247,42 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = tx.send(true);
+    // Handlers installed before anything starts, so no signal finds the default (fatal) action.
+    let interrupt = match runtime.block_on(async { Signal::watch() }) {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("error: cannot handle Ctrl-C and SIGTERM: {e}");
+            return ExitCode::FAILURE;
         }
-    });
-    let result = runtime.block_on(run(args, Some(rx))).and_then(|outcome| {
-        crate::report::publish(&outcome.record, &argv[..1])?;
-        Ok(outcome)
-    });
+    };
+    let result = runtime
+        .block_on(run(args, Some(interrupt)))
+        .and_then(|outcome| {
+            crate::report::publish(&outcome.record, &argv[..1])?;
+            Ok(outcome)
+        });
     match result {
         Ok(outcome) => outcome.exit_code(),
-        Err(e) => {
-            eprintln!("error: {}", crate::one_line(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<InterruptedBeforeRun>() {
+            Some(InterruptedBeforeRun(signal)) => {
+                crate::say!("load: {e}");
+                ExitCode::from(signal.exit_code())
+            }
+            None => {
+                crate::say!("error: {}", crate::one_line(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
+
+/// The exit code of a run in which no request succeeded: nothing was measured.
+pub const NOTHING_MEASURED_EXIT_CODE: u8 = 1;
+
+/// A signal that came before the run started: nothing was measured, nothing is written.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted ({}) before the run started: nothing was measured", .0.name())]
+pub struct InterruptedBeforeRun(pub Signal);
 
 /// What a `load` invocation found.
 #[derive(Debug)]
@@ -258,21 +296,35 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn interrupted(&self) -> bool {
+    /// The signal that ended the run early, if one did.
+    pub fn interrupted(&self) -> Option<Signal> {
+        self.finished.iter().find_map(|(_, f)| match f.ending {
+            Ending::Interrupted(signal) => Some(signal),
+            _ => None,
+        })
+    }
+
+    /// Requests that succeeded (a 429 a burst user expects included), over every run.
+    pub fn succeeded(&self) -> u64 {
         self.finished
             .iter()
-            .any(|(_, f)| f.ending == Ending::Interrupted)
+            .map(|(_, f)| f.stats.total.requests - f.stats.total.failures)
+            .sum()
     }
 
     pub fn passed(&self) -> bool {
         self.verdicts.iter().all(|v| v.pass) && (!self.swept || self.knee.is_some())
     }
 
-    /// 0: every threshold held; 99: one did not (k6's code) or no sweep level met the objective;
-    /// 130: interrupted.
+    /// 130 (Ctrl-C) or 143 (SIGTERM): interrupted, the results so far reported; 1: no request
+    /// succeeded, nothing was measured; 99 (k6's code): a threshold did not hold (without
+    /// --threshold: the error rate was not below 1 %), or no sweep level met the objective; 0:
+    /// everything held.
     pub fn exit_code(&self) -> ExitCode {
-        if self.interrupted() {
-            ExitCode::from(130)
+        if let Some(signal) = self.interrupted() {
+            ExitCode::from(signal.exit_code())
+        } else if self.succeeded() == 0 {
+            ExitCode::from(NOTHING_MEASURED_EXIT_CODE)
         } else if self.passed() {
             ExitCode::SUCCESS
         } else {
@@ -281,20 +333,37 @@ impl Outcome {
     }
 }
 
-/// Everything `load` does, given its arguments.
-pub async fn run(
-    args: LoadArgs,
-    interrupt: Option<tokio::sync::watch::Receiver<bool>>,
-) -> Result<Outcome> {
+/// Runs `step` of the preparation unless a signal comes first (then nothing was measured).
+async fn before_run<T>(
+    interrupt: &Option<Interrupt>,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(rx) = interrupt.clone() else {
+        return step.await;
+    };
+    tokio::select! {
+        result = step => result,
+        signal = run::signalled(rx) => Err(InterruptedBeforeRun(signal).into()),
+    }
+}
+
+/// The target to load, and what stands behind it.
+struct Prepared {
+    target: Target,
+    /// The in-process reference service, when it is the target.
+    service: Option<LocalService>,
+    /// The database whose server the record describes.
+    db_url: Option<String>,
+    /// The Redis whose version the record notes (the in-process service's).
+    redis_url: Option<String>,
+}
+
+/// Everything `load` does, given its arguments; `interrupt` ends it early (Ctrl-C, SIGTERM).
+pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome> {
     args.check()?;
     crate::install_tls_provider();
     // Idle CPUs as the machine has them unless asked (`--cpu-idle poll`): held for the whole run.
     let _awake = crate::cpu_idle::for_run(args.config.bench.cpu_idle.unwrap_or(CpuIdle::Os));
-    let config = &args.config;
-    let target_text = args
-        .target
-        .clone()
-        .or_else(|| config.service.target_url.clone());
     let tag = format!(
         "{}-{}",
         std::process::id(),
@@ -302,86 +371,12 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     );
-    // The target (and the in-process service behind it).
-    let mut service = None;
-    let mut db_url = None;
-    let mut redis_url = None;
-    let target = match target_text.as_deref() {
-        None => {
-            let db = crate::stack::postgres(&config.servers, config.local_database()).await?;
-            let redis = crate::stack::redis(&config.servers).await?;
-            redis_url = Some(redis.clone());
-            let opts = crate::setup::LoadOptions {
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                ..crate::setup::LoadOptions::default()
-            };
-            crate::setup::ensure_dataset(config, &db, &opts).await?;
-            let mut cfg = config.clone();
-            let limiter_under_test =
-                args.scenario.has(Kind::Burst) || args.scenario.has(Kind::Realistic);
-            if !args.read_limit_given && !limiter_under_test {
-                cfg.service.rate_limit_read_per_minute = CAPACITY_READ_PER_MINUTE;
-            }
-            let svc = LocalService::start(AppState::connect(&cfg, &db, &redis).await?).await?;
-            eprintln!(
-                "load: in-process reference service at {} (read limit {}/min{}), ef_search {}",
-                svc.url(),
-                cfg.service.rate_limit_read_per_minute,
-                if args.read_limit_given || limiter_under_test {
-                    ""
-                } else {
-                    ", the seeds' capacity setting; RATE_LIMIT_READ_PER_MINUTE to change"
-                },
-                cfg.service.search_ef_search
-            );
-            let base = svc.url();
-            service = Some(svc);
-            db_url = Some(db);
-            http_target(&base, &args)?
-        }
-        Some(t) if t.eq_ignore_ascii_case("db") || t.starts_with("postgres") => {
-            let url = if t.eq_ignore_ascii_case("db") {
-                crate::stack::postgres(&config.servers, config.local_database()).await?
-            } else {
-                t.to_string()
-            };
-            scenario::check_local(&url, args.allow_remote).await?;
-            if !args.scenario.0.iter().all(|(k, _)| *k == Kind::Search) {
-                bail!("the database target runs THE search SQL only: use --scenario search");
-            }
-            let mut conn = crate::db::connect(&url).await?;
-            let loaded: bool = sqlx::query_scalar(
-                "SELECT to_regclass('traces') IS NOT NULL AND to_regclass('capacity_meta') IS NOT NULL",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .context("checking for the dataset")?;
-            let params = if loaded {
-                scenario::loaded_params(&mut conn).await?
-            } else {
-                None
-            };
-            let Some(params) = params else {
-                bail!(
-                    "{} has no capbench dataset: load it first (cargo run --release --bin setup)",
-                    crate::secrets::redact(&url)
-                );
-            };
-            db_url = Some(url.clone());
-            Target::Database {
-                url,
-                ef_search: config.service.search_ef_search,
-                vectors: Arc::new(scenario::query_vectors(&params)),
-            }
-        }
-        Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
-            scenario::check_local(t, args.allow_remote).await?;
-            http_target(t.trim_end_matches('/'), &args)?
-        }
-        Some(t) => {
-            bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL")
-        }
-    };
+    let Prepared {
+        target,
+        service,
+        db_url,
+        redis_url,
+    } = before_run(&interrupt, prepare(&args)).await?;
     eprintln!("load: target {}", target.describe());
 
     let mut outcome = Outcome {
@@ -394,7 +389,8 @@ pub async fn run(
     if !args.sweep.is_empty() {
         let per_level = args.run_time.unwrap_or(Duration::from_secs(10));
         let most = *args.sweep.iter().max().unwrap_or(&1) as usize;
-        let keys = Arc::new(run::mint_keys(&target, most, &tag).await?);
+        let keys = before_run(&interrupt, run::mint_keys(&target, most, &tag, per_level)).await?;
+        let keys = Arc::new(keys);
         for &users in &args.sweep {
             let plan = ClosedPlan {
                 users: users as usize,
@@ -413,7 +409,7 @@ pub async fn run(
                 interrupt.clone(),
             )
             .await?;
-            let stop = done.ending == Ending::Interrupted;
+            let stop = matches!(done.ending, Ending::Interrupted(_));
             outcome.finished.push((Some(users), done));
             if stop {
                 break;
@@ -435,7 +431,11 @@ pub async fn run(
         let run_time = args.run_time.unwrap_or(Duration::from_secs(60));
         let done = match args.rate {
             Some(rate) => {
-                let keys = run::mint_keys(&target, args.users.min(1000) as usize, &tag).await?;
+                let keys = before_run(
+                    &interrupt,
+                    run::mint_keys(&target, args.users.min(1000) as usize, &tag, run_time),
+                )
+                .await?;
                 let plan = OpenPlan {
                     rate,
                     mix: args.scenario.clone(),
@@ -484,14 +484,8 @@ pub async fn run(
                 .collect();
             println!("first 429: {}", parts.join(", "));
         }
-        match done.ending {
-            Ending::RequestBound => {
-                eprintln!("load: stopped at the request bound ({})", args.max_requests)
-            }
-            Ending::Interrupted => {
-                eprintln!("load: interrupted; results so far below and in the files")
-            }
-            Ending::Time => {}
+        if done.ending == Ending::RequestBound {
+            eprintln!("load: stopped at the request bound ({})", args.max_requests);
         }
         if done.abandoned > 0 {
             eprintln!(
@@ -500,11 +494,14 @@ pub async fn run(
                 run::GRACE.as_secs()
             );
         }
-        outcome.verdicts = args
-            .thresholds
-            .iter()
-            .map(|t| t.check(&done.stats))
-            .collect();
+        // Without a threshold of the user's, a run is judged by its error rate.
+        let default = [Threshold::default_error_rate()];
+        let thresholds = if args.thresholds.is_empty() {
+            &default[..]
+        } else {
+            &args.thresholds[..]
+        };
+        outcome.verdicts = thresholds.iter().map(|t| t.check(&done.stats)).collect();
         for v in &outcome.verdicts {
             println!("threshold {}", v.line());
         }
@@ -527,19 +524,34 @@ pub async fn run(
     if let Some(svc) = service {
         svc.stop().await?;
     }
-    if !outcome.passed() {
-        let failed: Vec<String> = outcome
-            .verdicts
+    if let Some(signal) = outcome.interrupted() {
+        eprintln!(
+            "load: interrupted ({}); the results so far are above and in the run record (exit {})",
+            signal.name(),
+            signal.exit_code()
+        );
+    } else if outcome.succeeded() == 0 {
+        let failed: u64 = outcome
+            .finished
             .iter()
-            .filter(|v| !v.pass)
-            .map(|v| v.threshold.text.clone())
-            .collect();
+            .map(|(_, f)| f.stats.total.failures)
+            .sum();
+        eprintln!(
+            "load: no request succeeded ({failed} failed): nothing was measured (exit {NOTHING_MEASURED_EXIT_CODE})"
+        );
+    } else if !outcome.passed() {
         if outcome.swept {
             eprintln!(
-                "load: no level met p99 <= {} ms (exit {THRESHOLD_EXIT_CODE})",
-                args.slo_p99
+                "load: no level met {} (exit {THRESHOLD_EXIT_CODE})",
+                sweep::objective(args.slo_p99)
             );
         } else {
+            let failed: Vec<String> = outcome
+                .verdicts
+                .iter()
+                .filter(|v| !v.pass)
+                .map(|v| v.threshold.text.clone())
+                .collect();
             eprintln!(
                 "load: thresholds failed: {} (exit {THRESHOLD_EXIT_CODE})",
                 failed.join(", ")
@@ -549,11 +561,131 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// Finds or starts the target: the in-process service (on the configured database and Redis,
+/// the dataset loaded), a database, or an HTTP deployment — this machine's unless --allow-remote.
+async fn prepare(args: &LoadArgs) -> Result<Prepared> {
+    let config = &args.config;
+    let target_text = args
+        .target
+        .clone()
+        .or_else(|| config.service.target_url.clone());
+    let reach = args.reach();
+    match target_text.as_deref() {
+        None => {
+            let db = crate::stack::postgres(&config.servers, config.local_database()).await?;
+            let redis = crate::stack::redis(&config.servers).await?;
+            let opts = crate::setup::LoadOptions {
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..crate::setup::LoadOptions::default()
+            };
+            crate::setup::ensure_dataset(config, &db, &opts).await?;
+            let mut cfg = config.clone();
+            let limiter_under_test =
+                args.scenario.has(Kind::Burst) || args.scenario.has(Kind::Realistic);
+            if !args.read_limit_given && !limiter_under_test {
+                cfg.service.rate_limit_read_per_minute = CAPACITY_READ_PER_MINUTE;
+            }
+            let svc = LocalService::start(AppState::connect(&cfg, &db, &redis).await?).await?;
+            eprintln!(
+                "load: in-process reference service at {} (read limit {}/min{}), ef_search {}",
+                svc.url(),
+                cfg.service.rate_limit_read_per_minute,
+                if args.read_limit_given || limiter_under_test {
+                    ""
+                } else {
+                    ", the seeds' capacity setting; RATE_LIMIT_READ_PER_MINUTE to change"
+                },
+                cfg.service.search_ef_search
+            );
+            let target = http_target(&svc.url(), args)?;
+            Ok(Prepared {
+                target,
+                service: Some(svc),
+                db_url: Some(db),
+                redis_url: Some(redis),
+            })
+        }
+        Some(t) if t.eq_ignore_ascii_case("db") || t.starts_with("postgres") => {
+            let url = if t.eq_ignore_ascii_case("db") {
+                crate::stack::postgres(&config.servers, config.local_database()).await?
+            } else {
+                t.to_string()
+            };
+            reach.check_postgres(&url).await?;
+            if !args.scenario.0.iter().all(|(k, _)| *k == Kind::Search) {
+                bail!("the database target runs THE search SQL only: use --scenario search");
+            }
+            let params = loaded_dataset(&url, args.timeout).await?;
+            Ok(Prepared {
+                target: Target::Database {
+                    url: url.clone(),
+                    ef_search: config.service.search_ef_search,
+                    vectors: Arc::new(scenario::query_vectors(&params)),
+                },
+                service: None,
+                db_url: Some(url),
+                redis_url: None,
+            })
+        }
+        Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
+            reach.check_http(t).await?;
+            Ok(Prepared {
+                target: http_target(t.trim_end_matches('/'), args)?,
+                service: None,
+                db_url: None,
+                redis_url: None,
+            })
+        }
+        Some(t) => {
+            bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL")
+        }
+    }
+}
+
+/// The parameters of the dataset loaded in the database at `url`: connecting within the connect
+/// timeout, reading them within `timeout` (a lock or a silent server must not hang the run).
+async fn loaded_dataset(url: &str, timeout: Duration) -> Result<crate::config::DatasetParams> {
+    let mut conn = crate::db::connect(url).await?;
+    let read = async {
+        let loaded: bool = sqlx::query_scalar(
+            "SELECT to_regclass('traces') IS NOT NULL AND to_regclass('capacity_meta') IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .context("checking for the dataset")?;
+        if loaded {
+            scenario::loaded_params(&mut conn).await
+        } else {
+            Ok(None)
+        }
+    };
+    let params = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        anyhow::anyhow!(
+            "{} did not answer within {} (--timeout) while load checked for the dataset",
+            crate::secrets::redact(url),
+            humantime::format_duration(timeout)
+        )
+    })??;
+    match params {
+        Some(params) => Ok(params),
+        None => bail!(
+            "{} has no capbench dataset: load it first (cargo run --release --bin setup)",
+            crate::secrets::redact(url)
+        ),
+    }
+}
+
+/// The HTTP client of a target: the per-request timeout, connections opened within the connect
+/// timeout, and the loopback rule on every address it connects to.
 fn http_target(base: &str, args: &LoadArgs) -> Result<Target> {
-    let client = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(args.timeout)
+        .connect_timeout(crate::db::connect_timeout())
         .pool_max_idle_per_host(usize::MAX)
-        .tcp_nodelay(true)
+        .tcp_nodelay(true);
+    let client = args
+        .reach()
+        .apply(builder)
         .build()
         .context("building the HTTP client")?;
     Target::http(base, client)
@@ -683,6 +815,9 @@ pub fn metrics_of(
     m
 }
 
+/// The run record: what was measured, on what, with which parameters. Reading the servers'
+/// versions and settings may fail or hang (a server gone since the run): that is noted in the
+/// record's `environment_unread`, and never loses the measurement.
 async fn build_record(
     args: &LoadArgs,
     target: &Target,
@@ -690,15 +825,7 @@ async fn build_record(
     redis_url: Option<&str>,
     outcome: &Outcome,
 ) -> Result<RunRecord> {
-    let mut environment = Environment::of_machine();
-    if let Some(url) = db_url
-        && let Ok(mut conn) = crate::db::connect(url).await
-    {
-        environment = environment.with_postgres(&mut conn).await?;
-    }
-    if let Some(url) = redis_url {
-        environment = environment.with_redis(url).await?;
-    }
+    let (environment, unread) = environment(db_url, redis_url).await;
     let model = if outcome.swept {
         "sweep"
     } else if args.rate.is_some() {
@@ -711,7 +838,7 @@ async fn build_record(
         environment,
         json!({
             "model": model,
-            "target": match target { Target::Http { base, .. } => base.clone(), Target::Database { url, .. } => crate::secrets::redact(url) },
+            "target": match target { Target::Http { base, .. } => crate::secrets::redact(base), Target::Database { url, .. } => crate::secrets::redact(url) },
             "in_process": args.target.is_none() && args.config.service.target_url.is_none(),
             "scenario": args.scenario.to_string(),
             "users": args.users,
@@ -722,8 +849,10 @@ async fn build_record(
             "max_requests": args.max_requests,
             "ef_search": args.config.service.search_ef_search,
             "quick": args.config.bench.quick,
+            "environment_unread": unread,
         }),
     );
+    rec.interrupted = outcome.interrupted().is_some();
     if db_url.is_some() {
         rec.dataset = Some(json!({
             "fingerprint": crate::dataset::fingerprint(&args.config.dataset, &args.config.index),
@@ -771,6 +900,57 @@ async fn build_record(
         }
     }
     Ok(rec)
+}
+
+/// This machine, and the versions and settings of the servers behind the target, each read within
+/// the connect timeout; with what could not be read, and why.
+async fn environment(db_url: Option<&str>, redis_url: Option<&str>) -> (Environment, Vec<String>) {
+    let mut environment = Environment::of_machine();
+    let mut unread = Vec::new();
+    if let Some(url) = db_url {
+        let base = environment.clone();
+        let read = async {
+            let mut conn = crate::db::connect(url).await?;
+            base.with_postgres(&mut conn).await
+        };
+        match within_connect_timeout(read).await {
+            Ok(e) => environment = e,
+            Err(why) => unread.push(format!("PostgreSQL version and settings: {why}")),
+        }
+    }
+    if let Some(url) = redis_url {
+        let read = async {
+            let base = environment.clone();
+            let shown = crate::secrets::redact(url);
+            base.with_redis(url)
+                .await
+                .with_context(|| format!("reading Redis at {shown}"))
+        };
+        match within_connect_timeout(read).await {
+            Ok(e) => environment = e,
+            Err(why) => unread.push(format!("Redis version: {why}")),
+        }
+    }
+    for what in &unread {
+        crate::say!("load: the run record lacks the {what}");
+    }
+    (environment, unread)
+}
+
+/// `read`'s result, or why there is none (its error, or no answer within the connect timeout), as
+/// one line.
+async fn within_connect_timeout<T>(
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T, String> {
+    let limit = crate::db::connect_timeout();
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(crate::one_line(&e)),
+        Err(_) => Err(format!(
+            "no answer within {} (--connect-timeout)",
+            humantime::format_duration(limit)
+        )),
+    }
 }
 
 /// Aggregated requests/s and p99 (last 10 s) per second.

@@ -101,7 +101,63 @@ impl Progress {
 pub enum Ending {
     Time,
     RequestBound,
-    Interrupted,
+    /// A signal ended it early; the results so far are reported and written all the same.
+    Interrupted(Signal),
+}
+
+/// A signal that ends a run early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM: CI cancellation, `timeout`, `docker stop`.
+    Terminate,
+}
+
+/// Tells a run that a signal came ([`Signal::watch`]); `None` until one does.
+pub type Interrupt = watch::Receiver<Option<Signal>>;
+
+impl Signal {
+    /// The shell's code for a process ended by this signal (128 + its number): 130 or 143.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// Handles Ctrl-C and SIGTERM from now on (called within a runtime): the first one is sent on
+    /// the returned channel, and the process goes on to report what it measured.
+    pub fn watch() -> std::io::Result<Interrupt> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let which = tokio::select! {
+                _ = interrupt.recv() => Signal::Interrupt,
+                _ = terminate.recv() => Signal::Terminate,
+            };
+            let _ = tx.send(Some(which));
+        });
+        Ok(rx)
+    }
+}
+
+/// Waits for a signal (forever, if none can come any more).
+pub async fn signalled(mut rx: Interrupt) -> Signal {
+    let signal = rx.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+    match signal {
+        Some(signal) => signal,
+        None => std::future::pending().await,
+    }
 }
 
 /// A finished run.
@@ -195,17 +251,16 @@ fn spawn_ticker(shared: Arc<Shared>, progress: Progress) -> tokio::task::JoinHan
     })
 }
 
-/// Stops the run when `interrupt` resolves (Ctrl-C), recording why.
+/// Stops the run when a signal comes, recording which.
 fn watch_interrupt(
     shared: &Arc<Shared>,
-    interrupt: Option<watch::Receiver<bool>>,
+    interrupt: Option<Interrupt>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let mut rx = interrupt?;
+    let rx = interrupt?;
     let shared = shared.clone();
     Some(tokio::spawn(async move {
-        if rx.wait_for(|v| *v).await.is_ok() {
-            shared.stop_with(Ending::Interrupted);
-        }
+        let signal = signalled(rx).await;
+        shared.stop_with(Ending::Interrupted(signal));
     }))
 }
 
@@ -215,7 +270,7 @@ fn begin(
     shared: &Arc<Shared>,
     run_time: Duration,
     progress: &Progress,
-    interrupt: Option<watch::Receiver<bool>>,
+    interrupt: Option<Interrupt>,
 ) -> (
     Instant,
     Instant,
@@ -284,7 +339,7 @@ pub async fn closed(
     target: &Target,
     plan: &ClosedPlan,
     progress: &Progress,
-    interrupt: Option<watch::Receiver<bool>>,
+    interrupt: Option<Interrupt>,
 ) -> Result<Finished> {
     let shared = Shared::new(plan.max_requests);
     let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
@@ -381,7 +436,7 @@ pub async fn open(
     target: &Target,
     plan: &OpenPlan,
     progress: &Progress,
-    interrupt: Option<watch::Receiver<bool>>,
+    interrupt: Option<Interrupt>,
 ) -> Result<Finished> {
     let shared = Shared::new(plan.max_requests);
     let pool = match target {
@@ -413,8 +468,14 @@ pub async fn open(
                     if let Some(d) = intended.checked_duration_since(Instant::now()) {
                         std::thread::sleep(d);
                     }
-                    // All slots busy: wait (the request is late, and its latency says so).
-                    let Ok(permit) = handle.block_on(in_flight.clone().acquire_owned()) else {
+                    // All slots busy: wait (the request is late, and its latency says so) — but
+                    // not past the end of the run, even if the server never answers.
+                    let Some(permit) = handle.block_on(async {
+                        tokio::select! {
+                            permit = in_flight.clone().acquire_owned() => permit.ok(),
+                            _ = stopped(shared.stop.subscribe()) => None,
+                        }
+                    }) else {
                         break;
                     };
                     shared.users.store(
@@ -462,14 +523,44 @@ pub async fn open(
             })
             .context("starting the schedule thread")?
     };
-    // Wait for the schedule's end (or a stop), then for requests in flight.
-    let waiter = tokio::task::spawn_blocking(move || dispatcher.join());
-    tokio::select! {
-        _ = tokio::time::sleep_until(deadline.into()) => {}
-        _ = stopped(shared.stop.subscribe()) => {}
-    }
+    // Wait for the schedule's end (or a stop, or the schedule thread's own end: a panic), then
+    // for requests in flight.
+    let mut waiter = tokio::task::spawn_blocking(move || dispatcher.join());
+    let end_of_run = {
+        let stop = shared.stop.subscribe();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = stopped(stop) => {}
+            }
+        }
+    };
+    tokio::pin!(end_of_run);
+    let joined = tokio::select! {
+        joined = &mut waiter => Some(joined),
+        _ = &mut end_of_run => None,
+    };
+    let joined = match joined {
+        Some(joined) => {
+            // The last slot fell due before the deadline: the run still lasts its time.
+            if matches!(joined, Ok(Ok(()))) {
+                end_of_run.await;
+            }
+            joined
+        }
+        None => {
+            shared.stop_with(Ending::Time);
+            waiter.await
+        }
+    };
     shared.stop_with(Ending::Time);
-    let _ = waiter.await;
+    if let Err(why) = schedule_ended(joined) {
+        ticker.abort();
+        if let Some(i) = interrupt {
+            i.abort();
+        }
+        return Err(why);
+    }
     let all = u32::try_from(plan.max_in_flight).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(GRACE, in_flight.acquire_many(all))
         .await
@@ -484,22 +575,66 @@ pub async fn open(
     Ok(done)
 }
 
-/// Connections for the open model's database target, each with the target's ef_search.
+/// How the schedule thread ended: normally, or with a panic, which becomes the run's error (a
+/// swallowed panic would pass for a run that sent nothing).
+fn schedule_ended(joined: Result<std::thread::Result<()>, tokio::task::JoinError>) -> Result<()> {
+    let payload = match joined {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(payload)) => payload,
+        Err(e) if e.is_panic() => e.into_panic(),
+        Err(e) => anyhow::bail!("the open model's schedule thread did not finish: {e}"),
+    };
+    let why = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    anyhow::bail!("the open model's schedule thread panicked: {why}")
+}
+
+/// Connections for the open model's database target, each with the target's ef_search, each
+/// opened within the connect timeout.
 async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::PgPool> {
     let options: sqlx::postgres::PgConnectOptions = url
         .parse()
         .with_context(|| format!("invalid database URL {}", crate::secrets::redact(url)))?;
+    let limit = crate::db::connect_timeout();
     crate::db::search::search_pool_options(ef_search, size.clamp(1, 1000) as u32)
+        .acquire_timeout(limit)
         .connect_with(options)
         .await
-        .with_context(|| format!("connecting to {}", crate::secrets::redact(url)))
+        .with_context(|| {
+            format!(
+                "connecting to {} (within {}, --connect-timeout)",
+                crate::secrets::redact(url),
+                humantime::format_duration(limit)
+            )
+        })
 }
 
-/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time.
-pub async fn mint_keys(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
+/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time, within `bound` (the
+/// run time: a target that does not answer must not hold the run up longer than the run itself).
+pub async fn mint_keys(
+    target: &Target,
+    n: usize,
+    tag: &str,
+    bound: Duration,
+) -> Result<Vec<String>> {
     if matches!(target, Target::Database { .. }) {
         return Ok(Vec::new());
     }
+    tokio::time::timeout(bound, mint(target, n, tag))
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "minting {n} API keys through {}/api/v1/keys took longer than the run time ({}): is the target answering?",
+                target.describe(),
+                humantime::format_duration(bound)
+            )
+        })
+}
+
+async fn mint(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
     let mut keys = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
         let mut set = tokio::task::JoinSet::new();

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pgvector::Vector;
 use serde_json::json;
 
@@ -487,54 +487,6 @@ pub async fn loaded_params(
             _ => None,
         },
     )
-}
-
-/// Refuses a target outside this machine unless `allow_remote`: a load test is an attack on
-/// whatever it points at.
-pub async fn check_local(url: &str, allow_remote: bool) -> Result<()> {
-    if allow_remote {
-        return Ok(());
-    }
-    let host = host_of(url)?;
-    let local = match host.as_str() {
-        "" => true, // a Unix socket
-        h if h.starts_with('/') => true,
-        "localhost" => true,
-        h => match h.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => {
-                let addrs: Vec<_> = tokio::net::lookup_host((h, 0))
-                    .await
-                    .with_context(|| format!("resolving {h}"))?
-                    .collect();
-                !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
-            }
-        },
-    };
-    if !local {
-        bail!(
-            "refusing to load {host}, which is not this machine: pass --allow-remote if you own it and mean it"
-        );
-    }
-    Ok(())
-}
-
-fn host_of(url: &str) -> Result<String> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("'{url}' is not a URL"))?;
-    let host = parsed.host_str().unwrap_or_default().to_string();
-    if host.is_empty() && matches!(parsed.scheme(), "postgres" | "postgresql") {
-        // postgres:///db?host=/run/postgresql
-        let socket = parsed
-            .query_pairs()
-            .find(|(k, _)| k == "host")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        return Ok(socket);
-    }
-    if host.is_empty() {
-        bail!("'{url}' has no host");
-    }
-    Ok(host)
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! A concurrency sweep: one closed-model run per number of users, and its knee — the highest
-//! throughput whose p99 still meets the objective.
+//! throughput whose p99 still meets the objective, with fewer than 1 % of requests failing.
 
 use anyhow::Result;
 
 use super::run::Finished;
 use super::stats::Stats;
+use super::threshold::DEFAULT_MAX_ERROR_RATE;
 use crate::record::{self, Gate, ResultEntry};
 
 /// One level's figures.
@@ -31,9 +32,19 @@ impl Level {
         }
     }
 
-    fn meets(&self, slo_p99_ms: f64) -> bool {
-        self.requests > 0 && self.p99_ms <= slo_p99_ms
+    /// Whether the level meets [`objective`]: it ran, its p99 is within the objective, and fewer
+    /// than 1 % of its requests failed (fast failures are no capacity).
+    pub fn meets(&self, slo_p99_ms: f64) -> bool {
+        self.requests > 0 && self.p99_ms <= slo_p99_ms && self.error_rate < DEFAULT_MAX_ERROR_RATE
     }
+}
+
+/// What a level must meet to count toward the knee, as [`Level::meets`] checks it.
+pub fn objective(slo_p99_ms: f64) -> String {
+    format!(
+        "p99 <= {slo_p99_ms} ms with errors < {}%",
+        DEFAULT_MAX_ERROR_RATE * 100.0
+    )
 }
 
 /// The knee of a sweep.
@@ -61,8 +72,14 @@ pub fn knee(levels: &[Level], slo_p99_ms: f64) -> Option<Knee> {
 pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64, unit: &str) {
     println!();
     println!(
-        "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10}  p99 <= {slo_p99_ms} ms",
-        unit, "req/s", "p50 ms", "p99 ms", "errors", "requests"
+        "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10}  {}",
+        unit,
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "requests",
+        objective(slo_p99_ms)
     );
     for l in levels {
         println!(
@@ -83,10 +100,13 @@ pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64, unit: &str)
     }
     match knee {
         Some(k) => println!(
-            "knee: {} {unit}, {:.1} req/s at p99 {:.2} ms (the highest throughput with p99 <= {slo_p99_ms} ms)",
-            k.users, k.rps, k.p99_ms
+            "knee: {} {unit}, {:.1} req/s at p99 {:.2} ms (the highest throughput with {})",
+            k.users,
+            k.rps,
+            k.p99_ms,
+            objective(slo_p99_ms)
         ),
-        None => println!("knee: none — no level kept p99 <= {slo_p99_ms} ms"),
+        None => println!("knee: none — no level met {}", objective(slo_p99_ms)),
     }
 }
 
@@ -128,7 +148,7 @@ pub fn entries(
         name: format!("{group}/knee"),
         metrics,
         gates: vec![Gate {
-            name: format!("some level meets p99 < {slo_p99_ms} ms"),
+            name: format!("some level meets {}", objective(slo_p99_ms)),
             pass: knee.is_some(),
         }],
         ..ResultEntry::default()
@@ -162,5 +182,18 @@ mod tests {
         assert_eq!(knee(&levels, 50.0).map(|k| k.users), Some(10));
         assert_eq!(knee(&levels, 10.0).map(|k| k.users), Some(1));
         assert_eq!(knee(&levels, 1.0), None);
+    }
+
+    #[test]
+    fn a_level_at_the_objective_meets_it_and_one_that_fails_requests_does_not() {
+        assert!(level(2, 100.0, 50.0).meets(50.0));
+        let failing = Level {
+            error_rate: 0.02,
+            ..level(4, 900.0, 5.0)
+        };
+        assert!(!failing.meets(50.0), "fast failures are no capacity");
+        let levels = [level(1, 100.0, 5.0), failing];
+        assert_eq!(knee(&levels, 50.0).map(|k| k.users), Some(1));
+        assert_eq!(objective(50.0), "p99 <= 50 ms with errors < 1%");
     }
 }

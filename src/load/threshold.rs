@@ -9,6 +9,11 @@ use super::stats::{Entry, Stats};
 /// The exit code of a run whose thresholds did not all hold (k6's).
 pub const THRESHOLD_EXIT_CODE: u8 = 99;
 
+/// The share of failed requests a run stays below when no --threshold is given (and a sweep level,
+/// to count toward the knee): a run that mostly failed did not pass. A 429 that a burst user
+/// expects is not a failure (the seeds' BurstAgent); any other kind's 429 is.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {
     /// Latency percentile, 0..=1 (1 is max).
@@ -212,6 +217,17 @@ impl Verdict {
 }
 
 impl Threshold {
+    /// `error_rate<1%`: what a run is judged by when no --threshold is given.
+    pub fn default_error_rate() -> Self {
+        Threshold {
+            text: format!("error_rate<{}% (default)", DEFAULT_MAX_ERROR_RATE * 100.0),
+            metric: Metric::ErrorRate,
+            name: None,
+            op: Op::Lt,
+            bound: DEFAULT_MAX_ERROR_RATE,
+        }
+    }
+
     fn value(&self, e: &Entry, stats: &Stats) -> f64 {
         match self.metric {
             Metric::Percentile(q) => e.ms(q),
