@@ -133,7 +133,9 @@ impl Serve {
             Some(url) => url,
             None => common::redis_url().await,
         };
-        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_serve"));
         cmd.arg("--addr")
             .arg(addr.to_string())
@@ -314,14 +316,22 @@ async fn serve_logs_the_fail_open_transition_once_and_its_recovery() {
         .into_iter()
         .filter(|l| l.contains("fail-open"))
         .collect();
-    assert_eq!(down.len(), 1, "one line per transition, not per request: {down:#?}");
+    assert_eq!(
+        down.len(),
+        1,
+        "one line per transition, not per request: {down:#?}"
+    );
     assert!(down[0].contains("WARN"), "{}", down[0]);
 
     capbench::stack::redis(&servers)
         .await
         .expect("restart the private Redis");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !serve.lines().iter().any(|l| l.contains("rate limiter available again")) {
+    while !serve
+        .lines()
+        .iter()
+        .any(|l| l.contains("rate limiter available again"))
+    {
         assert!(
             Instant::now() < deadline,
             "no recovery line: {:#?}",
@@ -352,23 +362,29 @@ async fn log_format_json_gives_json_lines_with_the_startup_settings() {
     .await;
     let c = reqwest::Client::new();
     // A warning-worthy request does not matter here; the startup and shutdown lines do.
-    let resp = c.get(format!("{}/health", serve.base)).send().await.unwrap();
+    let resp = c
+        .get(format!("{}/health", serve.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let (code, lines) = serve.stop(10).await;
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(lines.len() >= 3, "{lines:#?}");
     let events: Vec<Value> = lines
         .iter()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
     for e in &events {
         assert!(e["level"].is_string() && e["timestamp"].is_string(), "{e}");
     }
     let start = events
         .iter()
-        .find(|e| e["message"].as_str().is_some_and(|m| m.contains("listening on")))
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("listening on"))
+        })
         .expect("the startup line");
     for field in [
         "database",
@@ -431,7 +447,11 @@ async fn serve_logs_database_down_and_up_once_each() {
     cluster.ensure_running().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while search(&c, &serve.base, &key, "after").await.status() != StatusCode::OK {
-        assert!(Instant::now() < deadline, "no recovery: {:#?}", serve.lines());
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {:#?}",
+            serve.lines()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     serve
@@ -468,7 +488,10 @@ async fn an_embedding_failure_is_503_for_searches_and_writes_with_the_cause_in_t
     let resp = search(&c, &serve.base, &key, "anything").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = resp.text().await.unwrap();
-    assert!(!body.contains("127.0.0.1"), "the cause stays in the log: {body}");
+    assert!(
+        !body.contains("127.0.0.1"),
+        "the cause stays in the log: {body}"
+    );
     let resp = c
         .post(format!("{}/api/v1/traces", serve.base))
         .header("X-API-Key", &key)
@@ -516,7 +539,10 @@ async fn idle_and_slow_connections_are_closed_after_their_timeouts() {
     // A header sent one byte at a time, slower than the header timeout allows.
     let mut slow = TcpStream::connect(serve.addr).await.unwrap();
     let trickle = tokio::spawn(async move {
-        for b in b"GET /health HTTP/1.1\r\nHost: capbench\r\nX-Slow: ".iter().cycle() {
+        for b in b"GET /health HTTP/1.1\r\nHost: capbench\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
             if slow.write_all(&[*b]).await.is_err() {
                 return slow;
             }
@@ -524,7 +550,10 @@ async fn idle_and_slow_connections_are_closed_after_their_timeouts() {
         }
         unreachable!()
     });
-    assert!(closed_within(&mut kept, 6).await, "idle kept-alive connection");
+    assert!(
+        closed_within(&mut kept, 6).await,
+        "idle kept-alive connection"
+    );
     assert!(closed_within(&mut silent, 6).await, "silent connection");
     let mut slow = tokio::time::timeout(Duration::from_secs(6), trickle)
         .await
@@ -599,6 +628,12 @@ async fn health_answers_with_300_idle_connections_under_256_descriptors() {
     drop(idle);
     let (code, lines) = serve.stop(10).await;
     assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("the open-file limit is 256")),
+        "the lowered connection limit is announced: {lines:#?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,7 +674,11 @@ async fn an_8_mb_body_on_a_kept_alive_connection_reads_413() {
             Ok(Ok(n)) => {
                 got.extend_from_slice(&buf[..n]);
                 if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break String::from_utf8_lossy(&got).lines().next().unwrap().to_string();
+                    break String::from_utf8_lossy(&got)
+                        .lines()
+                        .next()
+                        .unwrap()
+                        .to_string();
                 }
             }
             Ok(Err(e)) => break format!("error: {e}"),
@@ -653,7 +692,11 @@ async fn an_8_mb_body_on_a_kept_alive_connection_reads_413() {
     let c = reqwest::Client::new();
     let base = svc.url();
     assert_eq!(
-        c.get(format!("{base}/health")).send().await.unwrap().status(),
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     for _ in 0..3 {
@@ -675,10 +718,8 @@ async fn an_8_mb_body_on_a_kept_alive_connection_reads_413() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn minting_twice_for_one_email_gives_two_users() {
-    let (svc, _) = common::start_service("hard_mint", |c| {
-        c.service.rate_limit_read_per_minute = 5
-    })
-    .await;
+    let (svc, _) =
+        common::start_service("hard_mint", |c| c.service.rate_limit_read_per_minute = 5).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
     let pool = &svc.state.pool;
     let first = mint_key(&c, &base, "load-140@test.invalid").await;
@@ -688,7 +729,10 @@ async fn minting_twice_for_one_email_gives_two_users() {
 
     // Different buckets: exhausting the first key's leaves the second's full.
     for _ in 0..5 {
-        assert_eq!(search(&c, &base, &first, "q").await.status(), StatusCode::OK);
+        assert_eq!(
+            search(&c, &base, &first, "q").await.status(),
+            StatusCode::OK
+        );
     }
     assert_eq!(
         search(&c, &base, &first, "q").await.status(),
@@ -791,7 +835,11 @@ async fn a_nul_byte_in_any_text_is_422_with_a_clear_message() {
     let (c, base) = (reqwest::Client::new(), svc.url());
     let key = mint_key(&c, &base, "nul@test.invalid").await;
     let cases = [
-        ("/api/v1/keys", json!({"email": "a\u{0}b@test.invalid"}), "email"),
+        (
+            "/api/v1/keys",
+            json!({"email": "a\u{0}b@test.invalid"}),
+            "email",
+        ),
         (
             "/api/v1/traces/search",
             json!({"q": "react\u{0}hooks"}),
@@ -890,4 +938,82 @@ async fn a_silent_database_or_redis_makes_serve_exit_1_within_the_timeout() {
             errors[0]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keys_are_looked_up_a_limited_number_of_times_per_address() {
+    let (svc, _) = common::start_service("hard_key_lookups", |c| {
+        c.service.rate_limit_key_lookups_per_minute = 5
+    })
+    .await;
+    // From an address of its own, so that other tests' lookups do not spend this budget.
+    let c = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    let base = svc.url();
+    let bucket = "rl:addr:127.0.0.3:key-lookups";
+    svc.state.limiter.reset(bucket).await.unwrap();
+    // Distinct unknown keys defeat the cache; the address's lookup budget bounds them.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            search(&c, &base, &format!("ct_random-{i}"), "q")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5], "{statuses:?}");
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    let looked_up = metric(&c, &base, "capbench_key_lookups_total{result=\"unknown\"}").await;
+    assert_eq!(looked_up, 5.0);
+    // A key minted here is known without a lookup.
+    let key = mint_key(&c, &base, "budget@test.invalid").await;
+    assert_eq!(search(&c, &base, &key, "q").await.status(), StatusCode::OK);
+    svc.state.limiter.reset(bucket).await.unwrap();
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
+    let (svc, _) =
+        common::start_service("hard_conn_limit", |c| c.service.max_connections = 4).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(svc.addr).await.unwrap();
+        s.write_all(HEALTH).await.unwrap();
+        read_response(&mut s).await.expect("answered");
+        idle.push(s);
+    }
+    // A fifth client is served: the longest-idle connection (the first) was closed for it.
+    let c = reqwest::Client::new();
+    let resp = c.get(format!("{}/health", svc.url())).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(closed_within(&mut idle[0], 2).await, "the longest-idle one");
+    let evicted = metric(
+        &c,
+        &svc.url(),
+        "capbench_connections_closed_total{reason=\"evicted\"}",
+    )
+    .await;
+    assert!(evicted >= 1.0, "{evicted}");
+    svc.stop().await.unwrap();
+}
+
+#[test]
+fn serve_warns_when_other_hosts_can_reach_it() {
+    use capbench::server::exposure_warning;
+    let warning = exposure_warning("0.0.0.0:8000".parse().unwrap()).expect("a warning");
+    assert!(
+        warning.contains("0.0.0.0:8000") && warning.contains("--addr 127.0.0.1"),
+        "{warning}"
+    );
+    assert!(exposure_warning("[::]:8000".parse().unwrap()).is_some());
+    assert!(exposure_warning("127.0.0.1:8000".parse().unwrap()).is_none());
+    assert!(exposure_warning("127.0.0.2:8000".parse().unwrap()).is_none());
+    assert!(exposure_warning("[::1]:8000".parse().unwrap()).is_none());
 }

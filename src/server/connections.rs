@@ -74,6 +74,21 @@ impl Limits {
     }
 }
 
+/// Raises this process's open-file limit (the soft one, up to the hard one) to what `params` need,
+/// as servers do at start; what the hard limit does not allow, [`Limits::of`] takes off the
+/// connection limit.
+pub fn raise_open_file_limit(params: &ServiceParams) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let needed =
+        u64::from(params.max_connections) + RESERVED_DESCRIPTORS + u64::from(params.pool_size);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < needed
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, needed.min(hard), hard)
+    {
+        tracing::debug!(error = %e, "raising the open-file limit failed");
+    }
+}
+
 /// The process's open-file limit (soft), when it has one.
 pub fn open_file_limit() -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit};

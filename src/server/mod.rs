@@ -43,8 +43,8 @@ use crate::dataset::Dataset;
 use crate::ratelimit::{Decision, Limit, TokenBucket};
 use embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
 use keys::KeyCache;
-use outage::Outages;
 pub use metrics::Metrics;
+use outage::Outages;
 pub use routes::{ann_candidates, hash_key, parse_server_timing, rerank_score};
 
 /// Largest request body accepted (413 beyond).
@@ -157,7 +157,9 @@ impl AppState {
             }
             Err(e) => {
                 self.outages.embedder.failed(&crate::one_line(&e));
-                Err(ApiError::Unavailable("embedding service unavailable".into()))
+                Err(ApiError::Unavailable(
+                    "embedding service unavailable".into(),
+                ))
             }
         }
     }
@@ -206,14 +208,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let limits = connections::Limits::of(&state.params);
-    if limits.max_connections < state.params.max_connections as usize {
-        tracing::warn!(
-            "at most {} connections instead of {} (--max-connections): the open-file limit is {} (ulimit -n)",
-            limits.max_connections,
-            state.params.max_connections,
-            connections::open_file_limit().unwrap_or_default()
-        );
-    }
     let metrics = state.metrics.clone();
     connections::run(listener, router(state), limits, metrics, shutdown).await
 }
@@ -319,7 +313,16 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         tracing::warn!("{warning}");
     }
     let service = &config.service;
+    connections::raise_open_file_limit(service);
     let limits = connections::Limits::of(service);
+    if limits.max_connections < service.max_connections as usize {
+        tracing::warn!(
+            "at most {} connections instead of {} (--max-connections): the open-file limit is {} (ulimit -n)",
+            limits.max_connections,
+            service.max_connections,
+            connections::open_file_limit().unwrap_or_default()
+        );
+    }
     tracing::info!(
         database = %crate::secrets::redact(&db_url),
         redis = %crate::secrets::redact(&redis_url),

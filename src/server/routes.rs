@@ -134,7 +134,11 @@ async fn create_key(
 
 /// The user behind the request's `X-API-Key`. A key the cache does not know (seen neither as
 /// known nor, lately, as unknown) costs a database lookup, limited per client address.
-async fn authenticate(st: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Uuid, ApiError> {
+async fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Uuid, ApiError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -151,12 +155,12 @@ async fn authenticate(st: &AppState, headers: &HeaderMap, peer: SocketAddr) -> R
         "key_lookups",
     )
     .await?;
-    let user: Option<Uuid> = st.db(
-        sqlx::query_scalar("SELECT user_id FROM api_keys WHERE key_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&st.pool)
-            .await,
-    )?;
+    let user: Option<Uuid> = st.db(sqlx::query_scalar(
+        "SELECT user_id FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(&st.pool)
+    .await)?;
     st.metrics
         .key_lookups
         .with_label_values(&[if user.is_some() { "found" } else { "unknown" }])
@@ -401,7 +405,9 @@ async fn health(State(st): State<AppState>) -> Response {
     let db_ok = match db {
         Ok(result) => st.db(result).is_ok(),
         Err(_) => {
-            st.outages.database.failed(&"no answer to SELECT 1 within 2 s");
+            st.outages
+                .database
+                .failed(&"no answer to SELECT 1 within 2 s");
             false
         }
     };
