@@ -109,6 +109,12 @@ pub async fn run(
 ) -> Result<()> {
     let registry = Arc::new(Registry::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
+    let shared = Shared {
+        app,
+        registry: registry.clone(),
+        metrics,
+        stopping,
+    };
     tokio::pin!(shutdown);
     let mut out_of_descriptors = false;
     loop {
@@ -148,17 +154,8 @@ pub async fn run(
             slot = registry.admit() => slot,
         };
         let conn = registry.open(limits);
-        metrics.open_connections.inc();
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            app.clone(),
-            conn,
-            registry.clone(),
-            metrics.clone(),
-            stopping.clone(),
-            slot,
-        ));
+        shared.metrics.open_connections.inc();
+        tokio::spawn(shared.clone().serve_connection(stream, peer, conn, slot));
     }
     drop(listener);
     let _ = stop.send(true);
@@ -187,75 +184,91 @@ impl Closed {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// What every connection's task shares.
+#[derive(Clone)]
+struct Shared {
     app: axum::Router,
-    conn: Arc<Conn>,
     registry: Arc<Registry>,
     metrics: Metrics,
-    mut stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let io = TokioIo::new(Tracked {
-        stream,
-        conn: conn.clone(),
-    });
-    let requests = conn.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        handle(app.clone(), requests.clone(), peer, req)
-    });
-    // The header timeout is this module's: hyper's would also cut kept-alive idleness short.
-    let mut http = hyper::server::conn::http1::Builder::new()
-        .header_read_timeout(None)
-        .serve_connection(io, service);
-    let mut shutting_down = false;
-    let closed = loop {
-        let deadline = conn.deadline();
-        tokio::select! {
-            result = poll_fn(|cx| http.poll_without_shutdown(cx)) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+    /// Becomes true when the service shuts down.
+    stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Serves one connection until the client or the service closes it; `_slot` is its place
+    /// under the connection limit, given back when it is closed.
+    async fn serve_connection(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        conn: Arc<Conn>,
+        _slot: OwnedSemaphorePermit,
+    ) {
+        let Shared {
+            app,
+            registry,
+            metrics,
+            mut stopping,
+        } = self;
+        let io = TokioIo::new(Tracked {
+            stream,
+            conn: conn.clone(),
+        });
+        let requests = conn.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            handle(app.clone(), requests.clone(), peer, req)
+        });
+        // The header timeout is this module's: hyper's would also cut kept-alive idleness short.
+        let mut http = hyper::server::conn::http1::Builder::new()
+            .header_read_timeout(None)
+            .serve_connection(io, service);
+        let mut shutting_down = false;
+        let closed = loop {
+            let deadline = conn.deadline();
+            tokio::select! {
+                result = poll_fn(|cx| http.poll_without_shutdown(cx)) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break None;
                 }
-                break None;
+                _ = conn.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                _ = stopping.changed(), if !shutting_down => {
+                    // hyper closes a connection that is idle or has not sent a byte, and closes the
+                    // others once their request is answered; …
+                    shutting_down = true;
+                    Pin::new(&mut http).graceful_shutdown();
+                }
             }
-            _ = conn.wake.notified() => {}
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
-            _ = stopping.changed(), if !shutting_down => {
-                // hyper closes a connection that is idle or has not sent a byte, and closes the
-                // others once their request is answered; …
-                shutting_down = true;
-                Pin::new(&mut http).graceful_shutdown();
+            let (waiting, reading) = conn.waiting();
+            if conn.evict.swap(false, Ordering::AcqRel) && waiting {
+                break Some(Closed::Evicted);
             }
+            if shutting_down && waiting && reading {
+                // … except one whose first request header is still arriving: close it here.
+                break Some(Closed::Shutdown);
+            }
+            if conn.deadline().is_some_and(|d| d <= Instant::now()) {
+                break Some(if reading || !conn.served() {
+                    Closed::HeaderTimeout
+                } else {
+                    Closed::KeepaliveTimeout
+                });
+            }
+        };
+        registry.close(conn.id);
+        metrics.open_connections.dec();
+        match closed {
+            Some(reason) => {
+                metrics
+                    .connections_closed
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+            }
+            None if conn.body_unread() => linger(http.into_parts().io.into_inner().stream).await,
+            None => {}
         }
-        let (waiting, reading) = conn.waiting();
-        if conn.evict.swap(false, Ordering::AcqRel) && waiting {
-            break Some(Closed::Evicted);
-        }
-        if shutting_down && waiting && reading {
-            // … except one whose first request header is still arriving: close it here.
-            break Some(Closed::Shutdown);
-        }
-        if conn.deadline().is_some_and(|d| d <= Instant::now()) {
-            break Some(if reading || !conn.served() {
-                Closed::HeaderTimeout
-            } else {
-                Closed::KeepaliveTimeout
-            });
-        }
-    };
-    registry.close(conn.id);
-    metrics.open_connections.dec();
-    match closed {
-        Some(reason) => {
-            metrics
-                .connections_closed
-                .with_label_values(&[reason.as_str()])
-                .inc();
-        }
-        None if conn.body_unread() => linger(http.into_parts().io.into_inner().stream).await,
-        None => {}
     }
 }
 
