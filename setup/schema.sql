@@ -9,13 +9,27 @@
 -- Objects that live beside the dataset and survive a rebuild of it.
 CREATE EXTENSION IF NOT EXISTS vector;
 
+-- Every API key gets a user of its own: `email` is a contact label, not an identity (the
+-- unauthenticated POST /api/v1/keys cannot prove who owns an address), so it repeats. Only seed
+-- users (the dataset's contributor) are unique by email.
 CREATE TABLE IF NOT EXISTS users (
     id           uuid PRIMARY KEY,
-    email        text NOT NULL UNIQUE,
+    email        text NOT NULL,
     display_name text,
     is_seed      boolean NOT NULL DEFAULT false,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
+-- Databases made before that had `email ... UNIQUE`: drop it (checked first, so that a start
+-- against a migrated database takes no lock on the table).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = 'users'::regclass AND conname = 'users_email_key') THEN
+        ALTER TABLE users DROP CONSTRAINT users_email_key;
+    END IF;
+END
+$$;
+CREATE UNIQUE INDEX IF NOT EXISTS ux_users_seed_email ON users (email) WHERE is_seed;
 
 CREATE TABLE IF NOT EXISTS api_keys (
     id         uuid PRIMARY KEY,

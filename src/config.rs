@@ -147,6 +147,22 @@ pub struct ServiceParams {
     /// How `serve` writes its log lines on stderr (filtered by RUST_LOG).
     #[arg(long, env = "CAPBENCH_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
+    /// Database lookups of API keys the service has not seen, per client address per minute
+    /// (a key seen once is cached; unknown keys are remembered for a minute).
+    #[arg(long, env = "RATE_LIMIT_KEY_LOOKUPS_PER_MINUTE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_key_lookups_per_minute: u32,
+    /// Longest time a client may take to send a request's header, from its connection or from
+    /// the first byte of a request on a kept-alive connection (like nginx's client_header_timeout).
+    #[arg(long, env = "CAPBENCH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: std::time::Duration,
+    /// Longest time a kept-alive connection may wait idle for its next request (like nginx's
+    /// keepalive_timeout).
+    #[arg(long, env = "CAPBENCH_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    pub keepalive_timeout: std::time::Duration,
+    /// Most client connections open at once (like nginx's worker_connections; lowered to fit the
+    /// open-file limit). At the limit the longest-idle connection is closed to admit a new one.
+    #[arg(long, env = "CAPBENCH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// Rows and queries in quick mode.

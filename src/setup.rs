@@ -377,8 +377,8 @@ async fn build(
     let contributor: uuid::Uuid = sqlx::query_scalar(
         "WITH ins AS (
             INSERT INTO users (id, email, display_name, is_seed) VALUES ($1, $2, 'Capacity Test', true)
-            ON CONFLICT (email) DO NOTHING RETURNING id)
-         SELECT id FROM ins UNION ALL SELECT id FROM users WHERE email = $2 LIMIT 1",
+            ON CONFLICT (email) WHERE is_seed DO NOTHING RETURNING id)
+         SELECT id FROM ins UNION ALL SELECT id FROM users WHERE email = $2 AND is_seed LIMIT 1",
     )
     .bind(uuid::Uuid::new_v4())
     .bind(CONTRIBUTOR_EMAIL)

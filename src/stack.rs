@@ -137,15 +137,23 @@ pub async fn ping_redis(url: &str) -> Result<()> {
     let shown = redact(url);
     let hint = "is it running and the URL right? (unset REDIS_URL to use the embedded stack)";
     let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {shown}"))?;
+    let limit = crate::db::connect_timeout();
+    // The client's own timeouts (1 s to connect, 0.5 s to answer) would override the user's.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(limit))
+        .set_response_timeout(Some(limit));
     let attempt = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };
-    let limit = crate::db::connect_timeout();
     match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e).with_context(|| format!("cannot connect to Redis at {shown}; {hint}")),
-        Err(_) => bail!(
+        Ok(Err(e)) if !e.is_timeout() => {
+            Err(e).with_context(|| format!("cannot connect to Redis at {shown}; {hint}"))
+        }
+        Ok(Err(_)) | Err(_) => bail!(
             "cannot connect to Redis at {shown}: no answer within {} (--connect-timeout); {hint}",
             humantime::format_duration(limit)
         ),

@@ -642,7 +642,9 @@ fn sigterm(child: &tokio::process::Child) {
 async fn the_serve_binary_warns_of_a_plan_without_the_index() {
     // On the 600-row test table the planner leaves the index from about ef_search 100.
     let (child, _, seen, stderr) = serve_binary("svc_bin_plan", 200).await;
-    let warning = seen.iter().find(|l| l.starts_with("serve: warning:"));
+    let warning = seen
+        .iter()
+        .find(|l| l.contains(" WARN ") && l.contains("PostgreSQL plans the search"));
     let warning = warning.unwrap_or_else(|| panic!("no warning in {seen:?}"));
     assert!(
         warning.contains("at ef_search 200 PostgreSQL plans the search without the HNSW index")

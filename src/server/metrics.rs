@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The service's metrics, registered in a registry of its own.
@@ -17,6 +18,13 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Limiter calls that failed because Redis did not answer.
     pub limiter_errors: IntCounter,
+    /// Database lookups of API keys not in the cache, by result (`found`, `unknown`).
+    pub key_lookups: IntCounterVec,
+    /// Client connections open now.
+    pub open_connections: IntGauge,
+    /// Client connections the service closed, by reason (`header_timeout`, `keepalive_timeout`,
+    /// `evicted` to admit another at the connection limit, `shutdown`).
+    pub connections_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,16 +54,38 @@ impl Metrics {
             "capbench_limiter_errors_total",
             "Rate-limiter calls that failed (Redis unavailable)",
         )?;
+        let key_lookups = IntCounterVec::new(
+            Opts::new(
+                "capbench_key_lookups_total",
+                "Database lookups of API keys not in the cache, by result",
+            ),
+            &["result"],
+        )?;
+        let open_connections =
+            IntGauge::new("capbench_open_connections", "Client connections open now")?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "capbench_connections_closed_total",
+                "Client connections closed by the service, by reason",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(search_duration.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(limiter_errors.clone()))?;
+        registry.register(Box::new(key_lookups.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         Ok(Self {
             registry,
             search_duration,
             responses,
             rate_limited,
             limiter_errors,
+            key_lookups,
+            open_connections,
+            connections_closed,
         })
     }
 

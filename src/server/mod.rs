@@ -2,7 +2,8 @@
 //! deployment to point the benches at.
 //!
 //! - `POST /api/v1/keys` {"email"} → 201 {"api_key"}; keys are stored as SHA-256 hashes, never logged;
-//!   minting is rate-limited per client address.
+//!   minting is rate-limited per client address. Every key gets a user of its own: the email is a
+//!   contact label, not an identity (an unauthenticated endpoint cannot prove who owns an address).
 //! - `POST /api/v1/traces/search` {"q", "limit" 1..=50} with `X-API-Key` → 200 {"results": [...]}:
 //!   text embedded, ANN candidates through THE search query (db::search) at the service's
 //!   ef_search, then trust re-ranking. Read bucket per key.
@@ -11,16 +12,20 @@
 //! - `GET /health`, `GET /metrics` (Prometheus text, with the search-duration histogram).
 //!
 //! Like mini-redis, [`serve`] takes a bound listener and a shutdown future, so tests bind port 0
-//! and stop it themselves; shutdown drains requests in flight.
+//! and stop it themselves; shutdown closes idle connections and drains requests in flight.
+//! [`connections`] bounds slow, idle and numerous clients; [`outage`] logs the dependencies'
+//! outages as transitions; [`keys`] caches known and unknown API keys.
 
+pub mod connections;
 pub mod embed;
+pub mod keys;
 mod metrics;
+pub mod outage;
 mod routes;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -36,9 +41,10 @@ use tokio::net::TcpListener;
 use crate::config::{Config, RedisFailure, ServiceParams};
 use crate::dataset::Dataset;
 use crate::ratelimit::{Decision, Limit, TokenBucket};
-use crate::say;
 use embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
+use keys::KeyCache;
 pub use metrics::Metrics;
+use outage::Outages;
 pub use routes::{ann_candidates, hash_key, parse_server_timing, rerank_score};
 
 /// Largest request body accepted (413 beyond).
@@ -54,9 +60,11 @@ pub struct AppState {
     pub embedder: Arc<dyn Embedder>,
     pub params: ServiceParams,
     pub metrics: Metrics,
-    /// API key hash → user id. Keys are never revoked by this service, so a hit is always valid;
-    /// it saves a database round trip per request.
-    keys: Arc<RwLock<HashMap<String, uuid::Uuid>>>,
+    /// Known and unknown API keys: a known key costs no database round trip, nor does repeating
+    /// an unknown one.
+    keys: Arc<KeyCache>,
+    /// The outages of the database, the limiter's Redis and the embedder, logged as transitions.
+    outages: Arc<Outages>,
 }
 
 impl AppState {
@@ -95,6 +103,7 @@ impl AppState {
             params: config.service.clone(),
             metrics: Metrics::new()?,
             keys: Arc::default(),
+            outages: Arc::new(Outages::new(config.service.on_redis_error)),
         })
     }
 
@@ -110,6 +119,51 @@ impl AppState {
         Limit::per_minute(self.params.rate_limit_keys_per_minute)
     }
 
+    fn key_lookups_limit(&self) -> Limit {
+        Limit::per_minute(self.params.rate_limit_key_lookups_per_minute)
+    }
+
+    /// A database call's result: an answer ends a database outage; an unreachable database is 503
+    /// (logged once per outage), any other error 500 (logged with its cause).
+    fn db<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
+        match result {
+            Ok(v) => {
+                self.outages.database.answered();
+                Ok(v)
+            }
+            Err(e) => Err(self.db_error(e)),
+        }
+    }
+
+    /// A database error (see [`AppState::db`]); for calls whose success does not show that the
+    /// database answers (a pooled connection may be one the server has already closed).
+    fn db_error(&self, e: sqlx::Error) -> ApiError {
+        if database_unreachable(&e) {
+            self.outages.database.failed(&e);
+            ApiError::Unavailable("database unavailable".into())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+
+    /// Embeds `text`. When the embedder fails (an external endpoint down, refusing, or answering
+    /// nonsense) the request is 503 and the cause goes to the log, once per outage — the client
+    /// learns only that it may retry.
+    async fn embed(&self, text: &str) -> Result<Vec<f32>, ApiError> {
+        match self.embedder.embed(text).await {
+            Ok(v) => {
+                self.outages.embedder.answered();
+                Ok(v)
+            }
+            Err(e) => {
+                self.outages.embedder.failed(&crate::one_line(&e));
+                Err(ApiError::Unavailable(
+                    "embedding service unavailable".into(),
+                ))
+            }
+        }
+    }
+
     /// Takes a token from `key`, applying the Redis-failure policy.
     async fn take(
         &self,
@@ -117,7 +171,11 @@ impl AppState {
         limit: Limit,
         bucket: &'static str,
     ) -> Result<Option<Decision>, ApiError> {
-        match self.limiter.check(key, limit).await {
+        let checked = self.limiter.check(key, limit).await;
+        if checked.is_ok() {
+            self.outages.limiter.answered();
+        }
+        match checked {
             Ok(d) if d.allowed => Ok(Some(d)),
             Ok(d) => {
                 self.metrics.rate_limited.with_label_values(&[bucket]).inc();
@@ -125,11 +183,9 @@ impl AppState {
             }
             Err(e) => {
                 self.metrics.limiter_errors.inc();
+                self.outages.limiter.failed(&e);
                 match self.params.on_redis_error {
-                    RedisFailure::Open => {
-                        tracing::warn!(error = %e, "rate limiter unavailable: serving unlimited (fail-open)");
-                        Ok(None)
-                    }
+                    RedisFailure::Open => Ok(None),
                     RedisFailure::Closed => {
                         Err(ApiError::Unavailable("rate limiter unavailable".into()))
                     }
@@ -144,17 +200,28 @@ pub fn router(state: AppState) -> axum::Router {
     routes::router(state)
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains requests in flight.
+/// Serves on `listener` until `shutdown` completes, then closes idle connections and drains
+/// requests in flight; connections are bounded as [`connections`] says.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")
+    let limits = connections::Limits::of(&state.params);
+    let metrics = state.metrics.clone();
+    connections::run(listener, router(state), limits, metrics, shutdown).await
+}
+
+/// A warning when the service listens where other hosts can reach it: it has no TLS, and anyone
+/// who reaches it can mint keys and write traces.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {addr}, which other hosts can reach: the service has no TLS and mints API \
+             keys for anyone who asks; bind a loopback address (--addr 127.0.0.1:PORT) unless that \
+             is intended"
+        )
+    })
 }
 
 /// A service running in this process on a free loopback port (tests and benches).
@@ -211,7 +278,9 @@ impl Drop for LocalService {
     }
 }
 
-/// The `serve` binary: the stack (or the given servers), the dataset, then the service.
+/// The `serve` binary: the stack (or the given servers), the dataset, then the service. Everything
+/// it says goes through `tracing` (text or JSON lines on stderr, `--log-format`): its settings at
+/// start, warnings, outages, every 5xx with its cause, and shutdown.
 pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     crate::logging::init(config.service.log_format);
     let config = config.effective();
@@ -223,10 +292,10 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     };
     crate::setup::ensure_dataset(&config, &db_url, &opts).await?;
     if let Some(warning) = plan_warning(&config, &db_url).await? {
-        say!("serve: warning: {warning}");
+        tracing::warn!("{warning}");
     }
     let state = AppState::connect(&config, &db_url, &redis_url).await?;
-    // Both handlers are in place before "listening" is printed: a signal from then on drains.
+    // Both handlers are in place before "listening" is logged: a signal from then on drains.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -239,15 +308,36 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
                 config.service.addr
             )
         })?;
-    say!(
-        "serve: listening on http://{} (PostgreSQL {}, Redis {}, ef_search {}, read {}/min, write {}/min, on Redis error: {:?})",
-        listener.local_addr()?,
-        crate::secrets::redact(&db_url),
-        crate::secrets::redact(&redis_url),
-        config.service.search_ef_search,
-        config.service.rate_limit_read_per_minute,
-        config.service.rate_limit_write_per_minute,
-        config.service.on_redis_error,
+    let addr = listener.local_addr()?;
+    if let Some(warning) = exposure_warning(addr) {
+        tracing::warn!("{warning}");
+    }
+    let service = &config.service;
+    connections::raise_open_file_limit(service);
+    let limits = connections::Limits::of(service);
+    if limits.max_connections < service.max_connections as usize {
+        tracing::warn!(
+            "at most {} connections instead of {} (--max-connections): the open-file limit is {} (ulimit -n)",
+            limits.max_connections,
+            service.max_connections,
+            connections::open_file_limit().unwrap_or_default()
+        );
+    }
+    tracing::info!(
+        database = %crate::secrets::redact(&db_url),
+        redis = %crate::secrets::redact(&redis_url),
+        embeddings = %service.embeddings_url.as_deref().map_or_else(|| "built-in".into(), crate::secrets::redact),
+        ef_search = service.search_ef_search,
+        pool_size = service.pool_size,
+        read_per_minute = service.rate_limit_read_per_minute,
+        write_per_minute = service.rate_limit_write_per_minute,
+        keys_per_minute = service.rate_limit_keys_per_minute,
+        key_lookups_per_minute = service.rate_limit_key_lookups_per_minute,
+        on_redis_error = ?service.on_redis_error,
+        header_read_timeout = %humantime::format_duration(limits.header_read_timeout),
+        keepalive_timeout = %humantime::format_duration(limits.keepalive_timeout),
+        max_connections = limits.max_connections,
+        "listening on http://{addr}"
     );
     let (signalled, draining) = tokio::sync::oneshot::channel::<()>();
     let server = serve(listener, state, async move {
@@ -255,8 +345,8 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
             _ = interrupt.recv() => "Ctrl-C",
             _ = term.recv() => "SIGTERM",
         };
-        say!(
-            "serve: {signal}: no new connections; draining requests in flight (at most {} s)",
+        tracing::info!(
+            "{signal}: no new connections; closing idle ones, draining requests in flight (at most {} s)",
             DRAIN_TIMEOUT.as_secs()
         );
         let _ = signalled.send(());
@@ -267,15 +357,15 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         _ = draining => match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
             Ok(result) => result?,
             Err(_) => {
-                say!(
-                    "serve: requests still in flight after {} s were abandoned",
+                tracing::error!(
+                    "requests still in flight after {} s were abandoned",
                     DRAIN_TIMEOUT.as_secs()
                 );
                 return Ok(std::process::ExitCode::FAILURE);
             }
         },
     }
-    say!("serve: stopped; every request in flight was answered");
+    tracing::info!("stopped; every request in flight was answered");
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -293,13 +383,30 @@ pub async fn plan_warning(config: &Config, db_url: &str) -> Result<Option<String
     let plan = search::plan_at(&mut conn, &query, ann_candidates(ef, 10), ef).await?;
     Ok((!search::plan_uses_index(&plan, HNSW_INDEX)).then(|| {
         format!(
-            "at ef_search {ef} PostgreSQL plans the search without the HNSW index {HNSW_INDEX} ({}):              every search will be an exact scan; lower --search-ef-search (CAPBENCH_SEARCH_EF_SEARCH)",
+            "at ef_search {ef} PostgreSQL plans the search without the HNSW index {HNSW_INDEX} ({}): every search will be an exact scan; lower --search-ef-search (CAPBENCH_SEARCH_EF_SEARCH)",
             search::abbreviate_vectors(&plan.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" / "))
         )
     }))
 }
 
-/// What a request can fail with; each becomes a status and a JSON body `{"error": …}`.
+/// Whether a database error means the database cannot be reached (it recovers by itself: 503),
+/// rather than a fault in the request or the service (500).
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// What a request can fail with; each becomes a status and a JSON body `{"error": …}`. A 5xx's
+/// cause goes to the log, never to the client: `Internal` is logged with each response,
+/// `Unavailable` by the outage it belongs to (see [`outage`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -316,32 +423,6 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-impl ApiError {
-    /// The embedder failed (an external endpoint down, refusing, or answering nonsense): 503, the
-    /// cause logged — the client learns only that it may retry.
-    pub fn embedding(e: anyhow::Error) -> Self {
-        tracing::warn!(error = %crate::one_line(&e), "embedding failed");
-        ApiError::Unavailable("embedding service unavailable".into())
-    }
-
-    /// A database error: 503 when the database cannot be reached (it recovers by itself), 500 otherwise.
-    pub fn database(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => ApiError::Unavailable("database unavailable".into()),
-            sqlx::Error::Database(ref d)
-                if d.code()
-                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
-            {
-                ApiError::Unavailable("database unavailable".into())
-            }
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -351,7 +432,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(e) => {
-                tracing::error!(error = %format!("{e:#}"), "internal error");
+                tracing::error!(cause = %crate::one_line(e), "answering 500");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

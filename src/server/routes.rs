@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::keys::Cached;
 use super::{ApiError, ApiJson, AppState, MAX_BODY_BYTES, MAX_QUERY_CHARS};
 use crate::db::search;
 use crate::ratelimit::{Bucket, Decision, Limit, key};
@@ -73,13 +74,33 @@ pub fn hash_key(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
+/// Checks a text field: not blank, at most `max` characters, and no NUL character (PostgreSQL's
+/// `text` cannot hold one: without this check the insert fails with a 500).
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not contain NUL characters (\\u0000)"
+        )));
+    }
+    Ok(())
+}
+
+/// Mints a key for a user of its own. The email is a contact label, not an identity: this
+/// endpoint cannot prove who owns an address, so a key minted for an email that other keys
+/// already use never acts as their user (nor spends their buckets, nor writes in their name).
 async fn create_key(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<KeyRequest>,
 ) -> Result<Response, ApiError> {
     let email = req.email.trim();
-    if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+    check_text("email", email, 254)?;
+    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
         return Err(ApiError::Unprocessable(
             "email must be an address like name@example.com".into(),
         ));
@@ -92,52 +113,68 @@ async fn create_key(
     let mut api_key = String::from("ct_");
     api_key.push_str(&hex::encode(rand::rng().random::<[u8; 24]>()));
     let hash = hash_key(&api_key);
-    let user_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO users (id, email, display_name) VALUES ($1, $2, $2)
-         ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
+    let user_id = Uuid::new_v4();
+    // One statement: a user never exists without its key.
+    let minted = sqlx::query(
+        "WITH u AS (INSERT INTO users (id, email, display_name) VALUES ($1, $2, $2) RETURNING id)
+         INSERT INTO api_keys (id, key_hash, user_id) SELECT $3, $4, id FROM u",
     )
-    .bind(Uuid::new_v4())
+    .bind(user_id)
     .bind(email)
-    .fetch_one(&st.pool)
-    .await
-    .map_err(ApiError::database)?;
-    sqlx::query("INSERT INTO api_keys (id, key_hash, user_id) VALUES ($1, $2, $3)")
-        .bind(Uuid::new_v4())
-        .bind(&hash)
-        .bind(user_id)
-        .execute(&st.pool)
-        .await
-        .map_err(ApiError::database)?;
-    st.keys
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(hash, user_id);
+    .bind(Uuid::new_v4())
+    .bind(&hash)
+    .execute(&st.pool)
+    .await;
+    st.db(minted)?;
+    st.keys.insert_known(hash, user_id);
     let mut resp = (StatusCode::CREATED, Json(KeyResponse { api_key })).into_response();
     rate_headers(&mut resp, decision, limit);
     Ok(resp)
 }
 
-/// The user behind the request's `X-API-Key`.
-async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<Uuid, ApiError> {
+/// The user behind the request's `X-API-Key`. A key the cache does not know (seen neither as
+/// known nor, lately, as unknown) costs a database lookup, limited per client address.
+async fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Uuid, ApiError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::Unauthorized)?;
     let hash = hash_key(key.trim());
-    if let Some(user) = st.keys.read().unwrap_or_else(|e| e.into_inner()).get(&hash) {
-        return Ok(*user);
+    match st.keys.get(&hash) {
+        Cached::Known(user) => return Ok(user),
+        Cached::Unknown => return Err(ApiError::Unauthorized),
+        Cached::Miss => {}
     }
-    let user: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM api_keys WHERE key_hash = $1")
-        .bind(&hash)
-        .fetch_optional(&st.pool)
-        .await
-        .map_err(ApiError::database)?;
-    let user = user.ok_or(ApiError::Unauthorized)?;
-    st.keys
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(hash, user);
-    Ok(user)
+    st.take(
+        &format!("rl:addr:{}:key-lookups", peer.ip()),
+        st.key_lookups_limit(),
+        "key_lookups",
+    )
+    .await?;
+    let user: Option<Uuid> = st.db(sqlx::query_scalar(
+        "SELECT user_id FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(&st.pool)
+    .await)?;
+    st.metrics
+        .key_lookups
+        .with_label_values(&[if user.is_some() { "found" } else { "unknown" }])
+        .inc();
+    match user {
+        Some(user) => {
+            st.keys.insert_known(hash, user);
+            Ok(user)
+        }
+        None => {
+            st.keys.insert_unknown(hash);
+            Err(ApiError::Unauthorized)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -178,19 +215,16 @@ pub fn rerank_score(similarity: f64, trust_score: f64) -> f64 {
 
 async fn search_traces(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut timing = ServerTiming::new(started);
-    let user = authenticate(&st, &headers).await?;
+    let user = authenticate(&st, &headers, peer).await?;
     timing.mark("auth");
+    check_text("q", &req.q, MAX_QUERY_CHARS)?;
     let q = req.q.trim();
-    if q.is_empty() || req.q.chars().count() > MAX_QUERY_CHARS {
-        return Err(ApiError::Unprocessable(format!(
-            "q must be 1 to {MAX_QUERY_CHARS} characters"
-        )));
-    }
     if !(1..=50).contains(&req.limit) {
         return Err(ApiError::Unprocessable(
             "limit must be between 1 and 50".into(),
@@ -237,16 +271,17 @@ async fn find_candidates(
     candidates: i64,
 ) -> Result<(Vec<search::Hit>, [(&'static str, Duration); 3]), ApiError> {
     let t0 = Instant::now();
-    let embedding = st.embedder.embed(q).await.map_err(ApiError::embedding)?;
+    let embedding = st.embed(q).await?;
     let t1 = Instant::now();
-    let mut conn = st.pool.acquire().await.map_err(ApiError::database)?;
+    let mut conn = st.pool.acquire().await.map_err(|e| st.db_error(e))?;
     let t2 = Instant::now();
-    let hits = search::search(&mut conn, &Vector::from(embedding), candidates)
-        .await
-        .map_err(|e| match e.downcast::<sqlx::Error>() {
-            Ok(db) => ApiError::database(db),
-            Err(other) => ApiError::Internal(other),
-        })?;
+    let hits = match search::search(&mut conn, &Vector::from(embedding), candidates).await {
+        Ok(hits) => st.db(Ok(hits))?,
+        Err(e) => match e.downcast::<sqlx::Error>() {
+            Ok(db) => st.db(Err(db))?,
+            Err(other) => return Err(ApiError::Internal(other)),
+        },
+    };
     drop(conn);
     Ok((
         hits,
@@ -324,32 +359,21 @@ struct TraceRequest {
 
 async fn create_trace(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<TraceRequest>,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&st, &headers).await?;
-    for (field, value, max) in [
-        ("title", &req.title, 500),
-        ("context_text", &req.context_text, 20_000),
-        ("solution_text", &req.solution_text, 20_000),
-    ] {
-        if value.trim().is_empty() || value.chars().count() > max {
-            return Err(ApiError::Unprocessable(format!(
-                "{field} must be 1 to {max} characters"
-            )));
-        }
-    }
+    let user = authenticate(&st, &headers, peer).await?;
+    check_text("title", &req.title, 500)?;
+    check_text("context_text", &req.context_text, 20_000)?;
+    check_text("solution_text", &req.solution_text, 20_000)?;
     let limit = st.write_limit();
     let decision = st
         .take(&key(&user.to_string(), Bucket::Write), limit, "write")
         .await?;
-    let embedding = st
-        .embedder
-        .embed(&req.title)
-        .await
-        .map_err(ApiError::Internal)?;
+    let embedding = st.embed(&req.title).await?;
     let id = Uuid::new_v4();
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO traces (id, title, context_text, solution_text, embedding, embedding_model_id, status, contributor_id)
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
     )
@@ -361,8 +385,8 @@ async fn create_trace(
     .bind(st.embedder.model_id())
     .bind(user)
     .execute(&st.pool)
-    .await
-    .map_err(ApiError::database)?;
+    .await;
+    st.db(inserted)?;
     let mut resp = (
         StatusCode::CREATED,
         Json(serde_json::json!({"id": id, "status": "pending"})),
@@ -378,7 +402,15 @@ async fn health(State(st): State<AppState>) -> Response {
         sqlx::query("SELECT 1").execute(&st.pool),
     )
     .await;
-    let db_ok = matches!(db, Ok(Ok(_)));
+    let db_ok = match db {
+        Ok(result) => st.db(result).is_ok(),
+        Err(_) => {
+            st.outages
+                .database
+                .failed(&"no answer to SELECT 1 within 2 s");
+            false
+        }
+    };
     let mut conn = st.limiter.connection();
     let redis_ok = matches!(
         tokio::time::timeout(
