@@ -177,7 +177,7 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
         sqlx::query_as(
             "SELECT count(*) FILTER (WHERE mine), count(*) FILTER (WHERE NOT mine)
              FROM (SELECT coalesce(is_seed AND contributor_id =
-                                   (SELECT id FROM users WHERE email = $1), false) AS mine
+                                   (SELECT id FROM users WHERE email = $1 AND is_seed), false) AS mine
                    FROM traces) AS t",
         )
         .bind(CONTRIBUTOR_EMAIL)
@@ -694,10 +694,11 @@ async fn time_copy_paths(
     .await
     .context("exporting the dataset to a server-side binary file")?;
     let dataset = Arc::new(Dataset::new(config.dataset.clone()));
-    let contributor: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(CONTRIBUTOR_EMAIL)
-        .fetch_one(&mut *conn)
-        .await?;
+    let contributor: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND is_seed")
+            .bind(CONTRIBUTOR_EMAIL)
+            .fetch_one(&mut *conn)
+            .await?;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let result: Result<()> = async {
         for _ in 0..repeat.max(1) {

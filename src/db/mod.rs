@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::secrets::redact;
 
@@ -45,7 +45,14 @@ pub async fn connect(url: &str) -> Result<PgConnection> {
         "is the server running and the URL right? (unset DATABASE_URL to use the embedded stack)"
     };
     let limit = connect_timeout();
-    match tokio::time::timeout(limit, PgConnection::connect(url)).await {
+    // sqlx logs slow statements (with their text) at WARN: capbench's own statements are timed
+    // where it measures them, and their text is not for the log.
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?
+        .log_statements(tracing::log::LevelFilter::Off)
+        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1));
+    match tokio::time::timeout(limit, PgConnection::connect_with(&options)).await {
         Ok(result) => result
             .with_context(|| format!("cannot connect to PostgreSQL at {}; {hint}", redact(url))),
         Err(_) => bail!(

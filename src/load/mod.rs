@@ -185,6 +185,21 @@ impl LoadArgs {
     }
 
     fn check(&self) -> Result<()> {
+        // The CSV files are written after the run: a wrong directory must fail before it, not
+        // after a measurement.
+        if let Some(prefix) = &self.csv {
+            let dir = prefix
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                bail!(
+                    "--csv {}: directory {} does not exist",
+                    prefix.display(),
+                    dir.display()
+                );
+            }
+        }
         if self.rate.is_some() && !self.sweep.is_empty() {
             bail!("--rate (open model) and --sweep (closed model) do not combine: choose one");
         }
