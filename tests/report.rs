@@ -124,6 +124,60 @@ fn a_record_round_trips_and_a_future_schema_is_refused_clearly() {
 }
 
 #[test]
+fn runs_finishing_in_the_same_second_never_overwrite_each_other() {
+    let dir = temp_dir("same-second");
+    let writers = 16;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(writers));
+    let handles: Vec<_> = (0..writers)
+        .map(|i| {
+            let (dir, barrier) = (dir.clone(), barrier.clone());
+            let mut rec = RunRecord::new(
+                "hnsw",
+                Environment::default(),
+                serde_json::json!({"writer": i}),
+            );
+            rec.created_at = "2030-01-01T00:00:00Z".into();
+            std::thread::spawn(move || {
+                barrier.wait();
+                rec.write(&dir)
+            })
+        })
+        .collect();
+    let paths: std::collections::BTreeSet<PathBuf> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("every writer writes"))
+        .collect();
+    assert_eq!(
+        paths.len(),
+        writers,
+        "two writers got the same name: {paths:?}"
+    );
+    let mut found: Vec<u64> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|f| {
+            let path = f.path();
+            assert_eq!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("json"),
+                "a temporary file was left: {}",
+                path.display()
+            );
+            RunRecord::read(&path).unwrap().parameters["writer"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        (0..writers as u64).collect::<Vec<_>>(),
+        "a record was lost"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn records_written_by_the_benches_are_read() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let (runs, warnings) = Store::new(&fixtures).runs_in(&fixtures);

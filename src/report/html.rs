@@ -14,6 +14,7 @@ use super::compare::{Comparison, Verdict, number};
 use super::store::{Store, Stored, is_quick, write_atomically};
 use super::{Finding, gates_of};
 use crate::record::{self, ResultEntry, RunRecord};
+use crate::secrets;
 
 /// What the page shows besides the records: the comparisons and what they are against.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +26,8 @@ pub struct View {
     pub comparison_notes: Vec<String>,
 }
 
-/// Rebuilds `index.html` from every record in `runs/`. Returns its path.
+/// Rebuilds `index.html` from every record in `runs/` (read redacted, shown through [`esc`]).
+/// Returns its path.
 pub fn write_index(store: &Store, view: &View) -> Result<PathBuf> {
     let (runs, warnings) = store.runs();
     let page = render(&store.root, &runs, &warnings, view);
@@ -34,8 +36,10 @@ pub fn write_index(store: &Store, view: &View) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// HTML-escapes text.
+/// HTML-escapes text, after removing every secret this process has seen ([`secrets::scrub`]): all
+/// text the page shows passes through here (the records it shows are redacted when read).
 pub fn esc(s: &str) -> String {
+    let s = secrets::scrub(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
