@@ -109,7 +109,7 @@ fn a_selecting_filter_does_try_to_set_up() {
 
 #[test]
 fn benchmark_ids_are_the_documented_ones() {
-    let cfg = Config::from_env().unwrap();
+    let (cfg, _) = unreachable_config("ids");
     let ids = |a: &[&str]| -> Vec<String> {
         http_search::plan(&capbench::bench::BenchArgs::parse(&args(a)).unwrap(), &cfg)
             .into_iter()
@@ -122,14 +122,49 @@ fn benchmark_ids_are_the_documented_ones() {
         all.contains(&"http_search/ef_search/64".to_string())
             && all.contains(&"http_search/rejected".to_string())
     );
-    let ids: Vec<String> = rate_limit::Path::ALL.iter().map(|p| p.id()).collect();
+    let ids = rate_limit::selected_ids(&capbench::bench::BenchArgs::parse(&args(&[])).unwrap());
     assert_eq!(
         ids,
         [
             "rate_limit/evalsha/allowed",
             "rate_limit/evalsha/denied",
             "rate_limit/evalsha/fresh_key",
-            "rate_limit/pipelined/100"
+            "rate_limit/pipelined/100",
+            "rate_limit/timeline"
         ]
+    );
+}
+
+#[test]
+fn the_limiter_timeline_is_selected_and_listed_like_any_benchmark() {
+    let (cfg, home) = unreachable_config("timeline");
+    let selected = |a: &[&str]| {
+        rate_limit::selected_ids(&capbench::bench::BenchArgs::parse(&args(a)).unwrap())
+    };
+    for filter in [
+        &["rate_limit/timeline"][..],
+        &["timeline"],
+        &["--exact", "rate_limit/timeline"],
+    ] {
+        assert_eq!(selected(filter), ["rate_limit/timeline"], "{filter:?}");
+    }
+    assert!(selected(&["--list"]).contains(&"rate_limit/timeline".to_string()));
+    assert!(
+        selected(&["rate_limit/evalsha"])
+            .iter()
+            .all(|id| id != "rate_limit/timeline")
+    );
+    // Listed without setup…
+    assert!(matches!(
+        rate_limit::run(&args(&["--list", "rate_limit/timeline"]), cfg.clone()).unwrap(),
+        rate_limit::RunOutcome::Listed
+    ));
+    assert!(!home.exists(), "listing starts nothing");
+    // …and run alone: it needs Redis, so it tries.
+    let err = rate_limit::run(&args(&["rate_limit/timeline"]), cfg)
+        .expect_err("the timeline alone must try Redis");
+    assert!(
+        capbench::one_line(&err).contains("cannot connect to Redis at redis://127.0.0.1:1"),
+        "{err:#}"
     );
 }
