@@ -168,3 +168,48 @@ fn the_limiter_timeline_is_selected_and_listed_like_any_benchmark() {
         "{err:#}"
     );
 }
+
+#[test]
+fn criterions_internal_estimates_are_read_softly() {
+    use capbench::bench::read_criterion_median_ms;
+    let home = std::env::temp_dir().join(format!("capbench-estimates-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let id = "hnsw/ef_search/40";
+    let file = home.join(id).join("new").join("estimates.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    // The shape Criterion 0.x writes.
+    std::fs::write(
+        &file,
+        r#"{"mean":{"point_estimate":1300000.0},"median":{"confidence_interval":{},"point_estimate":1250000.0,"standard_error":1.0}}"#,
+    )
+    .unwrap();
+    assert_eq!(read_criterion_median_ms(&home, id).unwrap(), 1.25);
+    // Missing (moved), garbled, or reshaped: an error naming the file — never a panic.
+    for (text, what) in [
+        (None, "cannot read"),
+        (Some("{\"median\": {\"point_est"), "is not JSON"),
+        (Some(r#"{"median": 1250000.0}"#), "no median.point_estimate"),
+        (
+            Some(r#"{"median": {"point_estimate": "fast"}}"#),
+            "no median.point_estimate",
+        ),
+    ] {
+        match text {
+            Some(t) => std::fs::write(&file, t).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+        let err = capbench::one_line(&read_criterion_median_ms(&home, id).unwrap_err());
+        assert!(
+            err.contains(what) && err.contains("estimates.json"),
+            "{what}: {err}"
+        );
+    }
+    // What the benches call: soft, so the run's own figures go on without Criterion's.
+    let mut cfg = Config::from_env().unwrap();
+    cfg.bench.quick = false;
+    assert_eq!(
+        capbench::bench::criterion_median_ms(&cfg, "no/such/benchmark/anywhere"),
+        None
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}
