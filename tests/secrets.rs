@@ -384,3 +384,22 @@ fn records_written_before_redaction_are_shown_redacted() {
     );
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+#[test]
+fn redaction_reads_text_that_is_not_ascii() {
+    // Gate names, CPU models and error lines hold '≥', '×', '–', 'é': redaction must step over
+    // them (it once sliced inside one and panicked, losing a finished bench's record).
+    for text in [
+        "b. the next request is denied with Retry-After ≥ 1 s",
+        "≥",
+        "p50 × 2 – café",
+        "Intel(R) Xeon(R) — 2 × 2.2 GHz",
+    ] {
+        assert_eq!(capbench::secrets::redact(text), text);
+    }
+    let shown = capbench::secrets::redact(&format!(
+        "délai ≥ 1 s host=h password={UNUSABLE_PASSWORD} ×"
+    ));
+    assert_no_secret("redacted text", &shown);
+    assert_eq!(shown, "délai ≥ 1 s host=h password=*** ×");
+}
