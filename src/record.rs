@@ -2,6 +2,7 @@
 //! HDR histograms, so any percentile can be recomputed later. Written to `target-reports/runs/`.
 
 use std::collections::BTreeMap;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -10,6 +11,8 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+
+use crate::secrets;
 
 /// The schema of the records this build writes; readers refuse newer ones.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -200,26 +203,43 @@ impl RunRecord {
         }
     }
 
-    /// Writes the record to `dir/runs/<kind>-<timestamp>.json` (complete or not at all: written
-    /// to a temporary file, then renamed). Returns the path.
+    /// The record as it is stored: pretty JSON in which every text (environment, dataset,
+    /// parameters, entry, metric, series and gate names) went through [`secrets::redact`] — a URL
+    /// or connection string keeps its host and user but loses its password and secret parameters,
+    /// and every secret this process has seen is scrubbed. Histograms are left as they are (base64
+    /// holds no secret, and a short secret could match inside it by chance).
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&redacted(
+            serde_json::to_value(self)?,
+        ))?)
+    }
+
+    /// Writes the record to `dir/runs/<kind>-<timestamp>.json` (or `…-<n>.json` when that name is
+    /// taken), redacted as [`RunRecord::to_json`] says, and complete or not at all. Returns the path.
+    ///
+    /// The text goes to a temporary file of this writer's own first; the final name is then claimed
+    /// with a hard link, which fails when the name exists (like `create_new`, atomically), so two
+    /// runs finishing in the same second never overwrite each other, and the name never shows an
+    /// empty or half-written file. On a file system without hard links, the name is claimed with
+    /// `create_new` and the text renamed over it.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let runs = dir.join("runs");
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        let text = self.to_json()?;
         let stamp = self.created_at.replace([':', '-'], "");
-        let mut path = runs.join(format!("{}-{stamp}.json", self.kind));
-        let mut n = 1;
-        while path.exists() {
-            n += 1;
-            path = runs.join(format!("{}-{stamp}-{n}.json", self.kind));
-        }
-        let tmp = path.with_extension("json.partial");
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
-        Ok(path)
+        let base = format!("{}-{stamp}", self.kind);
+        let (tmp, mut file) = create_new_numbered(&runs, |n| {
+            format!(".{base}.{}.{n}.partial", std::process::id())
+        })?;
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()));
+        drop(file);
+        let claimed = written.and_then(|()| claim_name(&runs, &base, &tmp));
+        let _ = std::fs::remove_file(&tmp);
+        claimed
     }
-
     /// Reads a record, refusing a schema this build does not know.
     pub fn read(path: &Path) -> Result<Self> {
         let text =
@@ -236,7 +256,103 @@ impl RunRecord {
                 path.display()
             );
         }
-        serde_json::from_value(value)
+        // Records written before redaction was complete may hold a password: shown redacted.
+        serde_json::from_value(redacted(value))
             .with_context(|| format!("{} is not a capbench run record", path.display()))
+    }
+}
+
+/// The path of the first `name(n)` (n = 1, 2, …) in `dir` that did not exist, created empty.
+fn create_new_numbered(
+    dir: &Path,
+    name: impl Fn(u32) -> String,
+) -> Result<(PathBuf, std::fs::File)> {
+    for n in 1.. {
+        let path = dir.join(name(n));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    bail!("no free file name in {}", dir.display())
+}
+
+/// Gives the complete file `tmp` the first free name of `base.json`, `base-2.json`, … in `runs`.
+fn claim_name(runs: &Path, base: &str, tmp: &Path) -> Result<PathBuf> {
+    let name = |n: u32| {
+        if n == 1 {
+            format!("{base}.json")
+        } else {
+            format!("{base}-{n}.json")
+        }
+    };
+    for n in 1.. {
+        let path = runs.join(name(n));
+        match std::fs::hard_link(tmp, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            // No hard links here (some network and FAT file systems): claim, then replace.
+            Err(_) => {
+                let (path, _) = create_new_numbered(runs, name)?;
+                std::fs::rename(tmp, &path)
+                    .with_context(|| format!("renaming {} into place", tmp.display()))?;
+                return Ok(path);
+            }
+        }
+    }
+    bail!("no free file name in {}", runs.display())
+}
+
+/// A record's JSON with every string (and object key) passed through [`secrets::redact`], except
+/// the `histogram` of each result entry.
+fn redacted(record: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(fields) = record else {
+        return redact_texts(record);
+    };
+    let redact_entry = |entry: Value| match entry {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "histogram" => (k, v),
+                    _ => (secrets::redact(&k), redact_texts(v)),
+                })
+                .collect(),
+        ),
+        other => redact_texts(other),
+    };
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("results", Value::Array(entries)) => (
+                    k,
+                    Value::Array(entries.into_iter().map(redact_entry).collect()),
+                ),
+                (_, v) => (secrets::redact(&k), redact_texts(v)),
+            })
+            .collect(),
+    )
+}
+
+/// Every string and object key in `value` through [`secrets::redact`].
+fn redact_texts(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(secrets::redact(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_texts).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (secrets::redact(&k), redact_texts(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }

@@ -207,7 +207,10 @@ fn keyword_spans(text: &str) -> Vec<(String, std::ops::Range<usize>, String)> {
             j += 1;
         }
         if name.is_empty() || j >= bytes.len() || bytes[j] != b'=' {
-            i = if i == start { i + 1 } else { i };
+            if i == start {
+                // Not a name: step over one whole character (text may hold non-ASCII ones).
+                i += text[i..].chars().next().map_or(1, char::len_utf8);
+            }
             continue;
         }
         j += 1;

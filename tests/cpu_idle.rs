@@ -4,7 +4,22 @@
 use capbench::config::Config;
 use capbench::cpu_idle::{self, CpuIdle, Hold};
 use capbench::record::Environment;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
+
+/// `args` parsed as the binaries parse them, but with every environment fallback removed: the
+/// defaults under test are the same whatever the caller exported (README suggests exporting
+/// `CAPBENCH_CPU_IDLE=os`, for one).
+fn parse_ignoring_environment(args: &[&str]) -> Result<Config, clap::Error> {
+    let mut command = Config::command();
+    let ids: Vec<clap::Id> = command
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        command = command.mut_arg(id, |a| a.env(None::<&'static str>));
+    }
+    Config::from_arg_matches(&command.try_get_matches_from(args)?)
+}
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
@@ -38,7 +53,7 @@ fn a_hold_sets_the_kernels_cpu_latency_to_zero_until_dropped() {
 
 #[test]
 fn the_bench_setting_defaults_to_poll_and_refuses_nonsense() {
-    let parse = |args: &[&str]| Config::try_parse_from([&["capbench"], args].concat());
+    let parse = |args: &[&str]| parse_ignoring_environment(&[&["capbench"], args].concat());
     // Unset: the benches poll (CpuIdle's default), `load` leaves the OS alone.
     assert_eq!(parse(&[]).unwrap().bench.cpu_idle, None);
     assert_eq!(CpuIdle::default(), CpuIdle::Poll);

@@ -238,3 +238,52 @@ async fn run_records_name_the_redis_they_measured() {
         "{version}"
     );
 }
+
+#[test]
+fn the_timelines_retry_after_promise_judges_the_scripts_raw_wait() {
+    use capbench::bench::limiter_timeline::retry_after_gate;
+    use capbench::ratelimit::Decision;
+    let denied = |wait: Duration| Decision {
+        allowed: false,
+        remaining: 0,
+        retry_after: wait,
+    };
+    // A denial's header value is at least 1 s whatever the script said; the gate reads the wait.
+    assert_eq!(denied(Duration::ZERO).retry_after_secs(), 1);
+    assert!(!retry_after_gate(Some(denied(Duration::ZERO)), SLOW).pass);
+    assert!(!retry_after_gate(Some(denied(Duration::from_millis(400))), SLOW).pass);
+    assert!(retry_after_gate(Some(denied(Duration::from_secs(100))), SLOW).pass);
+    assert!(retry_after_gate(Some(denied(Duration::from_millis(99_990))), SLOW).pass);
+    // Longer than one token takes to come back (100 s at 0.01/s) is wrong too.
+    assert!(!retry_after_gate(Some(denied(Duration::from_secs(7200))), SLOW).pass);
+    let allowed = Decision {
+        allowed: true,
+        remaining: 3,
+        retry_after: Duration::ZERO,
+    };
+    assert!(!retry_after_gate(Some(allowed), SLOW).pass);
+    assert!(!retry_after_gate(None, SLOW).pass, "no answer is no pass");
+}
+
+#[tokio::test]
+async fn the_limiter_timeline_keeps_its_promises_on_real_redis() {
+    use capbench::bench::limiter_timeline::{self, LIMIT, SEND_RATE};
+    let tb = limiter().await;
+    let entry = limiter_timeline::run(&tb, 0.5)
+        .await
+        .expect("the timeline runs");
+    assert_eq!(entry.name, limiter_timeline::ID);
+    assert_eq!(entry.gates.len(), 4, "{:?}", entry.gates);
+    for g in &entry.gates {
+        assert!(g.pass, "{} failed: {entry:?}", g.name);
+    }
+    let attempts = (0.5 * SEND_RATE) as usize;
+    assert_eq!(entry.metrics["attempts"], attempts as f64);
+    assert_eq!(entry.series["allowed"].len(), attempts);
+    // A full bucket admits at least its capacity before it runs dry.
+    assert!(
+        entry.metrics["allowed"] >= LIMIT.capacity,
+        "{:?}",
+        entry.metrics
+    );
+}

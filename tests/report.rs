@@ -124,6 +124,60 @@ fn a_record_round_trips_and_a_future_schema_is_refused_clearly() {
 }
 
 #[test]
+fn runs_finishing_in_the_same_second_never_overwrite_each_other() {
+    let dir = temp_dir("same-second");
+    let writers = 16;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(writers));
+    let handles: Vec<_> = (0..writers)
+        .map(|i| {
+            let (dir, barrier) = (dir.clone(), barrier.clone());
+            let mut rec = RunRecord::new(
+                "hnsw",
+                Environment::default(),
+                serde_json::json!({"writer": i}),
+            );
+            rec.created_at = "2030-01-01T00:00:00Z".into();
+            std::thread::spawn(move || {
+                barrier.wait();
+                rec.write(&dir)
+            })
+        })
+        .collect();
+    let paths: std::collections::BTreeSet<PathBuf> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("every writer writes"))
+        .collect();
+    assert_eq!(
+        paths.len(),
+        writers,
+        "two writers got the same name: {paths:?}"
+    );
+    let mut found: Vec<u64> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|f| {
+            let path = f.path();
+            assert_eq!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("json"),
+                "a temporary file was left: {}",
+                path.display()
+            );
+            RunRecord::read(&path).unwrap().parameters["writer"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        (0..writers as u64).collect::<Vec<_>>(),
+        "a record was lost"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn records_written_by_the_benches_are_read() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let (runs, warnings) = Store::new(&fixtures).runs_in(&fixtures);
@@ -647,6 +701,16 @@ fn the_page_from_fixture_records_has_every_section_and_its_svgs_parse() {
             && page.contains("Throughput vs concurrent users")
     );
     assert!(page.contains("20 connections at 3130 RPS"));
+    // The service's overhead: a ratio to its SQL (the fixture's ef_search 16 and 64), no gate.
+    assert!(page.contains("Service overhead: a ratio to the SQL"));
+    assert!(
+        page.contains("1.29×") && page.contains("1.15×"),
+        "no ratios"
+    );
+    assert!(
+        !page.contains("0.3 ms"),
+        "the absolute overhead gate is gone"
+    );
     let mut svgs = 0;
     let mut rest = page.as_str();
     while let Some(start) = rest.find("<svg") {
@@ -723,4 +787,110 @@ fn headless_chromium_renders_the_page_as_more_than_a_blank_page() {
         colours.len()
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A pass of the http_search bench with `n` latencies around `p50_ms`.
+fn http_pass(
+    bench: capbench::bench::http_search::Bench,
+    p50_ms: f64,
+    sql_p50_ms: Option<f64>,
+    stages: &[(&str, f64)],
+) -> capbench::bench::http_search::PassResult {
+    let hist = |ms: f64| {
+        histogram(
+            &lognormal_ns(500, 3)
+                .iter()
+                .map(|v| v * ms)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let h = hist(p50_ms);
+    capbench::bench::http_search::PassResult {
+        bench,
+        latency: capbench::bench::LatencySummary::of(&h),
+        histogram: h,
+        rps: 1000.0 / p50_ms,
+        // Criterion's estimates unreadable: the pass's own figures are still recorded.
+        criterion_median_ms: None,
+        sql: sql_p50_ms.map(|ms| capbench::bench::LatencySummary::of(&hist(ms))),
+        stages: stages.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+    }
+}
+
+#[test]
+fn the_service_overhead_is_a_ratio_to_its_sql_with_the_429_cost_beside_it_and_no_gate() {
+    use capbench::bench::http_search::{self, Bench};
+    let results = vec![
+        http_pass(
+            Bench::EfSearch(40),
+            2.0,
+            Some(1.6),
+            &[("db", 1.5), ("total", 1.8)],
+        ),
+        http_pass(
+            Bench::Rejected,
+            0.1,
+            None,
+            &[("ratelimit", 0.05), ("total", 0.06)],
+        ),
+    ];
+    let o = results[0].overhead().expect("SQL measured beside it");
+    assert!(
+        (o.ratio - 1.25).abs() < 0.01 && (o.ms - 0.4).abs() < 0.01,
+        "{o:?}"
+    );
+    let line = http_search::overhead_line(&results).unwrap();
+    assert!(
+        line.contains("ef_search 40 1.25×")
+            && line.contains("a 429 costs")
+            && line.contains("0.060 ms in the service"),
+        "{line}"
+    );
+    let entries = http_search::entries(&results).unwrap();
+    assert!(
+        entries.iter().all(|e| e.gates.is_empty()),
+        "no gate on an absolute overhead"
+    );
+    let ef = &entries[0];
+    assert!((ef.metrics["overhead_ratio"] - 1.25).abs() < 0.01);
+    assert!(ef.metrics.contains_key("overhead_p50_ms") && ef.metrics.contains_key("p99_ms"));
+    assert!(!ef.metrics.contains_key("criterion_median_ms"));
+    assert_eq!(entries[1].metrics["server_total_p50_ms"], 0.06);
+    // A very slow service is reported, never failed.
+    let slow =
+        http_search::entries(&[http_pass(Bench::EfSearch(40), 9.0, Some(1.0), &[])]).unwrap();
+    assert!(slow[0].gates.is_empty() && slow[0].metrics["overhead_ratio"] > 8.0);
+    assert!(
+        report::gates_of(&RunRecord {
+            results: slow,
+            ..RunRecord::new("http_search", Environment::default(), serde_json::json!({}))
+        })
+        .is_empty()
+    );
+
+    // The page: the ratio, and the 429 row beside it.
+    let dir = temp_dir("overhead");
+    let mut rec = RunRecord::new(
+        "http_search",
+        Environment::default(),
+        serde_json::json!({"quick": true}),
+    );
+    rec.results = entries;
+    rec.write(&dir).unwrap();
+    let store = Store::new(&dir);
+    let page = std::fs::read_to_string(
+        html::write_index(
+            &store,
+            &report::page_view(&store, None, &Options::default()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(page.contains("1.25×"), "no ratio on the page");
+    assert!(
+        page.contains("a 429 (http_search/rejected)")
+            && page.contains("0.0600 ms of it in the service"),
+        "no 429 row beside the ratio"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::ratelimit::{Limit, TokenBucket};
+use crate::ratelimit::{Decision, Limit, TokenBucket};
 use crate::record::{Gate, ResultEntry};
 
 /// The entry's name in the rate_limit record.
@@ -141,6 +141,25 @@ pub async fn run(tb: &TokenBucket, seconds: f64) -> Result<ResultEntry> {
     })
 }
 
+/// Promise b, judged on the answer to the request after a burst emptied a bucket of `limit`: denied,
+/// with the script's own wait (`retry_after`, before it is rounded up for the header — the rounded
+/// value is at least 1 s for every denial, so it could not fail) at least 1 s and at most the time
+/// one token takes to come back.
+pub fn retry_after_gate(next: Option<Decision>, limit: Limit) -> Gate {
+    let one_token = Duration::from_secs_f64(1.0 / limit.per_second);
+    Gate {
+        name: format!(
+            "b. the next request is denied with Retry-After ≥ 1 s (the script's raw wait, at most one token's refill: {} s)",
+            one_token.as_secs()
+        ),
+        pass: next.is_some_and(|d| {
+            !d.allowed
+                && d.retry_after >= Duration::from_secs(1)
+                && d.retry_after <= one_token + Duration::from_millis(1)
+        }),
+    }
+}
+
 /// Promises a, b and d on keys of their own (c is judged on the timeline).
 async fn promises(tb: &TokenBucket, burst_key: &str, other_key: &str) -> Vec<Gate> {
     let slow = Limit {
@@ -167,10 +186,7 @@ async fn promises(tb: &TokenBucket, burst_key: &str, other_key: &str) -> Vec<Gat
                 && burst == LIMIT.capacity as usize
                 && next.is_some_and(|d| !d.allowed),
         },
-        Gate {
-            name: "b. the next request is denied with Retry-After ≥ 1 s".into(),
-            pass: next.is_some_and(|d| !d.allowed && d.retry_after_secs() >= 1),
-        },
+        retry_after_gate(next, slow),
         Gate {
             name: "d. another user's bucket is untouched (independent buckets)".into(),
             pass: other.is_some_and(|d| d.allowed && d.remaining == LIMIT.capacity as u64 - 1),

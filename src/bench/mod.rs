@@ -236,13 +236,43 @@ pub fn criterion_home(config: &Config) -> std::path::PathBuf {
     }
 }
 
-/// Criterion's median estimate (ms) of benchmark `id`, read from its `new/estimates.json`.
+/// Criterion's median estimate (ms) of benchmark `id`, shown beside the run's own HDR figures.
+///
+/// It is read from `<CRITERION_HOME>/<id>/new/estimates.json`, which is Criterion's internal data,
+/// not a stable interface: a Criterion release may move the file or change its shape. So it is read
+/// softly: when the file is missing or not of the expected shape, one `note:` line on stderr says
+/// so, and the run goes on — its own figures are printed and recorded as always; only the
+/// `criterion` column shows `-` and the record has no `criterion_median_ms`.
 pub fn criterion_median_ms(config: &Config, id: &str) -> Option<f64> {
-    let home = criterion_home(config);
-    let text = std::fs::read_to_string(home.join(id).join("new").join("estimates.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("median")?
-        .get("point_estimate")?
-        .as_f64()
+    match read_criterion_median_ms(&criterion_home(config), id) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            crate::say!(
+                "note: Criterion's median for {id} is left out ({}); the run's own figures are unaffected",
+                crate::one_line(&e)
+            );
+            None
+        }
+    }
+}
+
+/// The median (ms) in Criterion's estimates of benchmark `id` under `home`, or an error naming the
+/// file and what was wrong with it (see [`criterion_median_ms`] on why this may fail).
+pub fn read_criterion_median_ms(home: &std::path::Path, id: &str) -> Result<f64> {
+    let path = home.join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let estimates: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    estimates
+        .pointer("/median/point_estimate")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|ns| ns.is_finite() && *ns >= 0.0)
         .map(|ns| ns / 1e6)
+        .with_context(|| {
+            format!(
+                "{} has no median.point_estimate in nanoseconds (Criterion's internal format changed?)",
+                path.display()
+            )
+        })
 }

@@ -1,6 +1,8 @@
 //! `cargo bench rate_limit`: the Lua token bucket's evaluation latency — allowed, denied, on a fresh
 //! key — and pipelined throughput, then an HDR measurement pass per path, and (with
-//! `CAPBENCH_COMPARE=1`) redis-benchmark running EVALSHA of the same script with one client.
+//! `CAPBENCH_COMPARE=1`) redis-benchmark running EVALSHA of the same script with one client; last,
+//! the limiter timeline (`rate_limit/timeline`, see [`limiter_timeline`]), which a filter selects
+//! like any other benchmark (`cargo bench --bench rate_limit -- rate_limit/timeline`).
 
 use std::cell::RefCell;
 use std::process::{Command, ExitCode};
@@ -9,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use criterion::Throughput;
 
-use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms, limiter_timeline};
 use crate::config::Config;
 use crate::ratelimit::{Limit, TokenBucket};
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
@@ -158,14 +160,30 @@ pub fn main() -> ExitCode {
     crate::bench::bench_main(run)
 }
 
+/// What `args` selects of this binary: the Criterion paths, and whether the limiter timeline
+/// (which Criterion does not know: it is a run of its own after the paths).
+pub fn plan(args: &BenchArgs) -> (Vec<Path>, bool) {
+    let paths = Path::ALL
+        .into_iter()
+        .filter(|p| args.selects(&p.id()))
+        .collect();
+    (paths, args.selects(limiter_timeline::ID))
+}
+
+/// The IDs `args` selects, in the order they run (what `--list` prints).
+pub fn selected_ids(args: &BenchArgs) -> Vec<String> {
+    let (paths, timeline) = plan(args);
+    paths
+        .iter()
+        .map(|p| p.id())
+        .chain(timeline.then(|| limiter_timeline::ID.to_string()))
+        .collect()
+}
+
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
-    let plan: Vec<Path> = Path::ALL
-        .into_iter()
-        .filter(|p| bench_args.selects(&p.id()))
-        .collect();
-    let ids: Vec<String> = plan.iter().map(|p| p.id()).collect();
-    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+    let (plan, timeline) = plan(&bench_args);
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &selected_ids(&bench_args)) {
         return Ok(outcome);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -252,7 +270,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         tb.reset(&allowed_key).await?;
         tb.reset(&denied_key).await
     })?;
-    if results.is_empty() {
+    // `--test` checks that each benchmark runs; nothing is measured, so nothing is recorded.
+    if bench_args.test || (results.is_empty() && !timeline) {
         return Ok(RunOutcome::Ran(results));
     }
     let compared = if config.bench.compare && results.iter().any(|r| r.path == Path::Allowed) {
@@ -266,15 +285,39 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     } else {
         None
     };
-    print_table(&results, compared);
+    if !results.is_empty() {
+        print_table(&results, compared);
+    }
     let mut record = rt.block_on(write_record(&config, &url, &results, compared))?;
-    if bench_args.selects(super::limiter_timeline::ID) {
+    if timeline {
         let seconds = if config.bench.quick { 1.0 } else { 4.0 };
-        let timeline = rt.block_on(super::limiter_timeline::run(&tb, seconds))?;
-        record.results.push(timeline);
+        let entry = rt.block_on(limiter_timeline::run(&tb, seconds))?;
+        print_timeline(&entry);
+        record.results.push(entry);
     }
     crate::report::publish(&record, args)?;
     Ok(RunOutcome::Ran(results))
+}
+
+/// The timeline's admissions and promise gates, one line each.
+fn print_timeline(entry: &ResultEntry) {
+    let m = |k: &str| entry.metrics.get(k).copied().unwrap_or(f64::NAN);
+    println!(
+        "{}: {} of {} attempts admitted in {:.1} s (a perfect bucket: {})",
+        entry.name,
+        m("allowed"),
+        m("attempts"),
+        m("duration_s"),
+        m("theoretical_allowed")
+    );
+    for g in &entry.gates {
+        println!(
+            "{}: {} {}",
+            entry.name,
+            if g.pass { "PASS" } else { "FAIL" },
+            g.name
+        );
+    }
 }
 
 async fn evaluate(

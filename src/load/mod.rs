@@ -171,6 +171,10 @@ impl LoadArgs {
             matches.value_source("rate_limit_read_per_minute"),
             Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
         );
+        if let Some(target) = &args.target {
+            // Like the configuration's URLs: never shown in any line, record or page.
+            crate::secrets::remember_in(target);
+        }
         args.config = args.config.clone().effective();
         Ok(args)
     }

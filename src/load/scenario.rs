@@ -194,7 +194,7 @@ impl Target {
 
     pub fn describe(&self) -> String {
         match self {
-            Target::Http { base, .. } => base.clone(),
+            Target::Http { base, .. } => crate::secrets::redact(base),
             Target::Database { url, ef_search, .. } => format!(
                 "database {} (ef_search {ef_search})",
                 crate::secrets::redact(url)

@@ -80,12 +80,12 @@ impl Store {
         read_dir_records(dir)
     }
 
-    /// Saves `record` as baseline `name` of its kind (replacing that kind's previous one). Atomic.
     /// Saves `record` as baseline `name` of its kind. Like Criterion's per-benchmark baselines, a
     /// run of some benchmarks (`cargo bench hnsw -- ef_search/64 --save-baseline a`) replaces only
     /// those: entries of the saved baseline that this run did not measure are kept, provided both
     /// were measured on the same dataset (otherwise the baseline is replaced whole). Returns the
-    /// path and the names of the entries kept from before.
+    /// path and the names of the entries kept from before. Written atomically and redacted
+    /// ([`RunRecord::to_json`]).
     pub fn save_baseline(&self, name: &str, record: &RunRecord) -> Result<(PathBuf, Vec<String>)> {
         check_baseline_name(name)?;
         let dir = self.baseline_dir(name, is_quick(record));
@@ -104,7 +104,7 @@ impl Store {
                 }
             }
         }
-        write_atomically(&path, &serde_json::to_string_pretty(&saved)?)?;
+        write_atomically(&path, &saved.to_json()?)?;
         Ok((path, kept))
     }
 
