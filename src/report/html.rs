@@ -500,7 +500,7 @@ fn sweep_charts(h: &mut String, sweep: &Sweep) {
         hi / lo.max(1e-9) > 20.0
     };
     let mut lat = Chart {
-        title: format!("Latency vs {axis} (SLO: p99 < {} ms)", number(slo)),
+        title: format!("Latency vs {axis} (SLO: p99 ≤ {} ms)", number(slo)),
         x_label: axis.into(),
         y_label: if wide {
             "latency (ms, log scale)".into()
