@@ -846,6 +846,16 @@ fn the_service_overhead_is_a_ratio_to_its_sql_with_the_429_cost_beside_it_and_no
             && line.contains("0.060 ms in the service"),
         "{line}"
     );
+    // A 429 without Server-Timing: its end-to-end cost alone.
+    let bare = [
+        results[0].clone(),
+        http_pass(Bench::Rejected, 0.1, None, &[]),
+    ];
+    let line = http_search::overhead_line(&bare).unwrap();
+    assert!(
+        line.contains("a 429 costs") && !line.contains("in the service"),
+        "{line}"
+    );
     let entries = http_search::entries(&results).unwrap();
     assert!(
         entries.iter().all(|e| e.gates.is_empty()),

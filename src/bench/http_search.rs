@@ -501,10 +501,10 @@ pub fn overhead_line(results: &[PassResult]) -> Option<String> {
         ratios.join(", "),
         match rejected {
             Some(r) => format!(
-                "a 429 costs {:.3} ms end to end ({} in the service)",
+                "a 429 costs {:.3} ms end to end{}",
                 r.latency.p50_ms,
                 r.stage("total")
-                    .map_or("-".into(), |t| format!("{t:.3} ms"))
+                    .map_or(String::new(), |t| format!(" ({t:.3} ms in the service)"))
             ),
             None => "the 429 path was not measured (http_search/rejected not selected)".into(),
         }

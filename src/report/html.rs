@@ -830,11 +830,16 @@ fn overhead_table(h: &mut String, r: &RunRecord) {
         Some(e) => {
             let _ = writeln!(
                 h,
-                "<tr><td>a 429 ({})</td>{}<td colspan=\"3\">{} ms of it in the service \
-                 (Server-Timing total)</td></tr>",
+                "<tr><td>a 429 ({})</td>{}<td colspan=\"3\">{}</td></tr>",
                 esc(&e.name),
                 cell(metric(e, "p50_ms")),
-                metric(e, "server_total_p50_ms").map_or_else(|| "-".into(), number),
+                metric(e, "server_total_p50_ms").map_or_else(
+                    || "end to end (the answer carries no Server-Timing)".into(),
+                    |t| format!(
+                        "{} ms of it in the service (Server-Timing total)",
+                        number(t)
+                    )
+                ),
             );
         }
         None => h.push_str(
