@@ -189,20 +189,18 @@ impl LoadArgs {
     }
 
     fn check(&self) -> Result<()> {
-        // The CSV files are written after the run: a wrong directory must fail before it, not
-        // after a measurement.
-        if let Some(prefix) = &self.csv {
-            let dir = prefix
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            if !dir.is_dir() {
-                bail!(
-                    "--csv {}: directory {} does not exist",
+        // The CSV files are written after the run: a directory that cannot be made must fail
+        // before it, not after a measurement.
+        if let Some(prefix) = &self.csv
+            && let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "--csv {}: cannot create {}",
                     prefix.display(),
                     dir.display()
-                );
-            }
+                )
+            })?;
         }
         if self.rate.is_some() && !self.sweep.is_empty() {
             bail!("--rate (open model) and --sweep (closed model) do not combine: choose one");
