@@ -242,11 +242,14 @@ async fn load_and_its_records_and_page_show_no_password() {
     let role = "capbench_secret_load";
     let (host, port) = role_with_password(role).await;
     let redis = url::Url::parse(&common::redis_url().await).expect("the Redis URL parses");
+    // The server's own password (the embedded Redis asks for one) stays in the userinfo; the query
+    // carries a secret of its own that must never be shown either.
     let redis_at = |port: u16| {
-        format!(
-            "redis://{}:{port}/0?password={REDIS_PASSWORD}",
-            redis.host_str().unwrap_or("127.0.0.1")
-        )
+        let mut url = redis.clone();
+        url.set_port(Some(port)).expect("a port");
+        url.set_path("/0");
+        url.set_query(Some(&format!("password={REDIS_PASSWORD}")));
+        url.to_string()
     };
     let redis_ok = redis_at(redis.port().unwrap_or(6379));
     let database = format!(

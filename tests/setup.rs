@@ -392,7 +392,7 @@ async fn pgvector_older_than_hnsw_is_reported() {
 async fn insert_trace_as_another_user(conn: &mut sqlx::PgConnection, dims: u32) -> uuid::Uuid {
     let user: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO users (id, email, display_name) VALUES (gen_random_uuid(), 'someone@example.com', 'Someone')
-         ON CONFLICT (email) DO UPDATE SET display_name = EXCLUDED.display_name RETURNING id",
+         RETURNING id",
     )
     .fetch_one(&mut *conn)
     .await
