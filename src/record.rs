@@ -124,6 +124,47 @@ impl Environment {
         }
     }
 
+    /// This machine, and the versions and settings of the servers at `db_url` and `redis_url`,
+    /// each read within the connect timeout; with what could not be read, and why (also said on
+    /// stderr, prefixed by `who`). A server gone or silent since the run costs the record a field,
+    /// never the measurement.
+    pub async fn of_servers(
+        who: &str,
+        db_url: Option<&str>,
+        redis_url: Option<&str>,
+    ) -> (Self, Vec<String>) {
+        let mut environment = Self::of_machine();
+        let mut unread = Vec::new();
+        if let Some(url) = db_url {
+            let base = environment.clone();
+            let read = async {
+                let mut conn = crate::db::connect(url).await?;
+                base.with_postgres(&mut conn).await
+            };
+            match within_connect_timeout(read).await {
+                Ok(e) => environment = e,
+                Err(why) => unread.push(format!("PostgreSQL version and settings: {why}")),
+            }
+        }
+        if let Some(url) = redis_url {
+            let base = environment.clone();
+            let shown = crate::secrets::redact(url);
+            let read = async {
+                base.with_redis(url)
+                    .await
+                    .with_context(|| format!("reading Redis at {shown}"))
+            };
+            match within_connect_timeout(read).await {
+                Ok(e) => environment = e,
+                Err(why) => unread.push(format!("Redis version: {why}")),
+            }
+        }
+        for what in &unread {
+            crate::say!("{who}: the run record lacks the {what}");
+        }
+        (environment, unread)
+    }
+
     /// Adds the version of the Redis server at `url`.
     pub async fn with_redis(mut self, url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
@@ -354,5 +395,21 @@ fn redact_texts(value: serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other,
+    }
+}
+
+/// `read`'s result, or why there is none (its error, or no answer within the connect timeout), as
+/// one line.
+async fn within_connect_timeout<T>(
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T, String> {
+    let limit = crate::db::connect_timeout();
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(crate::one_line(&e)),
+        Err(_) => Err(format!(
+            "no answer within {} (--connect-timeout)",
+            humantime::format_duration(limit)
+        )),
     }
 }

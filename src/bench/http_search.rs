@@ -517,14 +517,7 @@ async fn write_record(
     redis_url: Option<&str>,
     results: &[PassResult],
 ) -> Result<RunRecord> {
-    let mut environment = Environment::of_machine();
-    if let Some(url) = db_url {
-        let mut conn = db::connect(url).await?;
-        environment = environment.with_postgres(&mut conn).await?;
-    }
-    if let Some(url) = redis_url {
-        environment = environment.with_redis(url).await?;
-    }
+    let (environment, _) = Environment::of_servers("http_search", db_url, redis_url).await;
     let mut rec = RunRecord::new(
         "http_search",
         environment,

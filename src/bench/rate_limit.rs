@@ -523,7 +523,7 @@ async fn write_record(
     results: &[PassResult],
     compared: Option<Interleaved>,
 ) -> Result<RunRecord> {
-    let environment = Environment::of_machine().with_redis(url).await?;
+    let (environment, _) = Environment::of_servers("rate_limit", None, Some(url)).await;
     let mut rec = RunRecord::new(
         "rate_limit",
         environment,

@@ -842,7 +842,7 @@ async fn build_record(
     redis_url: Option<&str>,
     outcome: &Outcome,
 ) -> Result<RunRecord> {
-    let (environment, unread) = environment(db_url, redis_url).await;
+    let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
         "sweep"
     } else if args.rate.is_some() {
@@ -919,56 +919,6 @@ async fn build_record(
     Ok(rec)
 }
 
-/// This machine, and the versions and settings of the servers behind the target, each read within
-/// the connect timeout; with what could not be read, and why.
-async fn environment(db_url: Option<&str>, redis_url: Option<&str>) -> (Environment, Vec<String>) {
-    let mut environment = Environment::of_machine();
-    let mut unread = Vec::new();
-    if let Some(url) = db_url {
-        let base = environment.clone();
-        let read = async {
-            let mut conn = crate::db::connect(url).await?;
-            base.with_postgres(&mut conn).await
-        };
-        match within_connect_timeout(read).await {
-            Ok(e) => environment = e,
-            Err(why) => unread.push(format!("PostgreSQL version and settings: {why}")),
-        }
-    }
-    if let Some(url) = redis_url {
-        let read = async {
-            let base = environment.clone();
-            let shown = crate::secrets::redact(url);
-            base.with_redis(url)
-                .await
-                .with_context(|| format!("reading Redis at {shown}"))
-        };
-        match within_connect_timeout(read).await {
-            Ok(e) => environment = e,
-            Err(why) => unread.push(format!("Redis version: {why}")),
-        }
-    }
-    for what in &unread {
-        crate::say!("load: the run record lacks the {what}");
-    }
-    (environment, unread)
-}
-
-/// `read`'s result, or why there is none (its error, or no answer within the connect timeout), as
-/// one line.
-async fn within_connect_timeout<T>(
-    read: impl std::future::Future<Output = Result<T>>,
-) -> Result<T, String> {
-    let limit = crate::db::connect_timeout();
-    match tokio::time::timeout(limit, read).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(crate::one_line(&e)),
-        Err(_) => Err(format!(
-            "no answer within {} (--connect-timeout)",
-            humantime::format_duration(limit)
-        )),
-    }
-}
 
 /// Aggregated requests/s and p99 (last 10 s) per second.
 pub fn history_series(stats: &Stats) -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
