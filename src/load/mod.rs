@@ -919,7 +919,6 @@ async fn build_record(
     Ok(rec)
 }
 
-
 /// Aggregated requests/s and p99 (last 10 s) per second.
 pub fn history_series(stats: &Stats) -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
     let rows: Vec<_> = stats.total_history().collect();
