@@ -16,18 +16,9 @@ use axum::Json;
 use axum::routing::post;
 use capbench::load::run::Ending;
 use capbench::load::stats;
-use capbench::load::{self, LoadArgs, Reach};
+use capbench::load::{self, Reach};
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// `load` arguments as the command line would give them (the environment supplies the rest).
-fn args(argv: &[&str]) -> LoadArgs {
-    let argv: Vec<String> = std::iter::once("load")
-        .chain(argv.iter().copied())
-        .map(String::from)
-        .collect();
-    LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
 
 /// A tiny HTTP server in the seeds' API shape whose behaviour the test sets: it answers keys and
 /// searches with 200 after `service_time`, serving at most `capacity` at once, and once — the first
@@ -80,7 +71,7 @@ async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never
     let url = svc.url();
     // 4 burst agents: each sends as fast as it can; 12 per minute refills one token per 5 s.
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &url,
             "--scenario",
@@ -120,7 +111,7 @@ async fn burst_agents_meet_429_after_exactly_capacity_and_realistic_agents_never
     })
     .await;
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &svc2.url(),
             "--scenario",
@@ -156,7 +147,7 @@ async fn the_database_target_runs_the_search_sql() {
     let (svc, cfg) = common::start_service("load_db", |_| {}).await;
     let db = cfg.servers.database_url.clone().unwrap();
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &db,
             "--users",
@@ -189,7 +180,7 @@ async fn the_database_target_runs_the_search_sql() {
     if nix::unistd::Uid::effective().is_root() {
         assert_ne!(out.record.environment.cpu_dma_latency_us, Some(0));
         let held = load::run(
-            args(&[
+            common::load_args(&[
                 "--target",
                 &db,
                 "--users",
@@ -221,7 +212,7 @@ async fn the_open_model_exposes_a_stall_that_uncorrected_numbers_hide() {
     )
     .await;
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &url,
             "--rate",
@@ -256,7 +247,7 @@ async fn the_sweep_finds_the_knee_of_a_known_capacity() {
     // 2 requests at a time, 20 ms each: 100 requests/s at most; beyond 2 users, requests queue.
     let url = fixture_target(2, Duration::from_millis(20), None).await;
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &url,
             "--sweep",
@@ -311,7 +302,7 @@ async fn csv_files_have_locusts_columns() {
     let dir = std::env::temp_dir().join(format!("capbench-load-csv-{}", std::process::id()));
     let prefix = dir.join("run");
     let out = load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &url,
             "--users",
@@ -514,7 +505,7 @@ async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
     // A redirect to an IP literal (checked by the redirect policy: literals skip name resolution).
     let (port, seen) = counting_listener(SECOND_LOOPBACK).await;
     let target = redirecting(Ipv4Addr::LOCALHOST, format!("http://127.0.0.2:{port}")).await;
-    let mut a = args(&[
+    let mut a = common::load_args(&[
         "--target",
         &target,
         "--users",
@@ -545,7 +536,7 @@ async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
     // stands for the remote host, the target being on 127.0.0.2.
     let (port, seen) = counting_listener(Ipv4Addr::LOCALHOST).await;
     let target = redirecting(SECOND_LOOPBACK, format!("http://localhost:{port}")).await;
-    let mut a = args(&[
+    let mut a = common::load_args(&[
         "--target",
         &target,
         "--users",
@@ -576,7 +567,7 @@ async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
     let (port, seen) = counting_listener(SECOND_LOOPBACK).await;
     let target = redirecting(Ipv4Addr::LOCALHOST, format!("http://127.0.0.2:{port}")).await;
     load::run(
-        args(&[
+        common::load_args(&[
             "--target",
             &target,
             "--users",
@@ -600,7 +591,7 @@ async fn a_database_url_is_judged_where_it_connects() {
         format!("postgres://u@localhost:{port}/db?hostaddr=127.0.0.2"),
         format!("postgres://u@127.0.0.1/db?host=127.0.0.2&port={port}"),
     ] {
-        let mut a = args(&["--target", &url, "--run-time", "1s", "-q"]);
+        let mut a = common::load_args(&["--target", &url, "--run-time", "1s", "-q"]);
         a.this_machine = only_127_0_0_1();
         let e = capbench::one_line(&load::run(a, None).await.expect_err(&url));
         assert!(e.contains("refusing to load 127.0.0.2"), "{url}: {e}");
@@ -610,7 +601,7 @@ async fn a_database_url_is_judged_where_it_connects() {
 
 #[test]
 fn every_run_is_bounded() {
-    let a = args(&["--users", "3"]);
+    let a = common::load_args(&["--users", "3"]);
     assert_eq!((a.run_time, a.max_requests), (None, 1_000_000));
     // The request bound stops a run before its time.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -618,7 +609,7 @@ fn every_run_is_bounded() {
     let started = Instant::now();
     let out = rt
         .block_on(load::run(
-            args(&[
+            common::load_args(&[
                 "--target",
                 &url,
                 "--users",

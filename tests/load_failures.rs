@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::post;
+use capbench::load;
 use capbench::load::run::{self, OpenPlan, Progress};
 use capbench::load::scenario::{Mix, Target};
-use capbench::load::{self, LoadArgs};
 use capbench::record::RunRecord;
 use serde_json::json;
 use sqlx::Connection;
-
-/// `load` arguments as the command line would give them (the environment supplies the rest).
-fn args(argv: &[&str]) -> LoadArgs {
-    let argv: Vec<String> = std::iter::once("load")
-        .chain(argv.iter().copied())
-        .map(String::from)
-        .collect();
-    LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
 
 /// A server that accepts connections and never says a word (kept open until the test ends);
 /// returns its port and the count of connections it accepted.
@@ -159,7 +150,7 @@ async fn a_lock_holding_every_query_does_not_hang_the_run() {
     let bounded = tokio::time::timeout(
         Duration::from_secs(20),
         load::run(
-            args(&[
+            common::load_args(&[
                 "--target",
                 &url,
                 "--timeout",
@@ -191,7 +182,7 @@ async fn a_lock_holding_every_query_does_not_hang_the_run() {
     let bounded = tokio::time::timeout(
         Duration::from_secs(30),
         load::run(
-            args(&[
+            common::load_args(&[
                 "--target",
                 &url,
                 "--rate",
@@ -330,7 +321,7 @@ async fn the_record_survives_a_redis_gone_before_it_is_written() {
         .await
         .unwrap();
     cfg.servers.redis_url = Some(redis.clone());
-    let mut a = args(&["--users", "2", "--run-time", "3s", "-q"]);
+    let mut a = common::load_args(&["--users", "2", "--run-time", "3s", "-q"]);
     a.config = cfg;
     // Stopped once the run is under way: its limiter has written its first buckets.
     let stopper = {

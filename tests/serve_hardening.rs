@@ -144,17 +144,7 @@ impl Serve {
             .env_remove("CAPBENCH_LOG_FORMAT")
             .env("DATABASE_URL", &url)
             .env("REDIS_URL", &redis)
-            .env("CAPBENCH_ROWS", cfg.dataset.rows.to_string())
-            .env("CAPBENCH_DIMS", cfg.dataset.dims.to_string())
-            .env("CAPBENCH_CLUSTERS", cfg.dataset.clusters.to_string())
-            .env("CAPBENCH_SEED", cfg.dataset.seed.to_string())
-            .env("CAPBENCH_SIGMA", cfg.dataset.sigma.to_string())
-            .env("CAPBENCH_HNSW_M", cfg.index.m.to_string())
-            .env(
-                "CAPBENCH_EF_CONSTRUCTION",
-                cfg.index.ef_construction.to_string(),
-            )
-            .env("CAPBENCH_BUILD_WORKERS", "1")
+            .envs(common::dataset_env(&cfg))
             .env("CAPBENCH_SEARCH_EF_SEARCH", "40")
             .env("CAPBENCH_POOL_SIZE", "4")
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -603,17 +603,7 @@ async fn serve_binary(
         .args(["--addr", &addr])
         .env("DATABASE_URL", &url)
         .env("REDIS_URL", common::redis_url().await)
-        .env("CAPBENCH_ROWS", cfg.dataset.rows.to_string())
-        .env("CAPBENCH_DIMS", cfg.dataset.dims.to_string())
-        .env("CAPBENCH_CLUSTERS", cfg.dataset.clusters.to_string())
-        .env("CAPBENCH_SEED", cfg.dataset.seed.to_string())
-        .env("CAPBENCH_SIGMA", cfg.dataset.sigma.to_string())
-        .env("CAPBENCH_HNSW_M", cfg.index.m.to_string())
-        .env(
-            "CAPBENCH_EF_CONSTRUCTION",
-            cfg.index.ef_construction.to_string(),
-        )
-        .env("CAPBENCH_BUILD_WORKERS", "1")
+        .envs(common::dataset_env(&cfg))
         .env("CAPBENCH_SEARCH_EF_SEARCH", ef_search.to_string())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

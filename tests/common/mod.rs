@@ -134,3 +134,30 @@ pub async fn start_service(name: &str, tweak: impl FnOnce(&mut Config)) -> (Loca
         cfg,
     )
 }
+
+/// The environment variables that give a child binary (`serve`, `setup`) `cfg`'s dataset and
+/// index, built by one worker.
+pub fn dataset_env(cfg: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("CAPBENCH_ROWS", cfg.dataset.rows.to_string()),
+        ("CAPBENCH_DIMS", cfg.dataset.dims.to_string()),
+        ("CAPBENCH_CLUSTERS", cfg.dataset.clusters.to_string()),
+        ("CAPBENCH_SEED", cfg.dataset.seed.to_string()),
+        ("CAPBENCH_SIGMA", cfg.dataset.sigma.to_string()),
+        ("CAPBENCH_HNSW_M", cfg.index.m.to_string()),
+        (
+            "CAPBENCH_EF_CONSTRUCTION",
+            cfg.index.ef_construction.to_string(),
+        ),
+        ("CAPBENCH_BUILD_WORKERS", "1".to_string()),
+    ]
+}
+
+/// `load` arguments as the command line would give them (the environment supplies the rest).
+pub fn load_args(argv: &[&str]) -> capbench::load::LoadArgs {
+    let argv: Vec<String> = std::iter::once("load")
+        .chain(argv.iter().copied())
+        .map(String::from)
+        .collect();
+    capbench::load::LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
