@@ -21,18 +21,6 @@ use tokio::net::TcpStream;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn mint_key(client: &reqwest::Client, base: &str, email: &str) -> String {
-    let resp = client
-        .post(format!("{base}/api/v1/keys"))
-        .json(&json!({"email": email}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let body: Value = resp.json().await.unwrap();
-    body["api_key"].as_str().expect("api_key").to_string()
-}
-
 async fn search(client: &reqwest::Client, base: &str, key: &str, q: &str) -> reqwest::Response {
     client
         .post(format!("{base}/api/v1/traces/search"))
@@ -284,7 +272,7 @@ async fn serve_logs_the_fail_open_transition_once_and_its_recovery() {
     )
     .await;
     let c = reqwest::Client::new();
-    let key = mint_key(&c, &serve.base, "log-open@test.invalid").await;
+    let key = common::mint_key(&c, &serve.base, "log-open@test.invalid").await;
     assert_eq!(
         search(&c, &serve.base, &key, "before").await.status(),
         StatusCode::OK
@@ -415,7 +403,7 @@ async fn serve_logs_database_down_and_up_once_each() {
     )
     .await;
     let c = reqwest::Client::new();
-    let key = mint_key(&c, &serve.base, "log-db@test.invalid").await;
+    let key = common::mint_key(&c, &serve.base, "log-db@test.invalid").await;
     assert_eq!(
         search(&c, &serve.base, &key, "before").await.status(),
         StatusCode::OK
@@ -474,7 +462,7 @@ async fn an_embedding_failure_is_503_for_searches_and_writes_with_the_cause_in_t
     )
     .await;
     let c = reqwest::Client::new();
-    let key = mint_key(&c, &serve.base, "embed-503@test.invalid").await;
+    let key = common::mint_key(&c, &serve.base, "embed-503@test.invalid").await;
     let resp = search(&c, &serve.base, &key, "anything").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = resp.text().await.unwrap();
@@ -712,8 +700,8 @@ async fn minting_twice_for_one_email_gives_two_users() {
         common::start_service("hard_mint", |c| c.service.rate_limit_read_per_minute = 5).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
     let pool = &svc.state.pool;
-    let first = mint_key(&c, &base, "load-140@test.invalid").await;
-    let second = mint_key(&c, &base, "load-140@test.invalid").await;
+    let first = common::mint_key(&c, &base, "load-140@test.invalid").await;
+    let second = common::mint_key(&c, &base, "load-140@test.invalid").await;
     let (u1, u2) = (user_of(pool, &first).await, user_of(pool, &second).await);
     assert_ne!(u1, u2, "a new key must never act as an existing user");
 
@@ -759,7 +747,7 @@ async fn minting_twice_for_one_email_gives_two_users() {
         .fetch_one(pool)
         .await
         .unwrap();
-    let key = mint_key(&c, &base, capbench::dataset::CONTRIBUTOR_EMAIL).await;
+    let key = common::mint_key(&c, &base, capbench::dataset::CONTRIBUTOR_EMAIL).await;
     assert_ne!(user_of(pool, &key).await, seed);
     svc.stop().await.unwrap();
 }
@@ -806,8 +794,8 @@ async fn the_schema_migrates_a_database_whose_emails_were_unique() {
         .unwrap();
     let svc = LocalService::start(state).await.unwrap();
     let c = reqwest::Client::new();
-    let a = mint_key(&c, &svc.url(), "old@test.invalid").await;
-    let b = mint_key(&c, &svc.url(), "old@test.invalid").await;
+    let a = common::mint_key(&c, &svc.url(), "old@test.invalid").await;
+    let b = common::mint_key(&c, &svc.url(), "old@test.invalid").await;
     assert_ne!(
         user_of(&svc.state.pool, &a).await,
         user_of(&svc.state.pool, &b).await
@@ -823,7 +811,7 @@ async fn the_schema_migrates_a_database_whose_emails_were_unique() {
 async fn a_nul_byte_in_any_text_is_422_with_a_clear_message() {
     let (svc, _) = common::start_service("hard_nul", |_| {}).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let key = mint_key(&c, &base, "nul@test.invalid").await;
+    let key = common::mint_key(&c, &base, "nul@test.invalid").await;
     let cases = [
         (
             "/api/v1/keys",
@@ -882,7 +870,7 @@ async fn repeated_unknown_keys_do_not_each_reach_the_database() {
     let looked_up = metric(&c, &base, series).await - before;
     assert_eq!(looked_up, 1.0, "300 requests with one unknown key");
     // A real key still works, and is looked up once.
-    let key = mint_key(&c, &base, "known@test.invalid").await;
+    let key = common::mint_key(&c, &base, "known@test.invalid").await;
     assert_eq!(search(&c, &base, &key, "q").await.status(), StatusCode::OK);
     svc.stop().await.unwrap();
 }
@@ -962,7 +950,7 @@ async fn unknown_keys_are_looked_up_a_limited_number_of_times_per_address() {
     let looked_up = metric(&c, &base, "capbench_key_lookups_total{result=\"unknown\"}").await;
     assert_eq!(looked_up, 5.0);
     // A key minted here is known without a lookup.
-    let key = mint_key(&c, &base, "budget@test.invalid").await;
+    let key = common::mint_key(&c, &base, "budget@test.invalid").await;
     assert_eq!(search(&c, &base, &key, "q").await.status(), StatusCode::OK);
     svc.state.limiter.reset(bucket).await.unwrap();
     svc.stop().await.unwrap();

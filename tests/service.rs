@@ -15,21 +15,6 @@ async fn start(name: &str, tweak: impl FnOnce(&mut Config)) -> (LocalService, Co
     common::start_service(name, tweak).await
 }
 
-async fn mint_key(client: &reqwest::Client, base: &str, email: &str) -> String {
-    let resp = client
-        .post(format!("{base}/api/v1/keys"))
-        .json(&json!({"email": email}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let body: Value = resp.json().await.unwrap();
-    body["api_key"]
-        .as_str()
-        .expect("api_key in the body")
-        .to_string()
-}
-
 async fn search(client: &reqwest::Client, base: &str, key: &str, q: &str) -> reqwest::Response {
     client
         .post(format!("{base}/api/v1/traces/search"))
@@ -62,7 +47,7 @@ async fn user_of(svc: &LocalService, key: &str) -> String {
 async fn the_seeds_contract() {
     let (svc, _) = start("svc_contract", |_| {}).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let key = mint_key(&c, &base, "contract@test.invalid").await;
+    let key = common::mint_key(&c, &base, "contract@test.invalid").await;
 
     // The key is stored hashed, never in clear.
     let (hash, clear): (String, i64) = sqlx::query_as(
@@ -153,7 +138,7 @@ async fn the_seeds_contract() {
 async fn bad_input_gets_the_right_status_and_a_json_error() {
     let (svc, _) = start("svc_bad_input", |_| {}).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let key = mint_key(&c, &base, "bad@test.invalid").await;
+    let key = common::mint_key(&c, &base, "bad@test.invalid").await;
     let url = format!("{base}/api/v1/traces/search");
     let post = |body: String, key: Option<&str>| {
         let mut r = c
@@ -252,8 +237,8 @@ async fn the_limiters_promises_through_http() {
     })
     .await;
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let alice = mint_key(&c, &base, "alice@test.invalid").await;
-    let bob = mint_key(&c, &base, "bob@test.invalid").await;
+    let alice = common::mint_key(&c, &base, "alice@test.invalid").await;
+    let bob = common::mint_key(&c, &base, "bob@test.invalid").await;
 
     // (a) a full bucket admits a burst of exactly its capacity …
     for i in 0..20 {
@@ -291,7 +276,7 @@ async fn the_limiters_promises_through_http() {
     );
 
     // (f) N ≫ C concurrent requests admit exactly C.
-    let carol = mint_key(&c, &base, "carol@test.invalid").await;
+    let carol = common::mint_key(&c, &base, "carol@test.invalid").await;
     let started = Instant::now();
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -321,7 +306,7 @@ async fn refill_and_a_realistic_agent_through_http() {
     // 120/min: capacity 120, refill 2 tokens/s.
     let (svc, _) = start("svc_refill", |c| c.service.rate_limit_read_per_minute = 120).await;
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let key = mint_key(&c, &base, "refill@test.invalid").await;
+    let key = common::mint_key(&c, &base, "refill@test.invalid").await;
     for _ in 0..120 {
         assert_eq!(
             search(&c, &base, &key, "drain").await.status(),
@@ -349,7 +334,7 @@ async fn refill_and_a_realistic_agent_through_http() {
     // (e) at the default 60/min, an agent's 15 searches (all at once: the worst case of "within 30 s")
     // are never blocked.
     let (svc, _) = start("svc_realistic", |_| {}).await;
-    let key = mint_key(&c, &svc.url(), "agent@test.invalid").await;
+    let key = common::mint_key(&c, &svc.url(), "agent@test.invalid").await;
     for i in 0..15 {
         let resp = search(&c, &svc.url(), &key, "realistic agent").await;
         assert_eq!(resp.status(), StatusCode::OK, "search {i} was blocked");
@@ -368,7 +353,7 @@ async fn keys_are_limited_per_client_address() {
         .await
         .unwrap();
     for i in 0..3 {
-        mint_key(&c, &base, &format!("k{i}@test.invalid")).await;
+        common::mint_key(&c, &base, &format!("k{i}@test.invalid")).await;
     }
     let resp = c
         .post(format!("{base}/api/v1/keys"))
@@ -390,7 +375,7 @@ async fn keys_are_limited_per_client_address() {
 async fn shutdown_drains_requests_in_flight() {
     let (mut svc, _) = start("svc_shutdown", |_| {}).await;
     let c = reqwest::Client::new();
-    let key = mint_key(&c, &svc.url(), "drain@test.invalid").await;
+    let key = common::mint_key(&c, &svc.url(), "drain@test.invalid").await;
     // A request whose body is still arriving when shutdown begins.
     let (tx, in_flight) = half_sent_search(&c, &svc.url(), &key).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -455,7 +440,7 @@ async fn redis_down_fails_open_or_closed_as_configured() {
         })
         .await;
         let (c, base) = (reqwest::Client::new(), svc.url());
-        let key = mint_key(&c, &base, "outage@test.invalid").await;
+        let key = common::mint_key(&c, &base, "outage@test.invalid").await;
         assert_eq!(
             search(&c, &base, &key, "before").await.status(),
             StatusCode::OK
@@ -537,7 +522,7 @@ async fn database_down_is_503_and_the_service_recovers_by_itself() {
         .unwrap();
     let svc = LocalService::start(state).await.unwrap();
     let (c, base) = (reqwest::Client::new(), svc.url());
-    let key = mint_key(&c, &base, "outage@test.invalid").await;
+    let key = common::mint_key(&c, &base, "outage@test.invalid").await;
     assert_eq!(
         search(&c, &base, &key, "before").await.status(),
         StatusCode::OK
@@ -668,7 +653,7 @@ async fn the_serve_binary_warns_of_a_plan_without_the_index() {
 async fn the_serve_binary_drains_requests_in_flight_on_sigterm() {
     let (mut child, base, _, mut lines) = serve_binary("svc_bin_drain", 40).await;
     let c = reqwest::Client::new();
-    let key = mint_key(&c, &base, "bin-drain@test.invalid").await;
+    let key = common::mint_key(&c, &base, "bin-drain@test.invalid").await;
     let (tx, in_flight) = half_sent_search(&c, &base, &key).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(&child);

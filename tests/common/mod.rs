@@ -161,3 +161,19 @@ pub fn load_args(argv: &[&str]) -> capbench::load::LoadArgs {
         .collect();
     capbench::load::LoadArgs::parse_from_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
+
+/// Mints an API key through `POST /api/v1/keys` of the service at `base` (asserting 201).
+pub async fn mint_key(client: &reqwest::Client, base: &str, email: &str) -> String {
+    let resp = client
+        .post(format!("{base}/api/v1/keys"))
+        .json(&serde_json::json!({"email": email}))
+        .send()
+        .await
+        .expect("POST /api/v1/keys");
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = resp.json().await.expect("a JSON body");
+    body["api_key"]
+        .as_str()
+        .expect("api_key in the body")
+        .to_string()
+}
