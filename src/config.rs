@@ -185,6 +185,11 @@ pub struct BenchParams {
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
+    /// Measurement rounds per benchmark: after Criterion's timing, each benchmark's own measurement
+    /// (the HDR histogram, recall, QPS) is taken in this many rounds, interleaved across benchmarks
+    /// and on a fresh connection each round, so the run knows its own drift (see docs/regression.md).
+    #[arg(long, env = "CAPBENCH_ROUNDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
     /// Quick mode: 20,000 rows × 256 dims, 100 queries, short Criterion times — a smoke run, not a measurement.
     #[arg(long, env = "CAPBENCH_QUICK", value_parser = parse_bool)]
     pub quick: bool,

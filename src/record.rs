@@ -24,6 +24,26 @@ pub fn reports_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target-reports"))
 }
 
+/// The environment variable through which the runs of one calibration share an id.
+pub const CALIBRATION_ENV: &str = "CAPBENCH_CALIBRATION_ID";
+
+static CALIBRATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Marks this process's records as part of calibration `id` (the process that started it).
+pub fn set_calibration_id(id: &str) {
+    let _ = CALIBRATION.set(id.to_string());
+}
+
+/// The calibration this process's records belong to: set by [`set_calibration_id`], or inherited
+/// through [`CALIBRATION_ENV`] by the runs it started.
+pub fn calibration_id() -> Option<String> {
+    CALIBRATION
+        .get()
+        .cloned()
+        .or_else(|| std::env::var(CALIBRATION_ENV).ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+}
+
 /// One run of one bench (or of `load`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
@@ -41,6 +61,10 @@ pub struct RunRecord {
     /// The run was ended early by a signal (Ctrl-C, SIGTERM): its results cover the time it ran.
     #[serde(default)]
     pub interrupted: bool,
+    /// Runs made together by one `CAPBENCH_CALIBRATE=N` invocation (A, A, A…) share this id; a
+    /// comparison takes their mean as the figure of that side (see `report::compare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
 }
 
 /// One measured thing (a benchmark ID).
@@ -57,6 +81,12 @@ pub struct ResultEntry {
     /// Named (x, y) series for charts: `rps_per_second` (x = s since start), a limiter timeline, …
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub series: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The same figures for each measurement round, in the order measured, when the benchmark was
+    /// measured in interleaved rounds (`count`, `seconds`, `p50_ms`, `p95_ms`, `p99_ms`, `mean_ms`,
+    /// `qps`). Their spread is the run's own estimate of its noise, drift included (see
+    /// [`crate::report::compare`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<BTreeMap<String, f64>>,
 }
 
 /// A pass/fail criterion, e.g. the seeds' `p99 < 50 ms`.
@@ -241,6 +271,7 @@ impl RunRecord {
             parameters,
             results: Vec::new(),
             interrupted: false,
+            calibration: calibration_id(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use capbench::record::{self, Environment, Gate, ResultEntry, RunRecord};
 use capbench::report::compare::{self, Options, Verdict};
+use capbench::report::noise::History;
 use capbench::report::store::Store;
 use capbench::report::{self as report, BaselineArgs, html};
 use rand::SeedableRng;
@@ -78,6 +79,36 @@ fn tail_regressed(samples: &[f64]) -> Vec<f64> {
         .iter()
         .map(|&v| if v >= cut { v * 1.2 } else { v })
         .collect()
+}
+
+/// `n` earlier runs like `like` (same kind, mode, dataset, machine), each entry's samples drawn
+/// afresh from the same distribution, an hour apart on 2026-01-01: the history a machine's noise
+/// is learnt from.
+fn history_like(like: &RunRecord, n: usize, seed: u64) -> Vec<RunRecord> {
+    (0..n)
+        .map(|i| {
+            let mut r = like.clone();
+            r.created_at = format!("2026-01-01T{i:02}:00:00Z");
+            for e in &mut r.results {
+                let extra: Vec<(String, f64)> = e
+                    .metrics
+                    .iter()
+                    .filter(|(k, _)| matches!(k.as_str(), "recall_mean" | "qps"))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                let extra: Vec<(&str, f64)> = extra.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                *e = entry(&e.name, &lognormal_ns(5000, seed + i as u64), &extra);
+            }
+            r
+        })
+        .collect()
+}
+
+/// [`history_like`] written to `store`'s runs/.
+fn write_history(store: &Store, like: &RunRecord, n: usize, seed: u64) {
+    for r in history_like(like, n, seed) {
+        r.write(&store.root).unwrap();
+    }
 }
 
 fn change<'a>(c: &'a [compare::MetricChange], metric: &str) -> &'a compare::MetricChange {
@@ -190,73 +221,113 @@ fn records_written_by_the_benches_are_read() {
 
 #[test]
 fn compare_detects_an_injected_20_percent_p99_regression() {
-    let base = lognormal_ns(5000, 7);
-    let worse = tail_regressed(&lognormal_ns(5000, 8));
-    let changes = compare::compare_entry(
-        &entry("hnsw/ef_search/40", &base, &[]),
-        &entry("hnsw/ef_search/40", &worse, &[]),
-        &Options::default(),
-    )
-    .unwrap();
-    let p99 = change(&changes, "p99_ms");
+    let base = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &lognormal_ns(5000, 7), &[])],
+        false,
+    );
+    let worse = hnsw_record(
+        vec![entry(
+            "hnsw/ef_search/40",
+            &tail_regressed(&lognormal_ns(5000, 8)),
+            &[],
+        )],
+        false,
+    );
+    let earlier = history_like(&base, 8, 300);
+    let history = History::of(&earlier, 20);
+    let c = compare::compare(&base, "a", &worse, "b", &Options::default(), &history).unwrap();
+    let p99 = change(&c.changes, "p99_ms");
     assert_eq!(p99.verdict, Verdict::Regressed, "{p99:?}");
     assert!(p99.change > 0.10 && p99.change < 0.35, "{p99:?}");
     let (lo, hi) = p99.ci.unwrap();
-    assert!(lo > 0.05 && lo < p99.change && p99.change < hi, "{p99:?}");
-    assert_eq!(p99.method, "bootstrap");
-    // The body of the distribution did not move.
-    assert_eq!(change(&changes, "p50_ms").verdict, Verdict::NoChange);
+    assert!(lo > 0.0 && lo < p99.change && p99.change < hi, "{p99:?}");
+    assert_eq!((p99.method, p99.spread.unwrap().runs), ("noise", 8));
+    // The body of the distribution did not move; the benchmark's one verdict is "regressed".
+    assert_eq!(change(&c.changes, "p50_ms").verdict, Verdict::NoChange);
+    assert_eq!(c.benchmarks.len(), 1);
+    assert_eq!(c.benchmarks[0].verdict, Verdict::Regressed);
+    assert!(c.benchmarks[0].because[0].starts_with("p99_ms +"), "{:?}", c.benchmarks);
+    assert!(c.text().contains("from 8 runs"), "{}", c.text());
     // And the other way round, it is an improvement.
-    let back = compare::compare_entry(
-        &entry("e", &worse, &[]),
-        &entry("e", &base, &[]),
-        &Options::default(),
-    )
-    .unwrap();
-    assert_eq!(change(&back, "p99_ms").verdict, Verdict::Improved);
+    let back = compare::compare(&worse, "b", &base, "a", &Options::default(), &history).unwrap();
+    assert_eq!(back.benchmarks[0].verdict, Verdict::Improved);
+    // Without earlier runs, no guess: the latencies are "not enough runs to judge".
+    let alone =
+        compare::compare(&base, "a", &worse, "b", &Options::default(), &History::default())
+            .unwrap();
+    assert_eq!(alone.benchmarks[0].verdict, Verdict::NotEnoughRuns);
+    assert_eq!(
+        change(&alone.changes, "p99_ms").verdict,
+        Verdict::NotEnoughRuns
+    );
+    assert!(
+        alone.text().contains("not enough runs to judge: 0 comparable earlier runs"),
+        "{}",
+        alone.text()
+    );
 }
 
 #[test]
 fn two_samples_of_one_distribution_are_no_change() {
     for seed in 0..5 {
-        let a = entry(
-            "e",
-            &lognormal_ns(5000, 100 + seed),
-            &[("qps", 1000.0), ("recall_mean", 0.95)],
-        );
-        let b = entry(
-            "e",
-            &lognormal_ns(5000, 200 + seed),
-            &[("qps", 1010.0), ("recall_mean", 0.952)],
-        );
-        let changes = compare::compare_entry(&a, &b, &Options::default()).unwrap();
-        let judged: Vec<_> = changes
+        let rec = |s: u64, qps: f64, recall: f64| {
+            hnsw_record(
+                vec![entry(
+                    "e",
+                    &lognormal_ns(5000, s),
+                    &[("qps", qps), ("recall_mean", recall)],
+                )],
+                false,
+            )
+        };
+        let a = rec(100 + seed, 1000.0, 0.95);
+        let b = rec(200 + seed, 1010.0, 0.952);
+        let earlier = history_like(&a, 6, 1000 * (seed + 1));
+        let c = compare::compare(&a, "a", &b, "b", &Options::default(), &History::of(&earlier, 20))
+            .unwrap();
+        let judged: Vec<_> = c
+            .changes
             .iter()
             .filter(|c| c.verdict != Verdict::Info)
             .collect();
-        assert!(judged.len() >= 6, "{judged:#?}");
-        for c in judged {
-            assert_eq!(c.verdict, Verdict::NoChange, "seed {seed}: {c:?}");
+        assert!(judged.len() >= 4, "{judged:#?}");
+        for m in judged {
+            assert_eq!(m.verdict, Verdict::NoChange, "seed {seed}: {m:?}");
         }
+        // p95 and the mean are shown with an interval, not judged.
+        let p95 = change(&c.changes, "p95_ms");
+        assert!(p95.ci.is_some() && p95.verdict == Verdict::Info, "{p95:?}");
+        assert_eq!(c.benchmarks[0].verdict, Verdict::NoChange);
     }
 }
 
 #[test]
 fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
     let s = lognormal_ns(2000, 3);
-    let a = entry("e", &s, &[("recall_mean", 0.95), ("qps", 500.0)]);
-    let b = entry("e", &s, &[("recall_mean", 0.94), ("qps", 500.0)]);
-    let c = entry("e", &s, &[("recall_mean", 0.947), ("qps", 400.0)]);
-    let ab = compare::compare_entry(&a, &b, &Options::default()).unwrap();
-    let recall = change(&ab, "recall_mean");
+    let rec = |recall: f64, qps: f64| {
+        hnsw_record(
+            vec![entry("e", &s, &[("recall_mean", recall), ("qps", qps)])],
+            false,
+        )
+    };
+    let (a, b, c) = (rec(0.95, 500.0), rec(0.94, 500.0), rec(0.947, 400.0));
+    // Recall's absolute rule needs no history.
+    let none = History::default();
+    let ab = compare::compare(&a, "a", &b, "b", &Options::default(), &none).unwrap();
+    let recall = change(&ab.changes, "recall_mean");
     assert_eq!(recall.verdict, Verdict::Regressed, "{recall:?}");
     assert!((recall.change + 0.01).abs() < 1e-9);
-    let ac = compare::compare_entry(&a, &c, &Options::default()).unwrap();
-    assert_eq!(change(&ac, "recall_mean").verdict, Verdict::NoChange);
-    assert_eq!(change(&ac, "qps").verdict, Verdict::Regressed);
+    assert_eq!(ab.benchmarks[0].verdict, Verdict::Regressed);
+    // QPS -20 %: judged against the history's noise (sampling only, here), it regressed.
+    let history = History::of(&history_like(&a, 6, 77), 20);
+    let ac = compare::compare(&a, "a", &c, "c", &Options::default(), &history).unwrap();
+    assert_eq!(change(&ac.changes, "recall_mean").verdict, Verdict::NoChange);
+    let qps = change(&ac.changes, "qps");
+    assert_eq!(qps.verdict, Verdict::Regressed, "{qps:?}");
+    assert!(qps.ci.is_some_and(|(lo, hi)| lo < -0.15 && hi < 0.0), "{qps:?}");
     // Same inputs, same intervals.
-    let again = compare::compare_entry(&a, &c, &Options::default()).unwrap();
-    assert_eq!(ac, again);
+    let again = compare::compare(&a, "a", &c, "c", &Options::default(), &history).unwrap();
+    assert_eq!(ac.changes, again.changes);
 }
 
 #[test]
@@ -290,8 +361,15 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
         vec![entry("hnsw/ef_search/40", &base, &[("recall_mean", 0.95)])],
         false,
     );
+    write_history(&store, &a, 8, 500);
     report::publish_in(&store, &a, &args(&["hnsw", "--save-baseline", "a"]), true).unwrap();
     assert!(dir.join("baselines/a/hnsw.json").is_file());
+    // The noise known when it was saved is kept with it: those 8 runs and the baseline itself.
+    let saved: History = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("baselines/a/noise/hnsw.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved.len(), 9);
     assert!(dir.join("index.html").is_file());
 
     let worse = tail_regressed(&lognormal_ns(5000, 12));
@@ -314,7 +392,7 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
         "the page shows the comparison"
     );
     // Every record was kept, and the baseline was not overwritten by --baseline runs.
-    assert_eq!(store.runs().0.len(), 3);
+    assert_eq!(store.runs().0.len(), 8 + 3);
     assert_eq!(
         RunRecord::read(&dir.join("baselines/a/hnsw.json")).unwrap(),
         a
@@ -421,6 +499,7 @@ fn the_report_binary_compares_without_rerunning_and_its_exit_codes_gate_ci() {
         )],
         false,
     );
+    write_history(&store, &a, 6, 600);
     store.save_baseline("a", &a).unwrap();
     store.save_baseline("b", &b).unwrap();
     store.save_baseline("c", &c).unwrap();

@@ -16,7 +16,7 @@ use criterion::{BenchmarkId, Throughput};
 use pgvector::Vector;
 use sqlx::PgConnection;
 
-use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::bench::{BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order};
 use crate::config::Config;
 use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, index, schema, search};
@@ -68,6 +68,8 @@ pub struct PassResult {
     pub qps: f64,
     pub recall_mean: f64,
     pub recall_min: f64,
+    /// Each measurement round's figures ([`Rounds::per_round`]).
+    pub rounds: Vec<std::collections::BTreeMap<String, f64>>,
     pub criterion_median_ms: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
 }
@@ -95,13 +97,16 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         return Ok(outcome);
     }
     config.index.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the client: the connection's I/O is polled on the thread that waits for it,
+    // never woken from another core (cross-thread wake-ups were a large part of the noise).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     let mut prepared = rt.block_on(prepare(&config))?;
     let mut c = criterion(&config);
     let mut results = Vec::new();
+    let mut medians = Vec::new();
     let k = prepared.truth.k as i64;
     let n = prepared.queries.len();
 
@@ -151,16 +156,20 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             if bench_args.test {
                 continue;
             }
-            let mut pass = rt.block_on(measure(&mut prepared, mode, ef))?;
-            pass.criterion_median_ms = criterion_median_ms(&config, &mode.id(ef));
-            if config.bench.compare && mode == Mode::Session {
-                pass.pgbench = Some(pgbench(&config, &prepared.url, ef, n, k)?);
-            }
-            results.push(pass);
+            medians.push(criterion_median_ms(&config, &mode.id(ef)));
         }
         group.finish();
     }
     c.final_summary();
+    if !bench_args.test {
+        results = rt.block_on(measure_rounds(&mut prepared, &config, &plan))?;
+        for (r, median) in results.iter_mut().zip(medians) {
+            r.criterion_median_ms = median;
+            if config.bench.compare && r.mode == Mode::Session {
+                r.pgbench = Some(pgbench(&config, &prepared.url, r.ef_search, n, k)?);
+            }
+        }
+    }
     if !results.is_empty() {
         print_table(&config, &prepared, &results);
         let record = rt.block_on(write_record(&config, &mut prepared, &results))?;
@@ -247,43 +256,97 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
     })
 }
 
-/// One pass over the query set: every latency into an HDR histogram, every result's recall.
-pub async fn measure(prepared: &mut Prepared, mode: Mode, ef: u32) -> Result<PassResult> {
+/// The shortest measurement pass in quick mode (the 100-query set is cycled until it lasts this
+/// long): 100 queries of 0.3 ms would make a 30 ms pass, whose p99 is one query.
+const QUICK_MIN_PASS_SECONDS: f64 = 0.25;
+
+/// Queries run, unrecorded, at the start of each pass (a fresh connection plans its first queries
+/// and fills its caches).
+const WARM_UP_QUERIES: usize = 5;
+
+/// capbench's own measurement, after Criterion's: `config.bench.rounds` rounds; in each, a fresh
+/// connection and every planned benchmark once, in an order that rotates from round to round
+/// ([`round_order`]). A pass runs the whole query set (cycled, in quick mode, to last at least
+/// [`QUICK_MIN_PASS_SECONDS`]), recording every latency; recall comes from the first round, which
+/// answers each query once. Results are in plan order.
+pub async fn measure_rounds(
+    prepared: &mut Prepared,
+    config: &Config,
+    plan: &[(Mode, u32)],
+) -> Result<Vec<PassResult>> {
     let k = prepared.truth.k as i64;
-    let mut hist = record::latency_histogram();
-    let mut answers = Vec::with_capacity(prepared.queries.len());
-    let start = Instant::now();
-    for q in &prepared.queries {
-        let t = Instant::now();
-        let hits = match mode {
-            Mode::Session => search::search(&mut prepared.conn, q, k).await?,
-            Mode::Transaction => {
-                search::search_in_transaction(&mut prepared.conn, q, k, ef).await?
+    let n = prepared.queries.len();
+    let min_pass = if config.bench.quick {
+        QUICK_MIN_PASS_SECONDS
+    } else {
+        0.0
+    };
+    let mut rounds = vec![Rounds::default(); plan.len()];
+    let mut recalls: Vec<Vec<f64>> = vec![Vec::new(); plan.len()];
+    let total = config.bench.rounds as usize;
+    for round in 0..total {
+        let mut conn = db::connect(&prepared.url).await?;
+        for i in round_order(plan.len(), round) {
+            let (mode, ef) = plan[i];
+            if mode == Mode::Session {
+                search::set_ef_search(&mut conn, ef, false).await?;
             }
-        };
-        hist.saturating_record(t.elapsed().as_nanos() as u64);
-        answers.push(hits);
+            for q in prepared.queries.iter().take(WARM_UP_QUERIES) {
+                run_query(&mut conn, mode, q, k, ef).await?;
+            }
+            let mut hist = record::latency_histogram();
+            let start = Instant::now();
+            let mut done = 0usize;
+            while done < n || start.elapsed().as_secs_f64() < min_pass {
+                let q = &prepared.queries[done % n];
+                let t = Instant::now();
+                let hits = run_query(&mut conn, mode, q, k, ef).await?;
+                hist.saturating_record(t.elapsed().as_nanos() as u64);
+                if round == 0 && done < n {
+                    let got: Vec<(uuid::Uuid, f64)> =
+                        hits.iter().map(|h| (h.id, h.distance)).collect();
+                    recalls[i].push(truth::recall(
+                        &prepared.truth.ids[done],
+                        &prepared.truth.distances[done],
+                        &got,
+                    ));
+                }
+                done += 1;
+            }
+            rounds[i].add(&hist, start.elapsed().as_secs_f64())?;
+        }
+        eprintln!("hnsw: measurement round {}/{total} done", round + 1);
     }
-    let total = start.elapsed();
-    let recalls: Vec<f64> = answers
+    Ok(plan
         .iter()
-        .enumerate()
-        .map(|(j, hits)| {
-            let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
-            truth::recall(&prepared.truth.ids[j], &prepared.truth.distances[j], &got)
+        .zip(rounds)
+        .zip(recalls)
+        .map(|((&(mode, ef), rounds), recalls)| PassResult {
+            mode,
+            ef_search: ef,
+            latency: LatencySummary::of(rounds.histogram()),
+            histogram: rounds.histogram().clone(),
+            qps: rounds.qps(),
+            recall_mean: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
+            recall_min: recalls.iter().copied().fold(f64::INFINITY, f64::min),
+            rounds: rounds.per_round().to_vec(),
+            criterion_median_ms: None,
+            pgbench: None,
         })
-        .collect();
-    Ok(PassResult {
-        mode,
-        ef_search: ef,
-        latency: LatencySummary::of(&hist),
-        histogram: hist,
-        qps: prepared.queries.len() as f64 / total.as_secs_f64().max(1e-9),
-        recall_mean: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
-        recall_min: recalls.iter().copied().fold(f64::INFINITY, f64::min),
-        criterion_median_ms: None,
-        pgbench: None,
-    })
+        .collect())
+}
+
+async fn run_query(
+    conn: &mut PgConnection,
+    mode: Mode,
+    q: &Vector,
+    k: i64,
+    ef: u32,
+) -> Result<Vec<search::Hit>> {
+    match mode {
+        Mode::Session => search::search(conn, q, k).await,
+        Mode::Transaction => search::search_in_transaction(conn, q, k, ef).await,
+    }
 }
 
 /// The pgbench script for THE search query, its vector read from `capacity_queries`.
@@ -469,6 +532,7 @@ async fn write_record(
             "queries": prepared.queries.len(),
             "k": prepared.truth.k,
             "quick": config.bench.quick,
+            "rounds": config.bench.rounds,
             "prewarmed": prepared.prewarmed,
         }),
     );
@@ -498,6 +562,7 @@ async fn write_record(
                 name: format!("p99 < {GATE_P99_MS} ms"),
                 pass: r.latency.p99_ms < GATE_P99_MS,
             }],
+            rounds: r.rounds.clone(),
             ..ResultEntry::default()
         });
     }

@@ -138,6 +138,7 @@ pub async fn run(tb: &TokenBucket, seconds: f64) -> Result<ResultEntry> {
         histogram: None,
         gates,
         series,
+        rounds: Vec::new(),
     })
 }
 

@@ -132,6 +132,10 @@ pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> Exi
     // Held for the whole run, so both sides of every comparison (pgbench, redis-benchmark, the
     // raw SQL under http_search) are measured under the same idle policy.
     let _awake = crate::cpu_idle::for_run(config.bench.cpu_idle.unwrap_or_default());
+    if let Err(e) = calibrate(&args) {
+        eprintln!("error: {}", crate::one_line(&e));
+        return ExitCode::FAILURE;
+    }
     match run(&args, config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,6 +143,68 @@ pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> Exi
             ExitCode::FAILURE
         }
     }
+}
+
+/// `CAPBENCH_CALIBRATE=N`: before the run itself, this bench binary runs N more times, each a
+/// separate process with the same arguments minus the baseline flags — A, A, A… — so that the run
+/// (and the baseline it saves) has N comparable earlier runs to learn the machine's run-to-run
+/// noise from. Each writes its record to `runs/` as any run does. Nothing happens without the
+/// variable, with `--list`/`--test`, or in a child.
+pub fn calibrate(args: &[String]) -> Result<()> {
+    let Ok(value) = std::env::var("CAPBENCH_CALIBRATE") else {
+        return Ok(());
+    };
+    let n: u32 = match value.trim() {
+        "" | "0" => return Ok(()),
+        v => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .with_context(|| {
+                format!("CAPBENCH_CALIBRATE must be a number of runs from 0 to 100, not '{v}'")
+            })?,
+    };
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding this bench binary to calibrate")?;
+    let child_args = without_baseline_flags(args);
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    crate::record::set_calibration_id(&id);
+    for i in 1..=n {
+        eprintln!("calibration run {i}/{n} (CAPBENCH_CALIBRATE={n}): {}", child_args.join(" "));
+        let status = std::process::Command::new(&exe)
+            .args(&child_args)
+            .env_remove("CAPBENCH_CALIBRATE")
+            .env_remove("CAPBENCH_FAIL_ON_REGRESSION")
+            .env(crate::record::CALIBRATION_ENV, &id)
+            .status()
+            .with_context(|| format!("running {}", exe.display()))?;
+        anyhow::ensure!(
+            status.success(),
+            "calibration run {i}/{n} failed ({status}); the run itself was not started"
+        );
+    }
+    Ok(())
+}
+
+/// `args` without the program name and without `--save-baseline`/`--baseline`/`--baseline-lenient`
+/// (`-s`/`-b`) and their values.
+pub fn without_baseline_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-s" | "--save-baseline" | "-b" | "--baseline" | "--baseline-lenient" => {
+                it.next();
+            }
+            a if a.starts_with("--save-baseline=")
+                || a.starts_with("--baseline=")
+                || a.starts_with("--baseline-lenient=") => {}
+            _ => out.push(a.clone()),
+        }
+    }
+    out
 }
 
 /// Decides before any setup: with nothing selected, `NotSelected`; with `--list`, the selected IDs
@@ -275,4 +341,113 @@ pub fn read_criterion_median_ms(home: &std::path::Path, id: &str) -> Result<f64>
                 path.display()
             )
         })
+}
+
+/// A benchmark measured in rounds: every round's latencies merged into one histogram (the figures
+/// shown and compared), and each round's own figures kept (their spread is the run's estimate of
+/// its noise, drift over the run included).
+#[derive(Debug, Clone)]
+pub struct Rounds {
+    histogram: Histogram<u64>,
+    per_round: Vec<BTreeMap<String, f64>>,
+    seconds: f64,
+}
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Self {
+            histogram: crate::record::latency_histogram(),
+            per_round: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+impl Rounds {
+    /// Adds one round: its latencies (ns) and the wall time it took (for QPS).
+    pub fn add(&mut self, round: &Histogram<u64>, seconds: f64) -> Result<()> {
+        self.histogram
+            .add(round)
+            .context("merging a round's histogram")?;
+        self.seconds += seconds;
+        let mut m = LatencySummary::of(round).metrics();
+        m.retain(|k, _| matches!(k.as_str(), "count" | "p50_ms" | "p95_ms" | "p99_ms" | "mean_ms"));
+        m.insert("seconds".into(), seconds);
+        m.insert("qps".into(), round.len() as f64 / seconds.max(1e-9));
+        self.per_round.push(m);
+        Ok(())
+    }
+
+    /// Every round's latencies.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
+    /// Requests per second over all rounds (all requests / the time spent in them).
+    pub fn qps(&self) -> f64 {
+        self.histogram.len() as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Each round's figures, in order.
+    pub fn per_round(&self) -> &[BTreeMap<String, f64>] {
+        &self.per_round
+    }
+}
+
+/// The order benchmarks `0..len` are measured in during round `round`: each round starts one
+/// further along, so no benchmark always runs first (cold) or always right after the same one.
+pub fn round_order(len: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |i| (i + round) % len.max(1))
+}
+
+#[cfg(test)]
+mod rounds_tests {
+    use super::*;
+
+    #[test]
+    fn rounds_merge_and_keep_each_round() {
+        let mut r = Rounds::default();
+        for (ms, secs) in [(1u64, 0.5), (3u64, 1.5)] {
+            let mut h = crate::record::latency_histogram();
+            for _ in 0..100 {
+                h.record(ms * 1_000_000).unwrap();
+            }
+            r.add(&h, secs).unwrap();
+        }
+        assert_eq!(r.histogram().len(), 200);
+        assert!((r.qps() - 100.0).abs() < 1e-9, "200 requests in 2 s");
+        assert_eq!(r.per_round().len(), 2);
+        assert!((r.per_round()[0]["qps"] - 200.0).abs() < 1e-9);
+        assert!((r.per_round()[1]["p50_ms"] - 3.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn calibration_runs_drop_the_baseline_flags() {
+        let args: Vec<String> = [
+            "hnsw-bin",
+            "--bench",
+            "--save-baseline",
+            "a",
+            "hnsw/ef_search/40",
+            "--baseline=b",
+            "-b",
+            "c",
+            "--noise-threshold",
+            "0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            without_baseline_flags(&args),
+            vec!["--bench", "hnsw/ef_search/40", "--noise-threshold", "0.1"]
+        );
+    }
+
+    #[test]
+    fn round_order_rotates() {
+        assert_eq!(round_order(3, 0).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(round_order(3, 1).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(round_order(3, 5).collect::<Vec<_>>(), vec![2, 0, 1]);
+    }
 }

@@ -136,6 +136,7 @@ pub fn entries(
             // A sweep goes past its knee on purpose: a level is not a gate; the knee is.
             gates: Vec::new(),
             series: super::history_series(stats),
+            rounds: Vec::new(),
         });
     }
     let mut metrics = std::collections::BTreeMap::from([("slo_p99_ms".to_string(), slo_p99_ms)]);

@@ -1,16 +1,31 @@
-//! Comparing two runs of one kind, metric by metric, with a verdict: improved, regressed or no change.
+//! Comparing two runs of one kind: one verdict per benchmark — regressed, improved, no change, or
+//! not enough runs to judge — that an A/A comparison (the same code twice) does not contradict.
 //!
-//! Latency percentiles (p50, p95, p99) and the mean are compared through their stored HDR histograms:
-//! a bootstrap gives a confidence interval of the relative change, and — Criterion's rule for means,
-//! applied to tails — a change counts only when that whole interval lies beyond the noise threshold
-//! (which also makes it significant at the chosen level). Throughput and the knee compare by the
-//! noise threshold alone; recall@10 by an absolute 0.005; the error rate by an absolute 0.001.
+//! **What is judged.** Each benchmark's primary metrics ([`primary`]): p50, p99 and the rate (QPS,
+//! req/s, evals/s, the knee) for latency benches; recall@10 and the error rate by their absolute
+//! rules (a recall drop beyond 0.005 on the same query set, an error-rate rise beyond 0.1 point).
+//! Other figures (p95, mean…) are shown with their interval, not judged.
 //!
-//! The bootstrap needs no resampling loop over the samples: the k-th smallest of n draws from the
-//! empirical distribution is F⁻¹(U₍ₖ₎), and the k-th order statistic of n uniforms is Beta(k, n+1−k).
-//! So each resample of a percentile is one Beta draw and one look-up in the histogram's CDF —
-//! exact, and cheap even for a million samples. The generator is seeded from the benchmark and the
-//! metric names, so the same records always give the same verdicts.
+//! **Against what noise.** A latency or rate figure is compared on a log scale against the sum of
+//! three variances: each run's own (the larger of the spread of its interleaved measurement rounds
+//! and a bootstrap of its HDR histogram) and twice the between-run variance learnt from earlier
+//! comparable runs on this machine ([`super::noise`]). Without `min_runs` earlier runs (3), the
+//! between-run part is unknown and the verdict says so: "not enough runs to judge". A bench's own
+//! rounds cannot replace that history: they see drift within one run, not the offsets between
+//! runs (a new server process, other neighbours, another CPU frequency).
+//!
+//! **Many decisions at once.** Every judged primary metric of every benchmark gets a p-value from
+//! a Student t (Welch–Satterthwaite degrees of freedom); the Benjamini–Hochberg procedure at the
+//! significance level (5 %) decides which are real, so a comparison of 10 benchmarks × 3 metrics
+//! that changed nothing is all "no change" 95 % of the time, not 21 %. A real change must also be
+//! larger than the practical threshold (`--noise-threshold`, 5 %).
+//!
+//! **Rates.** QPS intervals come from the rounds (each round's requests / its time); for records
+//! without rounds, from the histogram: for serial requests QPS is 1 / the mean latency, so its
+//! relative interval is the mean's. Percentile bootstraps need no resampling loop: the k-th
+//! smallest of n draws from the empirical distribution is F⁻¹(U₍ₖ₎), and the k-th order statistic
+//! of n uniforms is Beta(k, n+1−k) — one Beta draw and one look-up in the histogram's CDF per
+//! replicate. The generator is seeded from the names, so the same records give the same verdicts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,14 +37,16 @@ use rand_distr::{Beta, Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::Value;
 
+use super::noise::{self, History, Spread, Test};
 use crate::record::{self, ResultEntry, RunRecord};
 
 /// How strict a comparison is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
-    /// Relative changes within ± this fraction never count (default 0.05: 5 %).
+    /// The practical threshold: relative changes within ± this fraction never count (0.05: 5 %).
     pub noise_threshold: f64,
-    /// 1 − confidence of the bootstrap interval (default 0.05: a 95 % interval).
+    /// The false-discovery rate of a comparison's decisions, and 1 − the confidence of the
+    /// intervals shown (0.05: 95 % intervals).
     pub significance_level: f64,
     /// Bootstrap resamples per metric (default 10,000).
     pub resamples: usize,
@@ -37,6 +54,10 @@ pub struct Options {
     pub recall_threshold: f64,
     /// An error-rate change beyond this (absolute: 0.001 = 0.1 percentage point) counts.
     pub error_rate_threshold: f64,
+    /// Earlier comparable runs needed to know the machine's run-to-run noise (3).
+    pub min_runs: usize,
+    /// The most recent comparable runs the noise is learnt from (20).
+    pub window: usize,
 }
 
 impl Default for Options {
@@ -47,6 +68,8 @@ impl Default for Options {
             resamples: 10_000,
             recall_threshold: 0.005,
             error_rate_threshold: 0.001,
+            min_runs: 3,
+            window: 20,
         }
     }
 }
@@ -111,13 +134,15 @@ pub fn parse_fraction(name: &str, value: &str, zero_ok: bool) -> Result<f64> {
     }
 }
 
-/// The outcome for one metric.
+/// The outcome for one metric, or for one benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Verdict {
     Regressed,
     Improved,
     NoChange,
-    /// Shown for context, never judged (max, Criterion's median, the independent tools' figures…).
+    /// Too few earlier runs on this machine to know its run-to-run noise: no guess is made.
+    NotEnoughRuns,
+    /// Shown for context, never judged (p95, the mean, max, Criterion's median, other tools' figures…).
     Info,
 }
 
@@ -127,6 +152,7 @@ impl Verdict {
             Verdict::Regressed => "regressed",
             Verdict::Improved => "improved",
             Verdict::NoChange => "no change",
+            Verdict::NotEnoughRuns => "not enough runs to judge",
             Verdict::Info => "info",
         }
     }
@@ -135,13 +161,13 @@ impl Verdict {
 /// How a metric is judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
-    /// A latency percentile (lower is better): bootstrap from the histograms when both have one.
+    /// A latency percentile (lower is better).
     Quantile(f64),
-    /// The mean latency (lower is better): bootstrap (normal approximation) from the histograms.
+    /// The mean latency (lower is better).
     Mean,
-    /// Throughput and the like (higher is better): relative change against the noise threshold.
+    /// Throughput and the like (higher is better).
     HigherBetter,
-    /// A latency without a histogram (lower is better): relative change against the noise threshold.
+    /// A latency without a histogram (lower is better).
     LowerBetter,
     /// recall@10: an absolute change beyond `recall_threshold` always counts.
     Recall,
@@ -170,6 +196,25 @@ pub fn rule(name: &str) -> Option<Rule> {
     })
 }
 
+/// Whether metric `name` decides its benchmark's verdict: p50, p99, the rates, recall and the
+/// error rate. The others are shown with their intervals but do not vote (fewer decisions, more
+/// power for the ones that matter).
+pub fn primary(name: &str) -> bool {
+    matches!(
+        name,
+        "p50_ms"
+            | "p99_ms"
+            | "qps"
+            | "rps"
+            | "evals_per_second"
+            | "knee_rps"
+            | "knee_users"
+            | "knee_connections"
+            | "recall_mean"
+            | "error_rate"
+    )
+}
+
 /// One metric of one benchmark, before and after.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MetricChange {
@@ -180,10 +225,21 @@ pub struct MetricChange {
     /// Relative change (current / baseline − 1) for most metrics; absolute for recall and error rate.
     pub change: f64,
     pub relative: bool,
-    /// The bootstrap confidence interval of the relative change, when histograms allowed one.
+    /// The confidence interval of the relative change, between-run noise included when known
+    /// (otherwise the runs' own noise only, and the verdict is "not enough runs to judge").
     pub ci: Option<(f64, f64)>,
+    /// The test's two-sided p-value (before the comparison-wide Benjamini–Hochberg step).
+    pub p_value: Option<f64>,
+    /// The between-run spread used (1 sd of ln, ≈ relative), and from how many runs.
+    pub spread: Option<Spread>,
+    /// Whether it votes on the benchmark's verdict ([`primary`]).
+    pub primary: bool,
+    /// Runs behind each side's figure (baseline, current): more than one for a calibrated side,
+    /// whose figure is then the geometric mean of its runs'.
+    pub runs: (usize, usize),
     pub verdict: Verdict,
-    /// `bootstrap`, `threshold`, `absolute` or `info`.
+    /// `noise` (judged against the machine's noise), `absolute`, `rounds only` (no history),
+    /// `info`.
     pub method: &'static str,
 }
 
@@ -205,6 +261,58 @@ impl MetricChange {
     }
 }
 
+/// One benchmark's verdict and the primary metrics that made it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BenchmarkVerdict {
+    pub entry: String,
+    pub verdict: Verdict,
+    /// `p50_ms +18.2%`, … — the metrics behind a regressed or improved verdict.
+    pub because: Vec<String>,
+}
+
+/// The run-to-run noise a comparison judged by: for each of p50, p99 and the rate, the median
+/// over benchmarks of the between-run spread (1 sd, relative), and the runs it came from.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct NoiseFloor {
+    /// Comparable earlier runs on this machine (the history window).
+    pub runs: usize,
+    pub needed: usize,
+    /// (metric, median total sd) for `p50_ms`, `p99_ms` and the rate metric, when known.
+    pub spread: Vec<(String, f64)>,
+}
+
+impl NoiseFloor {
+    /// "run-to-run spread on this machine (1 sd): ±2.1 % p50, ±6.0 % p99, ±2.4 % qps, from 12
+    /// runs", or why there is none.
+    pub fn text(&self) -> String {
+        if self.spread.is_empty() {
+            return format!(
+                "not enough runs to judge: {} comparable earlier run{} on this machine, {} needed \
+                 — run the bench again (each run adds one), or save the baseline with \
+                 CAPBENCH_CALIBRATE={}",
+                self.runs,
+                if self.runs == 1 { "" } else { "s" },
+                self.needed,
+                self.needed
+            );
+        }
+        format!(
+            "run-to-run spread on this machine (1 sd): {}, from {} run{}",
+            self.spread
+                .iter()
+                .map(|(m, sd)| format!(
+                    "±{:.1}% {}",
+                    sd * 100.0,
+                    m.trim_end_matches("_ms")
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.runs,
+            if self.runs == 1 { "" } else { "s" }
+        )
+    }
+}
+
 /// Two runs of one kind compared.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Comparison {
@@ -215,7 +323,10 @@ pub struct Comparison {
     pub current_created_at: String,
     /// Parameters, dataset and environment that differ: `path: before → after`.
     pub differences: Vec<String>,
+    /// One verdict per benchmark both runs measured.
+    pub benchmarks: Vec<BenchmarkVerdict>,
     pub changes: Vec<MetricChange>,
+    pub noise: NoiseFloor,
     pub only_in_baseline: Vec<String>,
     pub only_in_current: Vec<String>,
     pub options: OptionsShown,
@@ -230,14 +341,32 @@ pub struct OptionsShown {
 }
 
 impl Comparison {
+    /// The primary metrics judged regressed.
     pub fn regressions(&self) -> impl Iterator<Item = &MetricChange> {
         self.changes
             .iter()
             .filter(|c| c.verdict == Verdict::Regressed)
     }
 
+    /// How many benchmarks got verdict `v`.
     pub fn count(&self, v: Verdict) -> usize {
-        self.changes.iter().filter(|c| c.verdict == v).count()
+        self.benchmarks.iter().filter(|b| b.verdict == v).count()
+    }
+
+    /// The one-line count: `hnsw: 0 regressed, 0 improved, 10 no change`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: {} regressed, {} improved, {} no change",
+            self.kind,
+            self.count(Verdict::Regressed),
+            self.count(Verdict::Improved),
+            self.count(Verdict::NoChange)
+        );
+        let unjudged = self.count(Verdict::NotEnoughRuns);
+        if unjudged > 0 {
+            let _ = write!(s, ", {unjudged} not enough runs to judge");
+        }
+        s
     }
 
     /// The table printed after a bench run with `--baseline` and by `report --compare`.
@@ -245,7 +374,8 @@ impl Comparison {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "\n{}: {} ({}) compared with {} ({}) — noise ±{:.0}%, {:.0}% bootstrap intervals",
+            "\n{}: {} ({}) compared with {} ({}) — practical threshold ±{:.0}%, {:.0}% intervals, \
+             false-discovery rate {:.0}%",
             self.kind,
             self.current_label,
             self.current_created_at,
@@ -253,7 +383,9 @@ impl Comparison {
             self.baseline_created_at,
             self.options.noise_threshold * 100.0,
             self.options.confidence_percent,
+            100.0 - self.options.confidence_percent,
         );
+        let _ = writeln!(s, "{}", self.noise.text());
         if self.differences.is_empty() {
             let _ = writeln!(s, "same parameters, dataset and servers");
         } else {
@@ -265,22 +397,27 @@ impl Comparison {
         let _ = writeln!(
             s,
             "{:<30} {:<13} {:>11} {:>11} {:>9} {:>18}  verdict",
-            "benchmark", "metric", "baseline", "current", "change", "CI"
+            "benchmark", "metric", "baseline", "current", "change", "interval"
         );
-        for c in self.changes.iter().filter(|c| c.verdict != Verdict::Info) {
+        for c in self
+            .changes
+            .iter()
+            .filter(|c| c.verdict != Verdict::Info || c.ci.is_some())
+        {
+            let verdict = match c.verdict {
+                Verdict::Regressed | Verdict::Improved => c.verdict.as_str().to_uppercase(),
+                Verdict::Info => "(not judged)".into(),
+                v => v.as_str().into(),
+            };
             let _ = writeln!(
                 s,
-                "{:<30} {:<13} {:>11} {:>11} {:>9} {:>18}  {}",
+                "{:<30} {:<13} {:>11} {:>11} {:>9} {:>18}  {verdict}",
                 c.entry,
                 c.metric,
                 number(c.baseline),
                 number(c.current),
                 c.change_text(),
                 c.ci_text(),
-                c.verdict
-                    .as_str()
-                    .to_uppercase()
-                    .replace("NO CHANGE", "no change")
             );
         }
         for name in &self.only_in_baseline {
@@ -292,14 +429,16 @@ impl Comparison {
         for name in &self.only_in_current {
             let _ = writeln!(s, "{name:<30} new (not in the baseline)");
         }
-        let _ = writeln!(
-            s,
-            "{}: {} regressed, {} improved, {} no change",
-            self.kind,
-            self.count(Verdict::Regressed),
-            self.count(Verdict::Improved),
-            self.count(Verdict::NoChange)
-        );
+        let _ = writeln!(s, "verdict per benchmark:");
+        for b in &self.benchmarks {
+            let because = if b.because.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.because.join(", "))
+            };
+            let _ = writeln!(s, "  {:<30} {}{because}", b.entry, b.verdict.as_str());
+        }
+        let _ = writeln!(s, "{}", self.summary());
         s
     }
 }
@@ -320,13 +459,15 @@ pub fn number(v: f64) -> String {
     }
 }
 
-/// Compares `current` with `baseline` (both of the same kind).
+/// Compares `current` with `baseline` (both of the same kind), judging by `history`: earlier runs
+/// comparable with the baseline ([`noise::comparable`]), `current` not among them.
 pub fn compare(
     baseline: &RunRecord,
     baseline_label: &str,
     current: &RunRecord,
     current_label: &str,
     options: &Options,
+    history: &History,
 ) -> Result<Comparison> {
     anyhow::ensure!(
         baseline.kind == current.kind,
@@ -350,14 +491,22 @@ pub fn compare(
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
+    let (base_side, cur_side) = (history.side(baseline), history.side(current));
     let mut changes = Vec::new();
     let mut only_in_current = Vec::new();
     for entry in &current.results {
         match base.get(entry.name.as_str()) {
-            Some(b) => changes.extend(compare_entry(b, entry, options)?),
+            Some(b) => changes.extend(compare_sides(
+                b,
+                entry,
+                options,
+                history,
+                (&base_side, &cur_side),
+            )?),
             None => only_in_current.push(entry.name.clone()),
         }
     }
+    decide(&mut changes, options);
     let names: BTreeSet<&str> = current.results.iter().map(|e| e.name.as_str()).collect();
     let only_in_baseline = baseline
         .results
@@ -372,6 +521,8 @@ pub fn compare(
         baseline_created_at: baseline.created_at.clone(),
         current_created_at: current.created_at.clone(),
         differences: differences(baseline, current),
+        benchmarks: benchmark_verdicts(&changes),
+        noise: noise_floor(&changes, history, options),
         changes,
         only_in_baseline,
         only_in_current,
@@ -383,11 +534,144 @@ pub fn compare(
     })
 }
 
-/// Compares the metrics two entries share.
+/// The comparison-wide decision: Benjamini–Hochberg over every primary metric judged against the
+/// machine's noise, then the practical threshold.
+fn decide(changes: &mut [MetricChange], options: &Options) {
+    let judged: Vec<usize> = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.primary && c.method == "noise")
+        .map(|(i, _)| i)
+        .collect();
+    let p: Vec<f64> = judged
+        .iter()
+        .map(|&i| changes[i].p_value.unwrap_or(1.0))
+        .collect();
+    let rejected = noise::benjamini_hochberg(&p, options.significance_level);
+    for (&i, rejected) in judged.iter().zip(rejected) {
+        let c = &mut changes[i];
+        let higher_better = rule(&c.metric) == Some(Rule::HigherBetter);
+        let worse = if higher_better {
+            c.change < -options.noise_threshold
+        } else {
+            c.change > options.noise_threshold
+        };
+        let better = if higher_better {
+            c.change > options.noise_threshold
+        } else {
+            c.change < -options.noise_threshold
+        };
+        c.verdict = match (rejected, worse, better) {
+            (true, true, _) => Verdict::Regressed,
+            (true, _, true) => Verdict::Improved,
+            _ => Verdict::NoChange,
+        };
+    }
+}
+
+/// One verdict per benchmark, from its primary metrics: regressed if any is, else improved if any
+/// is, else not enough runs to judge if any could not be judged, else no change.
+fn benchmark_verdicts(changes: &[MetricChange]) -> Vec<BenchmarkVerdict> {
+    let mut by_entry: BTreeMap<&str, Vec<&MetricChange>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for c in changes {
+        if !by_entry.contains_key(c.entry.as_str()) {
+            order.push(c.entry.as_str());
+        }
+        by_entry.entry(c.entry.as_str()).or_default().push(c);
+    }
+    order
+        .into_iter()
+        .map(|entry| {
+            let primaries: Vec<&&MetricChange> =
+                by_entry[entry].iter().filter(|c| c.primary).collect();
+            let any = |v: Verdict| primaries.iter().any(|c| c.verdict == v);
+            let verdict = if any(Verdict::Regressed) {
+                Verdict::Regressed
+            } else if any(Verdict::Improved) {
+                Verdict::Improved
+            } else if any(Verdict::NotEnoughRuns) {
+                Verdict::NotEnoughRuns
+            } else if primaries.is_empty() {
+                Verdict::Info
+            } else {
+                Verdict::NoChange
+            };
+            let because = primaries
+                .iter()
+                .filter(|c| {
+                    c.verdict == verdict
+                        && matches!(verdict, Verdict::Regressed | Verdict::Improved)
+                })
+                .map(|c| format!("{} {}", c.metric, c.change_text()))
+                .collect();
+            BenchmarkVerdict {
+                entry: entry.to_string(),
+                verdict,
+                because,
+            }
+        })
+        .filter(|b| b.verdict != Verdict::Info)
+        .collect()
+}
+
+fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -> NoiseFloor {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let mut spread = Vec::new();
+    for metric in ["p50_ms", "p99_ms", "qps", "rps", "evals_per_second", "knee_rps"] {
+        let sds: Vec<f64> = changes
+            .iter()
+            .filter(|c| c.metric == metric)
+            .filter_map(|c| c.spread.map(|s| s.total_sd))
+            .collect();
+        if let Some(m) = median(sds) {
+            spread.push((metric.to_string(), m));
+        }
+    }
+    NoiseFloor {
+        runs: changes
+            .iter()
+            .filter_map(|c| c.spread.map(|s| s.runs))
+            .max()
+            .unwrap_or(history.len()),
+        needed: options.min_runs,
+        spread,
+    }
+}
+
+/// Compares the metrics two entries share, each side one run (verdicts of noise-judged primary
+/// metrics are settled comparison-wide by [`compare`]; here they stay "no change" or "not enough
+/// runs to judge").
 pub fn compare_entry(
     baseline: &ResultEntry,
     current: &ResultEntry,
     options: &Options,
+    history: &History,
+) -> Result<Vec<MetricChange>> {
+    compare_sides(baseline, current, options, history, (&[], &[]))
+}
+
+/// The mean of ln(metric) over a side's runs, and how many there were; `None` for fewer than two
+/// (the side's own record is then its figure).
+fn side_mean(side: &[noise::PastRun], entry: &str, metric: &str) -> Option<(f64, usize)> {
+    let logs: Vec<f64> = side
+        .iter()
+        .filter_map(|r| Some(r.points.get(entry)?.get(metric)?.ln))
+        .collect();
+    (logs.len() >= 2).then(|| (logs.iter().sum::<f64>() / logs.len() as f64, logs.len()))
+}
+
+/// [`compare_entry`] where each side may be several calibrated runs (`sides`: the runs of the
+/// baseline's calibration and of the current one's, each record itself included).
+fn compare_sides(
+    baseline: &ResultEntry,
+    current: &ResultEntry,
+    options: &Options,
+    history: &History,
+    sides: (&[noise::PastRun], &[noise::PastRun]),
 ) -> Result<Vec<MetricChange>> {
     let hists = match (&baseline.histogram, &current.histogram) {
         (Some(b), Some(c)) => Some((
@@ -410,43 +694,67 @@ pub fn compare_entry(
             change: relative(base, cur),
             relative: true,
             ci: None,
+            p_value: None,
+            spread: None,
+            primary: primary(metric),
+            runs: (1, 1),
             verdict: Verdict::NoChange,
-            method: "threshold",
-        };
-        let noise = options.noise_threshold;
-        let by_threshold = |c: f64, higher_better: bool| {
-            let worse = if higher_better { c < -noise } else { c > noise };
-            let better = if higher_better { c > noise } else { c < -noise };
-            if worse {
-                Verdict::Regressed
-            } else if better {
-                Verdict::Improved
-            } else {
-                Verdict::NoChange
-            }
+            method: "noise",
         };
         match rule {
-            Rule::Quantile(_) | Rule::Mean if hists.is_some() => {
-                let (b, c) = hists.as_ref().expect("checked");
+            Rule::Quantile(_) | Rule::Mean | Rule::LowerBetter | Rule::HigherBetter => {
+                if !(base > 0.0 && cur > 0.0 && base.is_finite() && cur.is_finite()) {
+                    change.verdict = Verdict::Info;
+                    change.method = "info";
+                    out.push(change);
+                    continue;
+                }
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed(&current.name, metric));
-                let (point, lo, hi) = bootstrap(b, c, rule, options, &mut rng);
-                change.baseline = b.statistic(rule);
-                change.current = c.statistic(rule);
-                change.change = point;
-                change.ci = Some((lo, hi));
-                change.method = "bootstrap";
-                change.verdict = if lo > noise {
-                    Verdict::Regressed
-                } else if hi < -noise {
-                    Verdict::Improved
-                } else {
-                    Verdict::NoChange
+                let (hb, hc) = match &hists {
+                    Some((b, c)) => (Some(b), Some(c)),
+                    None => (None, None),
                 };
+                let wb = own_variance(baseline, metric, hb, options.resamples, &mut rng);
+                let wc = own_variance(current, metric, hc, options.resamples, &mut rng);
+                let spread = history.spread(&current.name, metric, options.min_runs);
+                // A side of k calibrated runs is judged by their mean: its variance is 1/k a run's.
+                let (b_ln, kb) = side_mean(sides.0, &baseline.name, metric)
+                    .map_or((base.ln(), 1), |(m, k)| (m, k));
+                let (c_ln, kc) = side_mean(sides.1, &current.name, metric)
+                    .map_or((cur.ln(), 1), |(m, k)| (m, k));
+                change.baseline = b_ln.exp();
+                change.current = c_ln.exp();
+                change.change = (c_ln - b_ln).exp_m1();
+                change.runs = (kb, kc);
+                let mut parts = vec![wb, wc];
+                if let Some(s) = spread {
+                    let between = s.between_sd * s.between_sd;
+                    // A run's own noise no smaller than the history's typical run: the history
+                    // knows better (a run with few rounds can look quiet by chance).
+                    let typical = (s.total_sd * s.total_sd - between).max(0.0);
+                    for p in parts.iter_mut() {
+                        if p.0 < typical {
+                            *p = (typical, s.dof);
+                        }
+                    }
+                    for (p, k) in parts.iter_mut().zip([kb, kc]) {
+                        p.0 /= k as f64;
+                    }
+                    // One estimate of the between-run variance, counted for both sides.
+                    parts.push((between * (1.0 / kb as f64 + 1.0 / kc as f64), s.dof));
+                }
+                let test = Test::new(c_ln - b_ln, &parts);
+                change.ci = Some(test.interval(1.0 - options.significance_level));
+                change.p_value = Some(test.p);
+                change.spread = spread;
+                if !change.primary {
+                    change.verdict = Verdict::Info;
+                    change.method = "info";
+                } else if spread.is_none() {
+                    change.verdict = Verdict::NotEnoughRuns;
+                    change.method = "rounds only";
+                }
             }
-            Rule::Quantile(_) | Rule::Mean | Rule::LowerBetter => {
-                change.verdict = by_threshold(change.change, false)
-            }
-            Rule::HigherBetter => change.verdict = by_threshold(change.change, true),
             Rule::Recall | Rule::ErrorRate => {
                 let (limit, higher_better) = if rule == Rule::Recall {
                     (options.recall_threshold, true)
@@ -479,6 +787,33 @@ pub fn compare_entry(
     Ok(out)
 }
 
+/// A run's own variance of ln(metric) and its degrees of freedom: the larger of what its rounds
+/// show ([`noise::rounds_variance`]) and a bootstrap of its histogram `sample` (sampling alone;
+/// for a rate of serial requests, that of 1 / the mean latency). (0, ∞) when neither is known.
+pub fn own_variance(
+    entry: &ResultEntry,
+    metric: &str,
+    sample: Option<&Sample>,
+    resamples: usize,
+    rng: &mut Xoshiro256PlusPlus,
+) -> (f64, f64) {
+    let rounds = noise::rounds_variance(entry, metric);
+    let boot = sample.and_then(|s| {
+        let r = match rule(metric)? {
+            r @ (Rule::Quantile(_) | Rule::Mean) => r,
+            Rule::HigherBetter => Rule::Mean,
+            _ => return None,
+        };
+        Some(s.ln_variance(r, resamples, rng))
+    });
+    match (rounds, boot) {
+        (Some((v, dof)), Some(b)) if v >= b => (v, dof),
+        (Some((v, dof)), None) => (v, dof),
+        (_, Some(b)) => (b, f64::INFINITY),
+        (None, None) => (0.0, f64::INFINITY),
+    }
+}
+
 fn relative(base: f64, cur: f64) -> f64 {
     if base == 0.0 {
         if cur == 0.0 {
@@ -492,7 +827,7 @@ fn relative(base: f64, cur: f64) -> f64 {
 }
 
 /// A stable seed from the names (FNV-1a), so verdicts do not depend on order or on the run.
-fn seed(entry: &str, metric: &str) -> u64 {
+pub(crate) fn seed(entry: &str, metric: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in entry.bytes().chain([0]).chain(metric.bytes()) {
         h ^= u64::from(b);
@@ -548,6 +883,16 @@ impl Sample {
         }
     }
 
+    /// The bootstrap variance of ln(the statistic): how much it would move from sampling alone.
+    pub fn ln_variance(&self, rule: Rule, resamples: usize, rng: &mut Xoshiro256PlusPlus) -> f64 {
+        let logs: Vec<f64> = (0..resamples.max(100))
+            .map(|_| self.replicate(rule, rng).max(1e-12).ln())
+            .collect();
+        let n = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    }
+
     /// One bootstrap replicate of the statistic: the k-th order statistic of n draws from this
     /// distribution is F⁻¹(U₍ₖ₎) with U₍ₖ₎ ~ Beta(k, n + 1 − k); the mean of n draws is ~ Normal.
     fn replicate(&self, rule: Rule, rng: &mut Xoshiro256PlusPlus) -> f64 {
@@ -566,28 +911,6 @@ impl Sample {
             }
         }
     }
-}
-
-/// Point estimate and confidence interval of the relative change of a statistic.
-pub fn bootstrap(
-    baseline: &Sample,
-    current: &Sample,
-    rule: Rule,
-    options: &Options,
-    rng: &mut Xoshiro256PlusPlus,
-) -> (f64, f64, f64) {
-    let point = relative(baseline.statistic(rule), current.statistic(rule));
-    let mut diffs: Vec<f64> = (0..options.resamples.max(100))
-        .map(|_| {
-            let b = baseline.replicate(rule, rng);
-            let c = current.replicate(rule, rng);
-            relative(b, c)
-        })
-        .collect();
-    diffs.sort_by(f64::total_cmp);
-    let at = |p: f64| diffs[((p * (diffs.len() - 1) as f64).round() as usize).min(diffs.len() - 1)];
-    let alpha = options.significance_level;
-    (point, at(alpha / 2.0), at(1.0 - alpha / 2.0))
 }
 
 /// What differs between two records' parameters, dataset and environment, as `path: a → b` lines.

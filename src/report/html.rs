@@ -75,7 +75,7 @@ th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 .chart{max-width:760px}.chart svg{width:100%;height:auto;border:1px solid #e4e4e4;border-radius:4px}
 .pass{background:#dff3e3;color:#0b5d1e;font-weight:600}.fail{background:#fbe0e0;color:#8a1111;font-weight:600}
 .regressed{background:#fbe0e0;color:#8a1111;font-weight:600}.improved{background:#dff3e3;color:#0b5d1e;font-weight:600}
-.nochange{color:#555}.info{color:#888}
+.nochange{color:#555}.info{color:#888}.unjudged{background:#fff4d6;color:#7a5200}.noise{font-size:14px;color:#333}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;font-weight:600}
 .quick{background:#fff1c7;color:#6b4e00}
 .note{color:#555;font-size:14px}.warn{color:#8a1111}
@@ -248,20 +248,33 @@ fn verdicts(h: &mut String, latest: &BTreeMap<String, &Stored>, view: &View) {
     }
     h.push_str("</table></div>\n");
     if !view.comparisons.is_empty() {
-        let (r, i, n): (usize, usize, usize) = view.comparisons.iter().fold((0, 0, 0), |acc, c| {
-            (
-                acc.0 + c.count(Verdict::Regressed),
-                acc.1 + c.count(Verdict::Improved),
-                acc.2 + c.count(Verdict::NoChange),
-            )
-        });
+        let count = |v: Verdict| -> usize { view.comparisons.iter().map(|c| c.count(v)).sum() };
+        let (r, i, n, u) = (
+            count(Verdict::Regressed),
+            count(Verdict::Improved),
+            count(Verdict::NoChange),
+            count(Verdict::NotEnoughRuns),
+        );
         let _ = writeln!(
             h,
-            "<p><b>{}</b>: <span class=\"badge {}\">{r} regressed</span> <span class=\"badge improved\">{i} improved</span> \
-             {n} no change — details in <a href=\"#comparison\">Comparison</a>.</p>",
+            "<p><b>{}</b> (benchmarks): <span class=\"badge {}\">{r} regressed</span> <span class=\"badge improved\">{i} improved</span> \
+             {n} no change{} — details in <a href=\"#comparison\">Comparison</a>.</p>",
             esc(&view.comparison_title),
-            if r > 0 { "regressed" } else { "nochange" }
+            if r > 0 { "regressed" } else { "nochange" },
+            if u > 0 {
+                format!(", <span class=\"badge unjudged\">{u} not enough runs to judge</span>")
+            } else {
+                String::new()
+            }
         );
+        for c in &view.comparisons {
+            let _ = writeln!(
+                h,
+                "<p class=\"noise\">{}: {}</p>",
+                esc(&c.kind),
+                esc(&c.noise.text())
+            );
+        }
         for c in &view.comparisons {
             for m in c.regressions() {
                 let _ = writeln!(
@@ -1139,6 +1152,16 @@ fn history_section(h: &mut String, runs: &[Stored], latest: &BTreeMap<String, &S
 // ---------------------------------------------------------------------------------------------
 // Comparison
 
+fn verdict_class(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Regressed => "regressed",
+        Verdict::Improved => "improved",
+        Verdict::NoChange => "nochange",
+        Verdict::NotEnoughRuns => "unjudged",
+        Verdict::Info => "info",
+    }
+}
+
 fn comparison_section(h: &mut String, view: &View) {
     h.push_str("<h2 id=\"comparison\">Comparison</h2>\n");
     if view.comparisons.is_empty() {
@@ -1152,15 +1175,19 @@ fn comparison_section(h: &mut String, view: &View) {
     let o = view.comparisons[0].options;
     let _ = writeln!(
         h,
-        "<p><b>{}</b>. Latency percentiles and means: a {:.0} % bootstrap interval of the relative change \
-         ({} resamples from the stored HDR histograms); a change counts only when the whole interval lies \
-         beyond ±{:.0} % (noise). Throughput: beyond ±{:.0} %. recall@10: beyond ±0.005 (absolute). \
-         Error rate: beyond ±0.001. Lower latency and higher throughput and recall are better.</p>",
+        "<p><b>{}</b>. One verdict per benchmark, from its primary metrics (p50, p99, the rate; \
+         recall@10 and the error rate by their absolute rules). A latency or rate change counts when it \
+         is beyond ±{:.0} % <em>and</em> beyond this machine's run-to-run noise — learnt from earlier \
+         comparable runs and the runs' own measurement rounds — with the false-discovery rate of all \
+         the comparison's decisions held at {:.0} % (Benjamini–Hochberg). Intervals are {:.0} % \
+         intervals of the relative change, between-run noise included. Without enough earlier runs \
+         the verdict is <i>not enough runs to judge</i>. recall@10: beyond ±0.005 (absolute); error \
+         rate: beyond ±0.001. Lower latency and higher throughput and recall are better. See \
+         <code>docs/regression.md</code>.</p>",
         esc(&view.comparison_title),
-        o.confidence_percent,
-        o.resamples,
         o.noise_threshold * 100.0,
-        o.noise_threshold * 100.0
+        100.0 - o.confidence_percent,
+        o.confidence_percent,
     );
     for c in &view.comparisons {
         let _ = writeln!(
@@ -1174,6 +1201,27 @@ fn comparison_section(h: &mut String, view: &View) {
             esc(&c.baseline_label),
             esc(&c.baseline_created_at)
         );
+        let _ = writeln!(
+            h,
+            "<p class=\"noise\">{}</p>",
+            esc(&c.noise.text())
+        );
+        h.push_str("<p>");
+        for b in &c.benchmarks {
+            let _ = write!(
+                h,
+                "<span class=\"badge {}\">{}: {}{}</span> ",
+                verdict_class(b.verdict),
+                esc(&b.entry),
+                b.verdict.as_str(),
+                if b.because.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", esc(&b.because.join(", ")))
+                }
+            );
+        }
+        h.push_str("</p>\n");
         if c.differences.is_empty() {
             h.push_str("<p class=\"note\">Same parameters, dataset and servers.</p>");
         } else {
@@ -1187,16 +1235,11 @@ fn comparison_section(h: &mut String, view: &View) {
         let mut rows: Vec<_> = c
             .changes
             .iter()
-            .filter(|m| m.verdict != Verdict::Info)
+            .filter(|m| m.verdict != Verdict::Info || m.ci.is_some())
             .collect();
         rows.sort_by_key(|m| m.verdict);
         for m in rows {
-            let class = match m.verdict {
-                Verdict::Regressed => "regressed",
-                Verdict::Improved => "improved",
-                Verdict::NoChange => "nochange",
-                Verdict::Info => "info",
-            };
+            let class = verdict_class(m.verdict);
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td>{}{}<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{class}\">{}</td></tr>",
@@ -1206,7 +1249,11 @@ fn comparison_section(h: &mut String, view: &View) {
                 cell(Some(m.current)),
                 esc(&m.change_text()),
                 esc(&m.ci_text()),
-                m.verdict.as_str()
+                if m.verdict == Verdict::Info {
+                    "not judged"
+                } else {
+                    m.verdict.as_str()
+                }
             );
         }
         for n in &c.only_in_baseline {

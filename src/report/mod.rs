@@ -7,13 +7,15 @@
 //! or a failed gate makes the run fail.
 //!
 //! - `store`: the reports directory — runs, baselines (full and quick kept apart), atomic writes.
-//! - `compare`: metric-by-metric verdicts (bootstrap intervals from the HDR histograms).
+//! - `compare`: one verdict per benchmark, judged against the machine's noise (`noise`: learnt
+//!   from earlier comparable runs and the runs' own rounds), many decisions controlled together.
 //! - `charts`: plotters SVG charts.
 //! - `html`: the page.
 
 pub mod charts;
 pub mod compare;
 pub mod html;
+pub mod noise;
 pub mod store;
 
 use std::path::PathBuf;
@@ -90,12 +92,13 @@ impl Findings {
         for c in comparisons {
             for m in c.regressions() {
                 f.regressions.push(format!(
-                    "{} {} {} → {} ({})",
+                    "{} {} {} → {} ({}{})",
                     m.entry,
                     m.metric,
                     compare::number(m.baseline),
                     compare::number(m.current),
-                    m.change_text()
+                    m.change_text(),
+                    m.ci.map_or(String::new(), |_| format!(", {}", m.ci_text()))
                 ));
             }
         }
@@ -203,12 +206,17 @@ pub fn publish_in(
     if let Some(name) = &flags.baseline {
         match store.load_baseline(name, &record.kind, quick) {
             Ok(Some(base)) => {
+                let (history, warnings) = store.history(&base, record, options.window);
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
                 let c = compare::compare(
                     &base.record,
                     &baseline_label(name, quick),
                     record,
                     &label,
                     &options,
+                    &history,
                 )?;
                 print!("{}", c.text());
                 comparisons.push(c);
@@ -319,12 +327,15 @@ pub fn page_view(store: &Store, baseline: Option<&str>, options: &Options) -> ht
                 .map(|s| (s.label(), s.clone())),
         };
         if let Some((label, b)) = base {
+            let (history, warnings) = store.history(&b, &current.record, options.window);
+            view.comparison_notes.extend(warnings);
             match compare::compare(
                 &b.record,
                 &label,
                 &current.record,
                 &current.label(),
                 options,
+                &history,
             ) {
                 Ok(c) => view.comparisons.push(c),
                 Err(e) => view
@@ -358,12 +369,16 @@ pub struct ReportArgs {
     /// Resolve baseline names among quick-mode baselines (default: full-run ones, quick when only those exist).
     #[arg(long)]
     pub quick: bool,
-    /// Relative changes within ± this fraction never count.
+    /// The practical threshold: relative changes within ± this fraction never count.
     #[arg(long, default_value_t = 0.05, value_parser = |s: &str| compare::parse_fraction("--noise-threshold", s, true))]
     pub noise_threshold: f64,
-    /// 1 − the confidence of the bootstrap intervals.
+    /// The false-discovery rate of a comparison's decisions, and 1 − the confidence of its intervals.
     #[arg(long, default_value_t = 0.05, value_parser = |s: &str| compare::parse_fraction("--significance-level", s, false))]
     pub significance_level: f64,
+    /// Earlier comparable runs needed before a latency or rate is judged ("not enough runs to
+    /// judge" until then).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub min_runs: u32,
     /// Bootstrap resamples per metric.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..))]
     pub nresamples: u32,
@@ -379,6 +394,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         noise_threshold: args.noise_threshold,
         significance_level: args.significance_level,
         resamples: args.nresamples as usize,
+        min_runs: args.min_runs as usize,
         ..Options::default()
     };
     let fail = args.fail_on_regression || fail_on_regression_env();
@@ -467,7 +483,16 @@ fn compare_specs(
                 ));
                 continue;
             };
-            let c = compare::compare(&base.record, ref_label, &cur.record, label, options)?;
+            let (history, warnings) = store.history(base, &cur.record, options.window);
+            view.comparison_notes.extend(warnings);
+            let c = compare::compare(
+                &base.record,
+                ref_label,
+                &cur.record,
+                label,
+                options,
+                &history,
+            )?;
             print!("{}", c.text());
             view.comparisons.push(c);
             compared_records.push(&cur.record);

@@ -7,7 +7,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use super::noise;
 use crate::record::RunRecord;
+
+/// How many of the latest comparable runs are saved with a baseline as its noise.
+pub const NOISE_WINDOW_SAVED: usize = 50;
+
+/// Where the noise saved with baseline record `path` lives: `noise/<kind>.json` beside it (a
+/// subdirectory, so it is never read as a record). `None` for a path without a file name.
+pub fn noise_path(path: &Path) -> Option<PathBuf> {
+    Some(path.parent()?.join("noise").join(path.file_name()?))
+}
 
 /// A record and the file it came from.
 #[derive(Debug, Clone)]
@@ -105,6 +115,18 @@ impl Store {
             }
         }
         write_atomically(&path, &saved.to_json()?)?;
+        // The machine's noise as known now, kept with the baseline: a CI job that restores only
+        // `baselines/` still judges by it.
+        let (runs, _) = self.runs();
+        let history = noise::History::of(
+            runs.iter()
+                .map(|s| &s.record)
+                .filter(|r| noise::comparable(r, record)),
+            NOISE_WINDOW_SAVED,
+        );
+        if let Some(noise_file) = noise_path(&path) {
+            write_atomically(&noise_file, &serde_json::to_string_pretty(&history)?)?;
+        }
         Ok((path, kept))
     }
 
@@ -149,6 +171,47 @@ impl Store {
             .collect();
         names.sort();
         names
+    }
+
+    /// Earlier runs in `runs/` comparable with `like` ([`noise::comparable`]): those made before
+    /// `exclude` (the run being judged), which is not among them: the history the machine's noise is learnt from. Plus, when `like` came from a saved
+    /// baseline, the noise saved with it (see [`Store::save_baseline`]).
+    pub fn history(
+        &self,
+        like: &Stored,
+        exclude: &RunRecord,
+        window: usize,
+    ) -> (noise::History, Vec<String>) {
+        let (runs, mut warnings) = self.runs();
+        let mut h = noise::History::of(
+            runs.iter()
+                .map(|s| &s.record)
+                .filter(|r| {
+                    *r != exclude
+                        && r.created_at <= exclude.created_at
+                        && noise::comparable(r, &like.record)
+                }),
+            window,
+        );
+        if let Some(saved) = noise_path(&like.path).filter(|p| p.is_file()) {
+            match std::fs::read_to_string(&saved)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(serde_json::from_str::<noise::History>(&t)?))
+            {
+                Ok(mut saved) => {
+                    saved
+                        .runs
+                        .retain(|r| r.created_at < exclude.created_at);
+                    h.merge(saved, window)
+                }
+                Err(e) => warnings.push(format!(
+                    "the noise saved with the baseline ({}) is unreadable and was left out: {}",
+                    saved.display(),
+                    crate::one_line(&e)
+                )),
+            }
+        }
+        (h, warnings)
     }
 
     /// What `report --compare` accepts for each side: a run-record file, a directory of records,
