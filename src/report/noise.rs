@@ -349,9 +349,13 @@ mod tests {
 
     #[test]
     fn benjamini_hochberg_rejects_the_step_up_set() {
-        // m = 4, q = 0.05: thresholds 0.0125, 0.025, 0.0375, 0.05.
+        // m = 4, q = 0.05: thresholds 0.0125, 0.025, 0.0375, 0.05; 0.03 misses rank 2's.
         assert_eq!(
             benjamini_hochberg(&[0.04, 0.001, 0.03, 0.5], 0.05),
+            vec![false, true, false, false]
+        );
+        assert_eq!(
+            benjamini_hochberg(&[0.04, 0.001, 0.02, 0.5], 0.05),
             vec![false, true, true, false]
         );
         // Step-up: 0.049 ≤ 0.05 at rank 4 rejects all four, even 0.04 above its own rank's 0.0375.
