@@ -983,3 +983,44 @@ fn the_service_overhead_is_a_ratio_to_its_sql_with_the_429_cost_beside_it_and_no
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn report_pair_compares_two_benchmarks_of_one_run_round_by_round() {
+    let dir = temp_dir("pair");
+    let with_rounds = |name: &str, p50: &[f64]| {
+        let mut e = entry(name, &lognormal_ns(1000, 5), &[]);
+        e.rounds = p50
+            .iter()
+            .map(|v| [("p50_ms".to_string(), *v), ("qps".to_string(), 1.0 / v)].into())
+            .collect();
+        e
+    };
+    // The machine drifts from round to round; ef 64 costs 25 % more than ef 40 in every round.
+    let drift = [1.0, 1.4, 0.8, 1.2, 0.9];
+    let rec = hnsw_record(
+        vec![
+            with_rounds("hnsw/ef_search/40", &drift.map(|d| 0.4 * d)),
+            with_rounds("hnsw/ef_search/64", &drift.map(|d| 0.5 * d)),
+        ],
+        false,
+    );
+    rec.write(&dir).unwrap();
+    let o = report_bin(
+        &dir,
+        &["--pair", "hnsw/ef_search/40,hnsw/ef_search/64"],
+        false,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("hnsw/ef_search/64 vs hnsw/ef_search/40, p50_ms: +25.0% [+25.0%, +25.0%] over 5 interleaved rounds"),
+        "{out}"
+    );
+    assert!(out.contains("qps: -20.0%"), "{out}");
+    // A benchmark the run did not measure: one line, exit 1.
+    let o = report_bin(&dir, &["--pair", "hnsw/ef_search/40,hnsw/ef_search/999"], false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.starts_with("error: ") && err.contains("999"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

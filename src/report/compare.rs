@@ -959,3 +959,137 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The verdicts' error rates on synthetic runs shaped like this machine's (quick mode, hnsw,
+    //! measured 2026-11-23, docs/regression.md): a run-level shift common to every benchmark of
+    //! sd 7.6 %, per-benchmark run offsets of sd 3 %, and measurement rounds whose p50 scatters by
+    //! 14 % (p99 by 50 %). Each trial draws a fresh history, a baseline and a current run.
+    use super::*;
+    use crate::record::Environment;
+    use rand_distr::StandardNormal;
+
+    const COMMON_SD: f64 = 0.076;
+    const OFFSET_SD: f64 = 0.03;
+    const ROUND_SD_P50: f64 = 0.14;
+    const ROUND_SD_P99: f64 = 0.50;
+    const ROUNDS: usize = 5;
+    const BENCHMARKS: usize = 10;
+    const HISTORY: usize = 10;
+
+    fn normal(rng: &mut Xoshiro256PlusPlus) -> f64 {
+        rng.sample::<f64, _>(StandardNormal)
+    }
+
+    /// One synthetic run: every benchmark's p50, p99 and QPS, from its rounds; `slowdown`
+    /// multiplies every p50 (and divides QPS).
+    fn run(
+        rng: &mut Xoshiro256PlusPlus,
+        at: usize,
+        slowdown: f64,
+        calibration: Option<&str>,
+    ) -> RunRecord {
+        let common = COMMON_SD * normal(rng);
+        let mut r = RunRecord::new("hnsw", Environment::default(), serde_json::json!({}));
+        r.created_at = format!("2026-01-01T{:02}:{:02}:00Z", at / 60, at % 60);
+        r.calibration = calibration.map(str::to_string);
+        for b in 0..BENCHMARKS {
+            let base = 0.3 * (1.0 + b as f64 / 3.0) * slowdown;
+            let offset = common + OFFSET_SD * normal(rng);
+            let rounds: Vec<BTreeMap<String, f64>> = (0..ROUNDS)
+                .map(|_| {
+                    let p50 = base * (offset + ROUND_SD_P50 * normal(rng)).exp();
+                    let p99 = 3.0 * base * (offset + ROUND_SD_P99 * normal(rng)).exp();
+                    [
+                        ("p50_ms".to_string(), p50),
+                        ("p99_ms".to_string(), p99),
+                        ("qps".to_string(), 1000.0 / (p50 * 1.1)),
+                    ]
+                    .into()
+                })
+                .collect();
+            let mean_of = |m: &str| {
+                (rounds.iter().map(|x| x[m].ln()).sum::<f64>() / ROUNDS as f64).exp()
+            };
+            r.results.push(ResultEntry {
+                name: format!("hnsw/ef_search/{b}"),
+                metrics: ["p50_ms", "p99_ms", "qps"]
+                    .iter()
+                    .map(|m| (m.to_string(), mean_of(m)))
+                    .collect(),
+                rounds,
+                ..ResultEntry::default()
+            });
+        }
+        r
+    }
+
+    /// Over `trials` comparisons, the share of benchmarks judged regressed or improved (with a
+    /// `slowdown` injected into the current side), and the share of comparisons with any.
+    /// `per_side` runs make each side (1: a plain run; more: CAPBENCH_CALIBRATE).
+    fn rates(trials: usize, slowdown: f64, per_side: usize, seed: u64) -> (f64, f64, f64) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let (mut regressed, mut improved, mut any) = (0, 0, 0);
+        for _ in 0..trials {
+            let mut runs: Vec<RunRecord> = (0..HISTORY).map(|i| run(&mut rng, i, 1.0, None)).collect();
+            let side = |rng: &mut Xoshiro256PlusPlus, at: usize, slow: f64, id: &str| {
+                (0..per_side)
+                    .map(|i| run(rng, at + i, slow, (per_side > 1).then_some(id)))
+                    .collect::<Vec<_>>()
+            };
+            runs.extend(side(&mut rng, 100, 1.0, "base"));
+            let current_side = side(&mut rng, 200, slowdown, "current");
+            let (baseline, current) = (runs[runs.len() - 1].clone(), current_side[per_side - 1].clone());
+            runs.extend(current_side[..per_side - 1].iter().cloned());
+            let history = History::of(&runs, 50);
+            let c = compare(
+                &baseline,
+                "a",
+                &current,
+                "b",
+                &Options::default(),
+                &history,
+            )
+            .unwrap();
+            regressed += c.count(Verdict::Regressed);
+            improved += c.count(Verdict::Improved);
+            any += usize::from(c.count(Verdict::Regressed) + c.count(Verdict::Improved) > 0);
+            assert_eq!(c.count(Verdict::NotEnoughRuns), 0);
+        }
+        let n = (trials * BENCHMARKS) as f64;
+        (
+            regressed as f64 / n,
+            improved as f64 / n,
+            any as f64 / trials as f64,
+        )
+    }
+
+    #[test]
+    fn a_a_comparisons_stay_green_and_a_15_percent_slowdown_is_caught() {
+        let (r, i, any) = rates(200, 1.0, 1, 1);
+        println!(
+            "A/A, one run per side: {:.1} % of benchmarks regressed, {:.1} % improved; {:.1} % of \
+             comparisons flagged anything",
+            r * 100.0,
+            i * 100.0,
+            any * 100.0
+        );
+        assert!(r + i <= 0.05, "false positives per benchmark {:.3}", r + i);
+        assert!(any <= 0.05 + 0.03, "A/A comparisons flagged {any:.3}");
+        for per_side in [1, 5] {
+            let (r, i, any) = rates(100, 1.15, per_side, 2);
+            println!(
+                "15 % p50 slowdown, {per_side} run(s) per side: {:.1} % of benchmarks regressed, \
+                 {:.1} % improved; {:.1} % of comparisons flagged a regression",
+                r * 100.0,
+                i * 100.0,
+                any * 100.0
+            );
+            assert_eq!(i, 0.0, "a slowdown is never an improvement");
+            if per_side == 5 {
+                assert!(r >= 0.90, "detected in {:.3} of benchmarks", r);
+            }
+        }
+    }
+}

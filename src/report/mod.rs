@@ -360,6 +360,14 @@ pub struct ReportArgs {
     /// compared with it (e.g. `--compare a,b` or `--compare runs/hnsw-1.json,runs/hnsw-2.json`).
     #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B[,C…]")]
     pub compare: Vec<String>,
+    /// Compare two benchmarks of one run round by round — their measurement rounds alternate
+    /// (A B A B…), so machine drift cancels in each round's ratio: e.g.
+    /// `--pair hnsw/ef_search/40,hnsw/ef_search/64`. Uses the latest run holding both, or `--run`.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B", conflicts_with_all = ["compare", "baseline"])]
+    pub pair: Vec<String>,
+    /// The run record for `--pair` (a file, or a name in runs/).
+    #[arg(long, requires = "pair")]
+    pub run: Option<PathBuf>,
     /// Compare each kind's latest run with this saved baseline (default: with its previous run).
     #[arg(long, conflicts_with = "compare")]
     pub baseline: Option<String>,
@@ -398,6 +406,12 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         ..Options::default()
     };
     let fail = args.fail_on_regression || fail_on_regression_env();
+    if !args.pair.is_empty() {
+        for line in pair(&store, &args, &options)? {
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (view, findings) = if args.compare.is_empty() {
         if let Some(name) = &args.baseline {
             store::check_baseline_name(name)?;
@@ -439,6 +453,57 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `report --pair A,B`: benchmark B against A within one run, round by round.
+fn pair(store: &Store, args: &ReportArgs, options: &Options) -> Result<Vec<String>> {
+    let [a, b] = args.pair.as_slice() else {
+        bail!(
+            "--pair needs exactly two benchmarks of one run, separated by a comma (e.g. --pair              hnsw/ef_search/40,hnsw/ef_search/64)"
+        );
+    };
+    let holds = |r: &RunRecord| {
+        r.results.iter().any(|e| e.name == *a) && r.results.iter().any(|e| e.name == *b)
+    };
+    let stored = match &args.run {
+        Some(spec) => {
+            let (_, records) = store.resolve(&spec.to_string_lossy(), None)?;
+            records
+                .into_iter()
+                .rev()
+                .find(|s| holds(&s.record))
+                .ok_or_else(|| anyhow::anyhow!("{} holds no run with both {a} and {b}", spec.display()))?
+        }
+        None => {
+            let (runs, _) = store.runs();
+            runs.into_iter()
+                .rev()
+                .find(|s| holds(&s.record))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no run under {} measured both {a} and {b}", store.runs_dir().display())
+                })?
+        }
+    };
+    let entry = |name: &str| stored.record.results.iter().find(|e| e.name == name);
+    let (ea, eb) = (entry(a).expect("checked"), entry(b).expect("checked"));
+    let mut lines = vec![format!(
+        "{} ({}): {b} against {a}, round by round",
+        stored.label(),
+        stored.record.created_at
+    )];
+    let confidence = 1.0 - options.significance_level;
+    for metric in ["p50_ms", "p99_ms", "qps"] {
+        if let Some(p) = noise::Paired::of(ea, eb, metric, confidence) {
+            lines.push(format!("  {}", p.text()));
+        }
+    }
+    if lines.len() == 1 {
+        bail!(
+            "{} has no measurement rounds for {a} and {b} (runs made before rounds were recorded, or              with CAPBENCH_ROUNDS=1): nothing to pair",
+            stored.label()
+        );
+    }
+    Ok(lines)
 }
 
 fn compare_specs(
