@@ -1024,3 +1024,30 @@ fn report_pair_compares_two_benchmarks_of_one_run_round_by_round() {
     assert!(err.starts_with("error: ") && err.contains("999"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn runs_joined_by_a_plus_make_one_side_judged_by_their_mean() {
+    let dir = temp_dir("sides");
+    let store = Store::new(&dir);
+    let like = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &lognormal_ns(3000, 1), &[])],
+        false,
+    );
+    write_history(&store, &like, 6, 900);
+    // Three runs of "before", three of "after" 25 % slower in every latency.
+    let mut names = Vec::new();
+    for (i, slow) in [(0u64, 1.0), (1, 1.0), (2, 1.0), (3, 1.25), (4, 1.25), (5, 1.25)] {
+        let samples: Vec<f64> = lognormal_ns(3000, 40 + i).iter().map(|v| v * slow).collect();
+        let mut r = hnsw_record(vec![entry("hnsw/ef_search/40", &samples, &[])], false);
+        r.created_at = format!("2026-02-01T00:00:0{i}Z");
+        names.push(r.write(&dir).unwrap().display().to_string());
+    }
+    let before = names[..3].join("+");
+    let after = names[3..].join("+");
+    let o = report_bin(&dir, &["--compare", &format!("{before},{after}")], false);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("baseline 3 runs, current 3 runs"), "{out}");
+    assert!(out.contains("hnsw: 1 regressed"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

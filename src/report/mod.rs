@@ -358,6 +358,8 @@ pub fn page_view(store: &Store, baseline: Option<&str>, options: &Options) -> ht
 pub struct ReportArgs {
     /// Compare saved baselines or run-record files: the first is the reference, each next one is
     /// compared with it (e.g. `--compare a,b` or `--compare runs/hnsw-1.json,runs/hnsw-2.json`).
+    /// Join runs of one version with '+' (`--compare a1.json+a2.json+a3.json,b1.json+b2.json`), or
+    /// name a directory of runs: a side of several runs is judged by their mean.
     #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "A,B[,C…]")]
     pub compare: Vec<String>,
     /// Compare two benchmarks of one run round by round — their measurement rounds alternate
@@ -517,10 +519,21 @@ fn compare_specs(
         );
     }
     let quick = args.quick.then_some(true);
+    // A side is one spec, or several joined by '+' (runs of one version: their mean is its figure).
     let resolved: Vec<(String, Vec<Stored>)> = args
         .compare
         .iter()
-        .map(|spec| store.resolve(spec.trim(), quick))
+        .map(|spec| {
+            let mut records = Vec::new();
+            for part in spec.split('+') {
+                records.extend(store.resolve(part.trim(), quick)?.1);
+            }
+            let label = match store.resolve(spec.trim(), quick) {
+                Ok((label, _)) if !spec.contains('+') => label,
+                _ => spec.trim().to_string(),
+            };
+            Ok((label, records))
+        })
         .collect::<Result<_>>()?;
     let (ref_label, reference) = &resolved[0];
     let mut view = html::View {
@@ -534,33 +547,54 @@ fn compare_specs(
         ),
         ..html::View::default()
     };
+    let of_kind = |records: &[Stored], kind: &str| -> Vec<Stored> {
+        records
+            .iter()
+            .filter(|s| s.record.kind == kind)
+            .cloned()
+            .collect()
+    };
     let mut compared_records = Vec::new();
     for (label, records) in &resolved[1..] {
-        for cur in records {
-            let Some(base) = reference
-                .iter()
-                .rev()
-                .find(|b| b.record.kind == cur.record.kind)
-            else {
-                view.comparison_notes.push(format!(
-                    "{}: {ref_label} has no {} record",
-                    cur.record.kind, cur.record.kind
-                ));
+        let mut kinds: Vec<&str> = records.iter().map(|s| s.record.kind.as_str()).collect();
+        kinds.dedup();
+        kinds.sort();
+        kinds.dedup();
+        for kind in kinds {
+            let (base_runs, cur_runs) = (of_kind(reference, kind), of_kind(records, kind));
+            let (Some(base), Some(cur)) = (base_runs.last(), cur_runs.last()) else {
+                view.comparison_notes
+                    .push(format!("{kind}: {ref_label} has no {kind} record"));
                 continue;
             };
-            let (history, warnings) = store.history(base, &cur.record, options.window);
+            let (mut history, warnings) = store.history(base, &cur.record, options.window);
             view.comparison_notes.extend(warnings);
-            let c = compare::compare(
+            // The current side's own runs are what is judged, not the machine's history.
+            history.runs.retain(|r| {
+                !cur_runs
+                    .iter()
+                    .any(|c| c.record.created_at == r.created_at)
+            });
+            let side = |runs: &[Stored]| -> Vec<noise::PastRun> {
+                runs.iter().map(|s| noise::PastRun::of(&s.record)).collect()
+            };
+            let sides = if base_runs.len() > 1 || cur_runs.len() > 1 {
+                (side(&base_runs), side(&cur_runs))
+            } else {
+                (history.side(&base.record), history.side(&cur.record))
+            };
+            let c = compare::compare_runs(
                 &base.record,
                 ref_label,
                 &cur.record,
                 label,
                 options,
                 &history,
+                sides,
             )?;
             print!("{}", c.text());
             view.comparisons.push(c);
-            compared_records.push(&cur.record);
+            compared_records.push(cur.record.clone());
         }
     }
     for n in &view.comparison_notes {
@@ -572,6 +606,7 @@ fn compare_specs(
             args.compare.join(" and ")
         );
     }
-    let findings = Findings::of(&compared_records, &view.comparisons);
+    let compared: Vec<&RunRecord> = compared_records.iter().collect();
+    let findings = Findings::of(&compared, &view.comparisons);
     Ok((view, findings))
 }

@@ -118,10 +118,15 @@ impl Store {
         // The machine's noise as known now, kept with the baseline: a CI job that restores only
         // `baselines/` still judges by it.
         let (runs, _) = self.runs();
+        let comparable: Vec<&RunRecord> = runs
+            .iter()
+            .map(|s| &s.record)
+            .filter(|r| noise::comparable(r, record))
+            .collect();
         let history = noise::History::of(
-            runs.iter()
-                .map(|s| &s.record)
-                .filter(|r| noise::comparable(r, record)),
+            comparable[comparable.len().saturating_sub(NOISE_WINDOW_SAVED)..]
+                .iter()
+                .copied(),
             NOISE_WINDOW_SAVED,
         );
         if let Some(noise_file) = noise_path(&path) {
@@ -183,14 +188,20 @@ impl Store {
         window: usize,
     ) -> (noise::History, Vec<String>) {
         let (runs, mut warnings) = self.runs();
+        // `runs` is oldest first: only the latest `window` comparable ones are reduced.
+        let comparable: Vec<&RunRecord> = runs
+            .iter()
+            .map(|s| &s.record)
+            .filter(|r| {
+                *r != exclude
+                    && r.created_at <= exclude.created_at
+                    && noise::comparable(r, &like.record)
+            })
+            .collect();
         let mut h = noise::History::of(
-            runs.iter()
-                .map(|s| &s.record)
-                .filter(|r| {
-                    *r != exclude
-                        && r.created_at <= exclude.created_at
-                        && noise::comparable(r, &like.record)
-                }),
+            comparable[comparable.len().saturating_sub(window)..]
+                .iter()
+                .copied(),
             window,
         );
         if let Some(saved) = noise_path(&like.path).filter(|p| p.is_file()) {
