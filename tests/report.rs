@@ -246,22 +246,34 @@ fn compare_detects_an_injected_20_percent_p99_regression() {
     assert_eq!(change(&c.changes, "p50_ms").verdict, Verdict::NoChange);
     assert_eq!(c.benchmarks.len(), 1);
     assert_eq!(c.benchmarks[0].verdict, Verdict::Regressed);
-    assert!(c.benchmarks[0].because[0].starts_with("p99_ms +"), "{:?}", c.benchmarks);
+    assert!(
+        c.benchmarks[0].because[0].starts_with("p99_ms +"),
+        "{:?}",
+        c.benchmarks
+    );
     assert!(c.text().contains("from 8 runs"), "{}", c.text());
     // And the other way round, it is an improvement.
     let back = compare::compare(&worse, "b", &base, "a", &Options::default(), &history).unwrap();
     assert_eq!(back.benchmarks[0].verdict, Verdict::Improved);
     // Without earlier runs, no guess: the latencies are "not enough runs to judge".
-    let alone =
-        compare::compare(&base, "a", &worse, "b", &Options::default(), &History::default())
-            .unwrap();
+    let alone = compare::compare(
+        &base,
+        "a",
+        &worse,
+        "b",
+        &Options::default(),
+        &History::default(),
+    )
+    .unwrap();
     assert_eq!(alone.benchmarks[0].verdict, Verdict::NotEnoughRuns);
     assert_eq!(
         change(&alone.changes, "p99_ms").verdict,
         Verdict::NotEnoughRuns
     );
     assert!(
-        alone.text().contains("not enough runs to judge: 0 comparable earlier runs"),
+        alone
+            .text()
+            .contains("not enough runs to judge: 0 comparable earlier runs"),
         "{}",
         alone.text()
     );
@@ -283,8 +295,15 @@ fn two_samples_of_one_distribution_are_no_change() {
         let a = rec(100 + seed, 1000.0, 0.95);
         let b = rec(200 + seed, 1010.0, 0.952);
         let earlier = history_like(&a, 6, 1000 * (seed + 1));
-        let c = compare::compare(&a, "a", &b, "b", &Options::default(), &History::of(&earlier, 20))
-            .unwrap();
+        let c = compare::compare(
+            &a,
+            "a",
+            &b,
+            "b",
+            &Options::default(),
+            &History::of(&earlier, 20),
+        )
+        .unwrap();
         let judged: Vec<_> = c
             .changes
             .iter()
@@ -321,10 +340,16 @@ fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
     // QPS -20 %: judged against the history's noise (sampling only, here), it regressed.
     let history = History::of(&history_like(&a, 6, 77), 20);
     let ac = compare::compare(&a, "a", &c, "c", &Options::default(), &history).unwrap();
-    assert_eq!(change(&ac.changes, "recall_mean").verdict, Verdict::NoChange);
+    assert_eq!(
+        change(&ac.changes, "recall_mean").verdict,
+        Verdict::NoChange
+    );
     let qps = change(&ac.changes, "qps");
     assert_eq!(qps.verdict, Verdict::Regressed, "{qps:?}");
-    assert!(qps.ci.is_some_and(|(lo, hi)| lo < -0.15 && hi < 0.0), "{qps:?}");
+    assert!(
+        qps.ci.is_some_and(|(lo, hi)| lo < -0.15 && hi < 0.0),
+        "{qps:?}"
+    );
     // Same inputs, same intervals.
     let again = compare::compare(&a, "a", &c, "c", &Options::default(), &history).unwrap();
     assert_eq!(ac.changes, again.changes);
@@ -1011,14 +1036,23 @@ fn report_pair_compares_two_benchmarks_of_one_run_round_by_round() {
         false,
     );
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(
         out.contains("hnsw/ef_search/64 vs hnsw/ef_search/40, p50_ms: +25.0% [+25.0%, +25.0%] over 5 interleaved rounds"),
         "{out}"
     );
     assert!(out.contains("qps: -20.0%"), "{out}");
     // A benchmark the run did not measure: one line, exit 1.
-    let o = report_bin(&dir, &["--pair", "hnsw/ef_search/40,hnsw/ef_search/999"], false);
+    let o = report_bin(
+        &dir,
+        &["--pair", "hnsw/ef_search/40,hnsw/ef_search/999"],
+        false,
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.starts_with("error: ") && err.contains("999"), "{err}");
@@ -1036,8 +1070,18 @@ fn runs_joined_by_a_plus_make_one_side_judged_by_their_mean() {
     write_history(&store, &like, 6, 900);
     // Three runs of "before", three of "after" 25 % slower in every latency.
     let mut names = Vec::new();
-    for (i, slow) in [(0u64, 1.0), (1, 1.0), (2, 1.0), (3, 1.25), (4, 1.25), (5, 1.25)] {
-        let samples: Vec<f64> = lognormal_ns(3000, 40 + i).iter().map(|v| v * slow).collect();
+    for (i, slow) in [
+        (0u64, 1.0),
+        (1, 1.0),
+        (2, 1.0),
+        (3, 1.25),
+        (4, 1.25),
+        (5, 1.25),
+    ] {
+        let samples: Vec<f64> = lognormal_ns(3000, 40 + i)
+            .iter()
+            .map(|v| v * slow)
+            .collect();
         let mut r = hnsw_record(vec![entry("hnsw/ef_search/40", &samples, &[])], false);
         r.created_at = format!("2026-02-01T00:00:0{i}Z");
         names.push(r.write(&dir).unwrap().display().to_string());
@@ -1046,7 +1090,12 @@ fn runs_joined_by_a_plus_make_one_side_judged_by_their_mean() {
     let after = names[3..].join("+");
     let o = report_bin(&dir, &["--compare", &format!("{before},{after}")], false);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("baseline 3 runs, current 3 runs"), "{out}");
     assert!(out.contains("hnsw: 1 regressed"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);

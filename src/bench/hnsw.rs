@@ -16,7 +16,9 @@ use criterion::{BenchmarkId, Throughput};
 use pgvector::Vector;
 use sqlx::PgConnection;
 
-use crate::bench::{BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order};
+use crate::bench::{
+    BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order,
+};
 use crate::config::Config;
 use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, index, schema, search};

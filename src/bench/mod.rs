@@ -172,7 +172,10 @@ pub fn calibrate(args: &[String]) -> Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     crate::record::set_calibration_id(&id);
     for i in 1..=n {
-        eprintln!("calibration run {i}/{n} (CAPBENCH_CALIBRATE={n}): {}", child_args.join(" "));
+        eprintln!(
+            "calibration run {i}/{n} (CAPBENCH_CALIBRATE={n}): {}",
+            child_args.join(" ")
+        );
         let status = std::process::Command::new(&exe)
             .args(&child_args)
             .env_remove("CAPBENCH_CALIBRATE")
@@ -371,7 +374,12 @@ impl Rounds {
             .context("merging a round's histogram")?;
         self.seconds += seconds;
         let mut m = LatencySummary::of(round).metrics();
-        m.retain(|k, _| matches!(k.as_str(), "count" | "p50_ms" | "p95_ms" | "p99_ms" | "mean_ms"));
+        m.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "count" | "p50_ms" | "p95_ms" | "p99_ms" | "mean_ms"
+            )
+        });
         m.insert("seconds".into(), seconds);
         m.insert("qps".into(), round.len() as f64 / seconds.max(1e-9));
         self.per_round.push(m);

@@ -300,11 +300,7 @@ impl NoiseFloor {
             "run-to-run spread on this machine (1 sd): {}, from {} run{}",
             self.spread
                 .iter()
-                .map(|(m, sd)| format!(
-                    "±{:.1}% {}",
-                    sd * 100.0,
-                    m.trim_end_matches("_ms")
-                ))
+                .map(|(m, sd)| format!("±{:.1}% {}", sd * 100.0, m.trim_end_matches("_ms")))
                 .collect::<Vec<_>>()
                 .join(", "),
             self.runs,
@@ -656,7 +652,14 @@ fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -
         (!v.is_empty()).then(|| v[v.len() / 2])
     };
     let mut spread = Vec::new();
-    for metric in ["p50_ms", "p99_ms", "qps", "rps", "evals_per_second", "knee_rps"] {
+    for metric in [
+        "p50_ms",
+        "p99_ms",
+        "qps",
+        "rps",
+        "evals_per_second",
+        "knee_rps",
+    ] {
         let sds: Vec<f64> = changes
             .iter()
             .filter(|c| c.metric == metric)
@@ -1045,9 +1048,8 @@ mod tests {
                     .into()
                 })
                 .collect();
-            let mean_of = |m: &str| {
-                (rounds.iter().map(|x| x[m].ln()).sum::<f64>() / ROUNDS as f64).exp()
-            };
+            let mean_of =
+                |m: &str| (rounds.iter().map(|x| x[m].ln()).sum::<f64>() / ROUNDS as f64).exp();
             r.results.push(ResultEntry {
                 name: format!("hnsw/ef_search/{b}"),
                 metrics: ["p50_ms", "p99_ms", "qps"]
@@ -1068,7 +1070,8 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let (mut regressed, mut improved, mut any) = (0, 0, 0);
         for _ in 0..trials {
-            let mut runs: Vec<RunRecord> = (0..HISTORY).map(|i| run(&mut rng, i, 1.0, None)).collect();
+            let mut runs: Vec<RunRecord> =
+                (0..HISTORY).map(|i| run(&mut rng, i, 1.0, None)).collect();
             let side = |rng: &mut Xoshiro256PlusPlus, at: usize, slow: f64, id: &str| {
                 (0..per_side)
                     .map(|i| run(rng, at + i, slow, (per_side > 1).then_some(id)))
@@ -1076,18 +1079,13 @@ mod tests {
             };
             runs.extend(side(&mut rng, 100, 1.0, "base"));
             let current_side = side(&mut rng, 200, slowdown, "current");
-            let (baseline, current) = (runs[runs.len() - 1].clone(), current_side[per_side - 1].clone());
+            let (baseline, current) = (
+                runs[runs.len() - 1].clone(),
+                current_side[per_side - 1].clone(),
+            );
             runs.extend(current_side[..per_side - 1].iter().cloned());
             let history = History::of(&runs, 50);
-            let c = compare(
-                &baseline,
-                "a",
-                &current,
-                "b",
-                &Options::default(),
-                &history,
-            )
-            .unwrap();
+            let c = compare(&baseline, "a", &current, "b", &Options::default(), &history).unwrap();
             regressed += c.count(Verdict::Regressed);
             improved += c.count(Verdict::Improved);
             any += usize::from(c.count(Verdict::Regressed) + c.count(Verdict::Improved) > 0);
@@ -1136,6 +1134,9 @@ mod tests {
             r * 100.0,
             any * 100.0
         );
-        assert!(any >= 0.90, "a 60 % slowdown flagged in {any:.3} of comparisons");
+        assert!(
+            any >= 0.90,
+            "a 60 % slowdown flagged in {any:.3} of comparisons"
+        );
     }
 }

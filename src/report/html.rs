@@ -1201,11 +1201,7 @@ fn comparison_section(h: &mut String, view: &View) {
             esc(&c.baseline_label),
             esc(&c.baseline_created_at)
         );
-        let _ = writeln!(
-            h,
-            "<p class=\"noise\">{}</p>",
-            esc(&c.noise.text())
-        );
+        let _ = writeln!(h, "<p class=\"noise\">{}</p>", esc(&c.noise.text()));
         h.push_str("<p>");
         for b in &c.benchmarks {
             let _ = write!(

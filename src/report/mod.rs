@@ -474,7 +474,9 @@ fn pair(store: &Store, args: &ReportArgs, options: &Options) -> Result<Vec<Strin
                 .into_iter()
                 .rev()
                 .find(|s| holds(&s.record))
-                .ok_or_else(|| anyhow::anyhow!("{} holds no run with both {a} and {b}", spec.display()))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{} holds no run with both {a} and {b}", spec.display())
+                })?
         }
         None => {
             let (runs, _) = store.runs();
@@ -482,7 +484,10 @@ fn pair(store: &Store, args: &ReportArgs, options: &Options) -> Result<Vec<Strin
                 .rev()
                 .find(|s| holds(&s.record))
                 .ok_or_else(|| {
-                    anyhow::anyhow!("no run under {} measured both {a} and {b}", store.runs_dir().display())
+                    anyhow::anyhow!(
+                        "no run under {} measured both {a} and {b}",
+                        store.runs_dir().display()
+                    )
                 })?
         }
     };
@@ -570,11 +575,9 @@ fn compare_specs(
             let (mut history, warnings) = store.history(base, &cur.record, options.window);
             view.comparison_notes.extend(warnings);
             // The current side's own runs are what is judged, not the machine's history.
-            history.runs.retain(|r| {
-                !cur_runs
-                    .iter()
-                    .any(|c| c.record.created_at == r.created_at)
-            });
+            history
+                .runs
+                .retain(|r| !cur_runs.iter().any(|c| c.record.created_at == r.created_at));
             let side = |runs: &[Stored]| -> Vec<noise::PastRun> {
                 runs.iter().map(|s| noise::PastRun::of(&s.record)).collect()
             };

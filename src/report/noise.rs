@@ -418,7 +418,10 @@ mod tests {
         };
         let s = h.spread("e", "p50_ms", 3).unwrap();
         // Every successive difference is ln 1.1: MSSD = ln²1.1 / 2.
-        assert!((s.total_sd - 1.1f64.ln() / 2f64.sqrt()).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.total_sd - 1.1f64.ln() / 2f64.sqrt()).abs() < 1e-9,
+            "{s:?}"
+        );
         assert_eq!((s.runs, s.dof), (9, 8.0));
         // A single step (1.0 ×4 then 1.1 ×5) is one difference in eight.
         let step = History {
@@ -556,9 +559,16 @@ mod paired_tests {
         let b = entry("b", &drift.map(|d| 0.6 * d));
         let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
         assert!((p.change - 0.2).abs() < 1e-9, "{p:?}");
-        assert!((p.ci.0 - 0.2).abs() < 1e-9 && (p.ci.1 - 0.2).abs() < 1e-9, "{p:?}");
+        assert!(
+            (p.ci.0 - 0.2).abs() < 1e-9 && (p.ci.1 - 0.2).abs() < 1e-9,
+            "{p:?}"
+        );
         assert_eq!(p.rounds, 5);
-        assert!(p.text().starts_with("b vs a, p50_ms: +20.0%"), "{}", p.text());
+        assert!(
+            p.text().starts_with("b vs a, p50_ms: +20.0%"),
+            "{}",
+            p.text()
+        );
         // With a little noise of its own, the interval widens but still excludes 0.
         let b = entry("b", &[0.61, 0.77, 0.41, 0.66, 0.53]);
         let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();

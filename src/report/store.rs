@@ -210,9 +210,7 @@ impl Store {
                 .and_then(|t| Ok(serde_json::from_str::<noise::History>(&t)?))
             {
                 Ok(mut saved) => {
-                    saved
-                        .runs
-                        .retain(|r| r.created_at < exclude.created_at);
+                    saved.runs.retain(|r| r.created_at < exclude.created_at);
                     h.merge(saved, window)
                 }
                 Err(e) => warnings.push(format!(
