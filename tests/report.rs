@@ -1100,3 +1100,46 @@ fn runs_joined_by_a_plus_make_one_side_judged_by_their_mean() {
     assert!(out.contains("hnsw: 1 regressed"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_calibrated_current_side_on_another_dataset_is_judged_by_its_mean() {
+    let dir = temp_dir("calibrated");
+    let store = Store::new(&dir);
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let a = hnsw_record(
+        vec![entry("hnsw/ef_search/40", &lognormal_ns(3000, 1), &[])],
+        false,
+    );
+    write_history(&store, &a, 6, 700);
+    report::publish_in(&store, &a, &args(&["hnsw", "--save-baseline", "a"]), false).unwrap();
+    // CAPBENCH_CALIBRATE=2 on a rebuilt index (another dataset fingerprint): three runs, one id.
+    let mut last = None;
+    for i in 0..3u64 {
+        let samples: Vec<f64> = lognormal_ns(3000, 80 + i).iter().map(|v| v * 1.3).collect();
+        let mut r = hnsw_record(vec![entry("hnsw/ef_search/40", &samples, &[])], false);
+        r.dataset = Some(serde_json::json!({"fingerprint": "bee", "params": {"hnsw_m": 24}}));
+        r.calibration = Some("c0ffee".into());
+        r.created_at = format!("2099-01-01T00:00:0{i}Z");
+        if i < 2 {
+            r.write(&dir).unwrap();
+        }
+        last = Some(r);
+    }
+    let c = last.unwrap();
+    let err = capbench::one_line(
+        &report::publish_in(&store, &c, &args(&["hnsw", "--baseline", "a"]), true).unwrap_err(),
+    );
+    assert!(err.contains("p50_ms"), "{err}");
+    let (history, _) = store.history(
+        &store.load_baseline("a", "hnsw", false).unwrap().unwrap(),
+        &c,
+        20,
+    );
+    assert_eq!(
+        history.side(&c).len(),
+        3,
+        "the two earlier runs of the calibration and this one"
+    );
+    assert_eq!(history.side(&a).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -149,6 +149,10 @@ impl PastRun {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct History {
     pub runs: Vec<PastRun>,
+    /// Runs of the judged run's calibration that are not comparable with the baseline (another
+    /// dataset, say): they make the current side's mean, never the noise estimate.
+    #[serde(skip)]
+    pub siblings: Vec<PastRun>,
 }
 
 /// How far one metric of one benchmark moves between runs (natural-log scale, i.e. ≈ relative).
@@ -170,6 +174,7 @@ impl History {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a RunRecord>, window: usize) -> Self {
         let mut h = Self {
             runs: records.into_iter().map(PastRun::of).collect(),
+            siblings: Vec::new(),
         };
         h.tidy(window);
         h
@@ -200,12 +205,20 @@ impl History {
     /// that side's figure. Just `record` when it was not calibrated.
     pub fn side(&self, record: &RunRecord) -> Vec<PastRun> {
         let mut side: Vec<PastRun> = match &record.calibration {
-            Some(id) => self
-                .runs
-                .iter()
-                .filter(|r| r.calibration.as_ref() == Some(id) && r.created_at != record.created_at)
-                .cloned()
-                .collect(),
+            Some(id) => {
+                let mut side: Vec<PastRun> = self
+                    .runs
+                    .iter()
+                    .chain(&self.siblings)
+                    .filter(|r| {
+                        r.calibration.as_ref() == Some(id) && r.created_at != record.created_at
+                    })
+                    .cloned()
+                    .collect();
+                side.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+                side.dedup_by(|a, b| a.created_at == b.created_at);
+                side
+            }
             None => Vec::new(),
         };
         side.push(PastRun::of(record));
@@ -415,6 +428,7 @@ mod tests {
             .collect();
         let h = History {
             runs: alternating.clone(),
+            ..History::default()
         };
         let s = h.spread("e", "p50_ms", 3).unwrap();
         // Every successive difference is ln 1.1: MSSD = ln²1.1 / 2.
@@ -428,6 +442,7 @@ mod tests {
             runs: (0..9)
                 .map(|i| run(&format!("t{i}"), if i < 4 { 1.0 } else { 1.1 }))
                 .collect(),
+            ..History::default()
         };
         let st = step.spread("e", "p50_ms", 3).unwrap();
         assert!(st.total_sd < s.total_sd / 2.0, "{st:?}");
@@ -456,10 +471,12 @@ mod tests {
         };
         let mut h = History {
             runs: vec![run("c"), run("a")],
+            ..History::default()
         };
         h.merge(
             History {
                 runs: vec![run("b"), run("a"), run("d")],
+                ..History::default()
             },
             3,
         );

@@ -204,6 +204,19 @@ impl Store {
                 .copied(),
             window,
         );
+        if let Some(id) = &exclude.calibration {
+            h.siblings = runs
+                .iter()
+                .map(|s| &s.record)
+                .filter(|r| {
+                    r.calibration.as_ref() == Some(id)
+                        && r.kind == exclude.kind
+                        && r.created_at <= exclude.created_at
+                        && *r != exclude
+                })
+                .map(noise::PastRun::of)
+                .collect();
+        }
         if let Some(saved) = noise_path(&like.path).filter(|p| p.is_file()) {
             match std::fs::read_to_string(&saved)
                 .map_err(anyhow::Error::from)
