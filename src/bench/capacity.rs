@@ -65,7 +65,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
         .map(|n| format!("capacity/users/{n}"))
         .chain(db.iter().map(|n| format!("capacity_db/connections/{n}")))
         .collect();
-    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids)? {
         return Ok(outcome);
     }
     // `cargo test --benches` (--test): one short level each, as a smoke test.

@@ -95,7 +95,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let plan = plan(&bench_args, &config);
     let ids: Vec<String> = plan.iter().map(|(mode, ef)| mode.id(*ef)).collect();
-    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids)? {
         return Ok(outcome);
     }
     config.index.validate()?;
@@ -297,6 +297,8 @@ pub async fn measure_rounds(
                 run_query(&mut conn, mode, q, k, ef).await?;
             }
             let mut hist = record::latency_histogram();
+            // Round 0's answers are kept and scored after the pass, outside its time.
+            let mut answers = Vec::with_capacity(if round == 0 { n } else { 0 });
             let start = Instant::now();
             let mut done = 0usize;
             while done < n || start.elapsed().as_secs_f64() < min_pass {
@@ -305,17 +307,19 @@ pub async fn measure_rounds(
                 let hits = run_query(&mut conn, mode, q, k, ef).await?;
                 hist.saturating_record(t.elapsed().as_nanos() as u64);
                 if round == 0 && done < n {
-                    let got: Vec<(uuid::Uuid, f64)> =
-                        hits.iter().map(|h| (h.id, h.distance)).collect();
-                    recalls[i].push(truth::recall(
-                        &prepared.truth.ids[done],
-                        &prepared.truth.distances[done],
-                        &got,
-                    ));
+                    answers.push(hits);
                 }
                 done += 1;
             }
             rounds[i].add(&hist, start.elapsed().as_secs_f64())?;
+            for (j, hits) in answers.iter().enumerate() {
+                let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
+                recalls[i].push(truth::recall(
+                    &prepared.truth.ids[j],
+                    &prepared.truth.distances[j],
+                    &got,
+                ));
+            }
         }
         eprintln!("hnsw: measurement round {}/{total} done", round + 1);
     }

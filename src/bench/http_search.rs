@@ -206,7 +206,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let plan = plan(&bench_args, &config);
     let ids: Vec<String> = plan.iter().map(|b| b.id()).collect();
-    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids) {
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids)? {
         return Ok(outcome);
     }
     crate::install_tls_provider();

@@ -27,6 +27,8 @@ pub struct BenchArgs {
     pub list: bool,
     /// `--test` (or `cargo test --benches`): run each benchmark once, as a smoke test.
     pub test: bool,
+    /// The arguments themselves (program name first), for the calibration runs.
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +91,12 @@ impl BenchArgs {
                     .with_context(|| format!("the benchmark filter '{f}' is not a valid regex"))?,
             ),
         };
-        Ok(Self { filter, list, test })
+        Ok(Self {
+            filter,
+            list,
+            test,
+            args: args.to_vec(),
+        })
     }
 
     /// The arguments of this process.
@@ -132,10 +139,6 @@ pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> Exi
     // Held for the whole run, so both sides of every comparison (pgbench, redis-benchmark, the
     // raw SQL under http_search) are measured under the same idle policy.
     let _awake = crate::cpu_idle::for_run(config.bench.cpu_idle.unwrap_or_default());
-    if let Err(e) = calibrate(&args) {
-        eprintln!("error: {}", crate::one_line(&e));
-        return ExitCode::FAILURE;
-    }
     match run(&args, config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -149,7 +152,7 @@ pub fn bench_main<T>(run: fn(&[String], Config) -> Result<RunOutcome<T>>) -> Exi
 /// separate process with the same arguments minus the baseline flags — A, A, A… — so that the run
 /// (and the baseline it saves) has N comparable earlier runs to learn the machine's run-to-run
 /// noise from. Each writes its record to `runs/` as any run does. Nothing happens without the
-/// variable, with `--list`/`--test`, or in a child.
+/// variable, or in a child; [`before_setup`] calls it only when this binary has benchmarks to run.
 pub fn calibrate(args: &[String]) -> Result<()> {
     let Ok(value) = std::env::var("CAPBENCH_CALIBRATE") else {
         return Ok(());
@@ -164,9 +167,6 @@ pub fn calibrate(args: &[String]) -> Result<()> {
                 format!("CAPBENCH_CALIBRATE must be a number of runs from 0 to 100, not '{v}'")
             })?,
     };
-    if args.iter().any(|a| a == "--list" || a == "--test") {
-        return Ok(());
-    }
     let exe = std::env::current_exe().context("finding this bench binary to calibrate")?;
     let child_args = without_baseline_flags(args);
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -211,18 +211,22 @@ pub fn without_baseline_flags(args: &[String]) -> Vec<String> {
 }
 
 /// Decides before any setup: with nothing selected, `NotSelected`; with `--list`, the selected IDs
-/// printed as Criterion prints them, `Listed`; otherwise `None` (go on).
-pub fn before_setup<T>(args: &BenchArgs, selected: &[String]) -> Option<RunOutcome<T>> {
+/// printed as Criterion prints them, `Listed`; otherwise `None` (go on) — after the calibration
+/// runs `CAPBENCH_CALIBRATE` asks for ([`calibrate`]), which only a binary with work to do makes.
+pub fn before_setup<T>(args: &BenchArgs, selected: &[String]) -> Result<Option<RunOutcome<T>>> {
     if selected.is_empty() {
-        return Some(RunOutcome::NotSelected);
+        return Ok(Some(RunOutcome::NotSelected));
     }
     if args.list {
         for id in selected {
             println!("{id}: benchmark");
         }
-        return Some(RunOutcome::Listed);
+        return Ok(Some(RunOutcome::Listed));
     }
-    None
+    if !args.test {
+        calibrate(&args.args)?;
+    }
+    Ok(None)
 }
 
 /// Criterion configured for this run: quick mode shortens everything; Criterion's own flags

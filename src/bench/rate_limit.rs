@@ -183,7 +183,7 @@ pub fn selected_ids(args: &BenchArgs) -> Vec<String> {
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let (plan, timeline) = plan(&bench_args);
-    if let Some(outcome) = crate::bench::before_setup(&bench_args, &selected_ids(&bench_args)) {
+    if let Some(outcome) = crate::bench::before_setup(&bench_args, &selected_ids(&bench_args))? {
         return Ok(outcome);
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -680,18 +680,6 @@ fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -
     }
 }
 
-/// Compares the metrics two entries share, each side one run (verdicts of noise-judged primary
-/// metrics are settled comparison-wide by [`compare`]; here they stay "no change" or "not enough
-/// runs to judge").
-pub fn compare_entry(
-    baseline: &ResultEntry,
-    current: &ResultEntry,
-    options: &Options,
-    history: &History,
-) -> Result<Vec<MetricChange>> {
-    compare_sides(baseline, current, options, history, (&[], &[]))
-}
-
 /// The mean of ln(metric) over a side's runs, and how many there were; `None` for fewer than two
 /// (the side's own record is then its figure).
 fn side_mean(side: &[noise::PastRun], entry: &str, metric: &str) -> Option<(f64, usize)> {
@@ -702,8 +690,9 @@ fn side_mean(side: &[noise::PastRun], entry: &str, metric: &str) -> Option<(f64,
     (logs.len() >= 2).then(|| (logs.iter().sum::<f64>() / logs.len() as f64, logs.len()))
 }
 
-/// [`compare_entry`] where each side may be several calibrated runs (`sides`: the runs of the
-/// baseline's calibration and of the current one's, each record itself included).
+/// Compares the metrics two entries share. Each side may be several runs (`sides`: the runs of
+/// the baseline's calibration and of the current one's, each record itself included). Verdicts of
+/// noise-judged primary metrics are settled comparison-wide by [`decide`].
 fn compare_sides(
     baseline: &ResultEntry,
     current: &ResultEntry,
@@ -911,14 +900,6 @@ impl Sample {
 
     fn rank(&self, q: f64) -> u64 {
         ((q * self.n as f64).ceil() as u64).clamp(1, self.n)
-    }
-
-    /// The percentile or mean the rule names (ms).
-    pub fn statistic(&self, rule: Rule) -> f64 {
-        match rule {
-            Rule::Quantile(q) => self.at_rank(self.rank(q)),
-            _ => self.mean,
-        }
     }
 
     /// The bootstrap variance of ln(the statistic): how much it would move from sampling alone.

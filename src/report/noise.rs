@@ -483,6 +483,31 @@ mod tests {
         let times: Vec<&str> = h.runs.iter().map(|r| r.created_at.as_str()).collect();
         assert_eq!(times, vec!["b", "c", "d"]);
     }
+
+    #[test]
+    fn drift_shared_by_both_sides_cancels() {
+        // The machine drifts by ±30 % from round to round; b is always 20 % slower than a.
+        let drift = [1.0, 1.3, 0.7, 1.1, 0.9];
+        let a = entry_with_rounds("a", 0.5, &drift.map(|d| 0.5 * d));
+        let b = entry_with_rounds("b", 0.6, &drift.map(|d| 0.6 * d));
+        let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
+        assert!((p.change - 0.2).abs() < 1e-9, "{p:?}");
+        assert!(
+            (p.ci.0 - 0.2).abs() < 1e-9 && (p.ci.1 - 0.2).abs() < 1e-9,
+            "{p:?}"
+        );
+        assert_eq!(p.rounds, 5);
+        assert!(
+            p.text().starts_with("b vs a, p50_ms: +20.0%"),
+            "{}",
+            p.text()
+        );
+        // With a little noise of its own, the interval widens but still excludes 0.
+        let b = entry_with_rounds("b", 0.6, &[0.61, 0.77, 0.41, 0.66, 0.53]);
+        let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
+        assert!(p.ci.0 > 0.1 && p.ci.1 < 0.3, "{p:?}");
+        assert!(Paired::of(&a, &entry_with_rounds("c", 0.5, &[0.5]), "p50_ms", 0.95).is_none());
+    }
 }
 
 /// Two benchmarks of one run compared round by round: the rounds were interleaved (A B A B…), so
@@ -550,46 +575,5 @@ impl Paired {
                 .collect::<Vec<_>>()
                 .join(" ")
         )
-    }
-}
-
-#[cfg(test)]
-mod paired_tests {
-    use super::*;
-
-    fn entry(name: &str, p50: &[f64]) -> ResultEntry {
-        ResultEntry {
-            name: name.into(),
-            rounds: p50
-                .iter()
-                .map(|v| [("p50_ms".to_string(), *v)].into())
-                .collect(),
-            ..ResultEntry::default()
-        }
-    }
-
-    #[test]
-    fn drift_shared_by_both_sides_cancels() {
-        // The machine drifts by ±30 % from round to round; b is always 20 % slower than a.
-        let drift = [1.0, 1.3, 0.7, 1.1, 0.9];
-        let a = entry("a", &drift.map(|d| 0.5 * d));
-        let b = entry("b", &drift.map(|d| 0.6 * d));
-        let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
-        assert!((p.change - 0.2).abs() < 1e-9, "{p:?}");
-        assert!(
-            (p.ci.0 - 0.2).abs() < 1e-9 && (p.ci.1 - 0.2).abs() < 1e-9,
-            "{p:?}"
-        );
-        assert_eq!(p.rounds, 5);
-        assert!(
-            p.text().starts_with("b vs a, p50_ms: +20.0%"),
-            "{}",
-            p.text()
-        );
-        // With a little noise of its own, the interval widens but still excludes 0.
-        let b = entry("b", &[0.61, 0.77, 0.41, 0.66, 0.53]);
-        let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
-        assert!(p.ci.0 > 0.1 && p.ci.1 < 0.3, "{p:?}");
-        assert!(Paired::of(&a, &entry("c", &[0.5]), "p50_ms", 0.95).is_none());
     }
 }
