@@ -65,6 +65,11 @@ pub struct RunRecord {
     /// comparison takes their mean as the figure of that side (see `report::compare`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<String>,
+    /// The entry that measures the machine rather than the system under test (the hnsw bench's
+    /// round trip with no search work, measured in the same rounds): a comparison judges the other
+    /// entries net of how far it moved between the runs (see `report::noise::Adjustment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// One measured thing (a benchmark ID).
@@ -272,6 +277,7 @@ impl RunRecord {
             results: Vec::new(),
             interrupted: false,
             calibration: calibration_id(),
+            reference: None,
         }
     }
 

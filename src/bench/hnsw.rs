@@ -188,6 +188,8 @@ pub struct Prepared {
     pub truth: GroundTruth,
     pub dataset_fingerprint: String,
     pub prewarmed: index::Prewarmed,
+    /// The reference's rounds, once measured ([`REFERENCE_ID`]).
+    pub reference: Option<Rounds>,
 }
 
 /// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
@@ -255,6 +257,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         truth,
         dataset_fingerprint: dataset::fingerprint(&config.dataset, &config.index),
         prewarmed,
+        reference: None,
     })
 }
 
@@ -284,11 +287,30 @@ pub async fn measure_rounds(
         0.0
     };
     let mut rounds = vec![Rounds::default(); plan.len()];
+    let mut reference = Rounds::default();
     let mut recalls: Vec<Vec<f64>> = vec![Vec::new(); plan.len()];
     let total = config.bench.rounds as usize;
     for round in 0..total {
         let mut conn = db::connect(&prepared.url).await?;
-        for i in round_order(plan.len(), round) {
+        // The reference takes its turn in the rotation like a benchmark (index plan.len()).
+        for i in round_order(plan.len() + 1, round) {
+            if i == plan.len() {
+                for q in prepared.queries.iter().take(WARM_UP_QUERIES) {
+                    search::round_trip(&mut conn, q, k).await?;
+                }
+                let mut hist = record::latency_histogram();
+                let start = Instant::now();
+                let mut done = 0usize;
+                while done < n || start.elapsed().as_secs_f64() < min_pass {
+                    let q = &prepared.queries[done % n];
+                    let t = Instant::now();
+                    search::round_trip(&mut conn, q, k).await?;
+                    hist.saturating_record(t.elapsed().as_nanos() as u64);
+                    done += 1;
+                }
+                reference.add(&hist, start.elapsed().as_secs_f64())?;
+                continue;
+            }
             let (mode, ef) = plan[i];
             if mode == Mode::Session {
                 search::set_ef_search(&mut conn, ef, false).await?;
@@ -323,6 +345,7 @@ pub async fn measure_rounds(
         }
         eprintln!("hnsw: measurement round {}/{total} done", round + 1);
     }
+    prepared.reference = Some(reference);
     Ok(plan
         .iter()
         .zip(rounds)
@@ -341,6 +364,10 @@ pub async fn measure_rounds(
         })
         .collect())
 }
+
+/// The id of the reference measured in every round ([`search::ROUND_TRIP_SQL`]): the record's
+/// [`RunRecord::reference`].
+pub const REFERENCE_ID: &str = "hnsw/reference/round_trip";
 
 async fn run_query(
     conn: &mut PgConnection,
@@ -488,6 +515,14 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[PassResult]) {
             verdict(l.p99_ms)
         );
     }
+    if let Some(r) = &prepared.reference {
+        let l = LatencySummary::of(r.histogram());
+        println!(
+            "{REFERENCE_ID}: p50 {:.3} ms, mean {:.3} ms — the same parameters and no search, measured \
+             in the same rounds (the machine's share of every query, which comparisons take out)",
+            l.p50_ms, l.mean_ms
+        );
+    }
     for r in results {
         if let (Some(pg), Some(median)) = (r.pgbench, r.criterion_median_ms) {
             println!(
@@ -569,6 +604,18 @@ async fn write_record(
                 pass: r.latency.p99_ms < GATE_P99_MS,
             }],
             rounds: r.rounds.clone(),
+            ..ResultEntry::default()
+        });
+    }
+    if let Some(r) = &prepared.reference {
+        let mut metrics = LatencySummary::of(r.histogram()).metrics();
+        metrics.insert("qps".into(), r.qps());
+        rec.reference = Some(REFERENCE_ID.to_string());
+        rec.results.push(ResultEntry {
+            name: REFERENCE_ID.to_string(),
+            metrics,
+            histogram: Some(record::encode_histogram(r.histogram())?),
+            rounds: r.per_round().to_vec(),
             ..ResultEntry::default()
         });
     }

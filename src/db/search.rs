@@ -15,6 +15,24 @@ WHERE status = 'validated' AND embedding IS NOT NULL AND embedding_model_id = $2
 ORDER BY embedding <=> $1 \
 LIMIT $3";
 
+/// The machine's reference: a round trip with the search query's parameters (the same binary
+/// `vector`, received and checked by the server) and no search work — what every query pays for
+/// the client, the protocol and the server's statement handling. Measured in the same rounds as
+/// the searches, it moves with the machine (CPU frequency, neighbours, scheduling) but not with the
+/// index, so a comparison can take the machine's drift out of the search figures.
+pub const ROUND_TRIP_SQL: &str = "SELECT $2::int8 AS k WHERE $1::vector IS NOT NULL";
+
+/// Runs [`ROUND_TRIP_SQL`] with `query` and `k`.
+pub async fn round_trip(conn: &mut PgConnection, query: &Vector, k: i64) -> Result<()> {
+    sqlx::query(ROUND_TRIP_SQL)
+        .bind(query)
+        .bind(k)
+        .fetch_all(conn)
+        .await
+        .context("running the reference round trip")?;
+    Ok(())
+}
+
 /// One ANN candidate.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Hit {

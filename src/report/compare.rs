@@ -37,7 +37,7 @@ use rand_distr::{Beta, Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::Value;
 
-use super::noise::{self, History, Spread, Test};
+use super::noise::{self, Adjustment, History, Spread, Test};
 use crate::record::{self, ResultEntry, RunRecord};
 
 /// How strict a comparison is.
@@ -241,6 +241,11 @@ pub struct MetricChange {
     /// `noise` (judged against the machine's noise), `absolute`, `rounds only` (no history),
     /// `info`.
     pub method: &'static str,
+    /// The slope on the run's reference when the figures were judged net of it
+    /// ([`noise::Adjustment`]); the baseline and current figures are then the adjusted ones (the
+    /// current at the baseline's speed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
 }
 
 impl MetricChange {
@@ -279,6 +284,10 @@ pub struct NoiseFloor {
     pub needed: usize,
     /// (metric, median total sd) for `p50_ms`, `p99_ms` and the rate metric, when known.
     pub spread: Vec<(String, f64)>,
+    /// The spreads are those net of the reference ([`noise::Adjustment`]); `raw` then holds the
+    /// same medians as measured.
+    pub adjusted: bool,
+    pub raw: Vec<(String, f64)>,
 }
 
 impl NoiseFloor {
@@ -296,13 +305,23 @@ impl NoiseFloor {
                 self.needed
             );
         }
-        format!(
-            "run-to-run spread on this machine (1 sd): {}, from {} run{}",
-            self.spread
-                .iter()
+        let list = |v: &[(String, f64)]| {
+            v.iter()
                 .map(|(m, sd)| format!("±{:.1}% {}", sd * 100.0, m.trim_end_matches("_ms")))
                 .collect::<Vec<_>>()
-                .join(", "),
+                .join(", ")
+        };
+        let net = if self.adjusted && !self.raw.is_empty() {
+            format!(
+                " net of the machine's drift (as measured: {})",
+                list(&self.raw)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "run-to-run spread on this machine (1 sd): {}{net}, from {} run{}",
+            list(&self.spread),
             self.runs,
             if self.runs == 1 { "" } else { "s" }
         )
@@ -323,6 +342,8 @@ pub struct Comparison {
     pub benchmarks: Vec<BenchmarkVerdict>,
     pub changes: Vec<MetricChange>,
     pub noise: NoiseFloor,
+    /// How the machine's drift was taken out, or why not, when the runs measured a reference.
+    pub adjustment: Option<Adjustment>,
     pub only_in_baseline: Vec<String>,
     pub only_in_current: Vec<String>,
     pub options: OptionsShown,
@@ -382,6 +403,9 @@ impl Comparison {
             100.0 - self.options.confidence_percent,
         );
         let _ = writeln!(s, "{}", self.noise.text());
+        if let Some(a) = &self.adjustment {
+            let _ = writeln!(s, "{}", a.text());
+        }
         let (kb, kc) = self
             .changes
             .iter()
@@ -523,6 +547,21 @@ pub fn compare_runs(
         .map(|e| (e.name.as_str(), e))
         .collect();
     let (base_side, cur_side) = sides;
+    let adjustment = Adjustment::fit(
+        history,
+        (&base_side, &cur_side),
+        options.min_runs,
+    );
+    let adjusted = adjustment.as_ref().filter(|a| a.applied());
+    let (history, base_side, cur_side) = match adjusted {
+        Some(a) => (
+            a.history(history),
+            base_side.iter().map(|r| a.run(r)).collect(),
+            cur_side.iter().map(|r| a.run(r)).collect(),
+        ),
+        None => (history.clone(), base_side, cur_side),
+    };
+    let history = &history;
     let mut changes = Vec::new();
     let mut only_in_current = Vec::new();
     for entry in &current.results {
@@ -533,6 +572,7 @@ pub fn compare_runs(
                 options,
                 history,
                 (&base_side, &cur_side),
+                adjusted,
             )?),
             None => only_in_current.push(entry.name.clone()),
         }
@@ -553,7 +593,8 @@ pub fn compare_runs(
         current_created_at: current.created_at.clone(),
         differences: differences(baseline, current),
         benchmarks: benchmark_verdicts(&changes),
-        noise: noise_floor(&changes, history, options),
+        noise: noise_floor(&changes, history, options, adjusted),
+        adjustment,
         changes,
         only_in_baseline,
         only_in_current,
@@ -646,12 +687,18 @@ fn benchmark_verdicts(changes: &[MetricChange]) -> Vec<BenchmarkVerdict> {
         .collect()
 }
 
-fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -> NoiseFloor {
+fn noise_floor(
+    changes: &[MetricChange],
+    history: &History,
+    options: &Options,
+    adjustment: Option<&Adjustment>,
+) -> NoiseFloor {
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (!v.is_empty()).then(|| v[v.len() / 2])
     };
     let mut spread = Vec::new();
+    let mut raw = Vec::new();
     for metric in [
         "p50_ms",
         "p99_ms",
@@ -668,6 +715,17 @@ fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -
         if let Some(m) = median(sds) {
             spread.push((metric.to_string(), m));
         }
+        if let Some(a) = adjustment {
+            let sds: Vec<f64> = a
+                .fits
+                .iter()
+                .filter(|((_, m), _)| m == metric)
+                .map(|(_, f)| f.raw_sd)
+                .collect();
+            if let Some(m) = median(sds) {
+                raw.push((metric.to_string(), m));
+            }
+        }
     }
     NoiseFloor {
         runs: changes
@@ -677,6 +735,8 @@ fn noise_floor(changes: &[MetricChange], history: &History, options: &Options) -
             .unwrap_or(history.len()),
         needed: options.min_runs,
         spread,
+        adjusted: adjustment.is_some(),
+        raw,
     }
 }
 
@@ -699,6 +759,7 @@ fn compare_sides(
     options: &Options,
     history: &History,
     sides: (&[noise::PastRun], &[noise::PastRun]),
+    adjustment: Option<&Adjustment>,
 ) -> Result<Vec<MetricChange>> {
     let hists = match (&baseline.histogram, &current.histogram) {
         (Some(b), Some(c)) => Some((
@@ -727,6 +788,7 @@ fn compare_sides(
             runs: (1, 1),
             verdict: Verdict::NoChange,
             method: "noise",
+            beta: None,
         };
         match rule {
             Rule::Quantile(_) | Rule::Mean | Rule::LowerBetter | Rule::HigherBetter => {
@@ -741,14 +803,39 @@ fn compare_sides(
                     Some((b, c)) => (Some(b), Some(c)),
                     None => (None, None),
                 };
-                let wb = own_variance(baseline, metric, hb, options.resamples, &mut rng);
-                let wc = own_variance(current, metric, hc, options.resamples, &mut rng);
-                let spread = history.spread(&current.name, metric, options.min_runs);
+                let mut wb = own_variance(baseline, metric, hb, options.resamples, &mut rng);
+                let mut wc = own_variance(current, metric, hc, options.resamples, &mut rng);
+                let (mut b1, mut c1) = (base.ln(), cur.ln());
+                // Net of the reference: each side's own run as adjusted (the last of its side).
+                let own = |side: &[noise::PastRun], name: &str| {
+                    side.last().and_then(|r| r.point(name, metric))
+                };
+                if let Some(fit) = adjustment.and_then(|a| a.fit_of(&current.name, metric))
+                    && let (Some(pb), Some(pc)) =
+                        (own(sides.0, &baseline.name), own(sides.1, &current.name))
+                {
+                    change.beta = Some(fit.beta);
+                    (b1, c1) = (pb.ln, pc.ln);
+                    wb = (pb.within, pb.dof);
+                    wc = (pc.within, pc.dof);
+                }
+                let mut spread = history.spread(&current.name, metric, options.min_runs);
+                // The slope was learnt from the same history: its spread pays for it (one
+                // difference fewer, and never below what the fit itself measured).
+                if let (Some(s), Some(beta)) = (spread.as_mut(), change.beta)
+                    && let Some(fit) = adjustment.and_then(|a| a.fit_of(&current.name, metric))
+                {
+                    debug_assert_eq!(beta, fit.beta);
+                    let within = s.total_sd * s.total_sd - s.between_sd * s.between_sd;
+                    s.total_sd = s.total_sd.max(fit.adjusted_sd);
+                    s.between_sd = (s.total_sd * s.total_sd - within).max(0.0).sqrt();
+                    s.dof = (s.dof - 1.0).max(1.0);
+                }
                 // A side of k calibrated runs is judged by their mean: its variance is 1/k a run's.
-                let (b_ln, kb) = side_mean(sides.0, &baseline.name, metric)
-                    .map_or((base.ln(), 1), |(m, k)| (m, k));
-                let (c_ln, kc) = side_mean(sides.1, &current.name, metric)
-                    .map_or((cur.ln(), 1), |(m, k)| (m, k));
+                let (b_ln, kb) =
+                    side_mean(sides.0, &baseline.name, metric).map_or((b1, 1), |(m, k)| (m, k));
+                let (c_ln, kc) =
+                    side_mean(sides.1, &current.name, metric).map_or((c1, 1), |(m, k)| (m, k));
                 change.baseline = b_ln.exp();
                 change.current = c_ln.exp();
                 change.change = (c_ln - b_ln).exp_m1();
