@@ -1202,6 +1202,9 @@ fn comparison_section(h: &mut String, view: &View) {
             esc(&c.baseline_created_at)
         );
         let _ = writeln!(h, "<p class=\"noise\">{}</p>", esc(&c.noise.text()));
+        if let Some(a) = &c.adjustment {
+            let _ = writeln!(h, "<p class=\"noise\">{}</p>", esc(&a.text()));
+        }
         h.push_str("<p>");
         for b in &c.benchmarks {
             let _ = write!(

@@ -98,7 +98,11 @@ pub fn rounds_variance(entry: &ResultEntry, metric: &str) -> Option<(f64, f64)> 
 
 /// The covariance of the mean of ln(per-round `metric`) of `entry` with that of `REFERENCE_METRIC`
 /// of `reference`, over rounds measured together (`None` unless both have the same two or more).
-pub fn rounds_covariance(entry: &ResultEntry, metric: &str, reference: &ResultEntry) -> Option<f64> {
+pub fn rounds_covariance(
+    entry: &ResultEntry,
+    metric: &str,
+    reference: &ResultEntry,
+) -> Option<f64> {
     let pairs: Vec<(f64, f64)> = entry
         .rounds
         .iter()
@@ -422,9 +426,9 @@ impl Adjustment {
             .1
             .iter()
             .flat_map(|r| {
-                r.points.iter().flat_map(|(e, m)| {
-                    m.keys().map(move |metric| (e.clone(), metric.clone()))
-                })
+                r.points
+                    .iter()
+                    .flat_map(|(e, m)| m.keys().map(move |metric| (e.clone(), metric.clone())))
             })
             .filter(|(e, _)| *e != name)
             .collect();
@@ -539,7 +543,9 @@ impl Adjustment {
                     .collect();
                 let (lo, hi) = betas
                     .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |a, b| (a.0.min(*b), a.1.max(*b)));
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |a, b| {
+                        (a.0.min(*b), a.1.max(*b))
+                    });
                 let runs = self.fits.values().map(|f| f.runs).max().unwrap_or(0);
                 format!(
                     "judged net of the machine's drift: {moved} (a round trip with no search \
@@ -798,6 +804,171 @@ mod tests {
         );
         let times: Vec<&str> = h.runs.iter().map(|r| r.created_at.as_str()).collect();
         assert_eq!(times, vec!["b", "c", "d"]);
+    }
+
+    /// A run whose search (p50 0.3 ms) and reference (mean 0.016 ms) share the drift `u`: the
+    /// search moves by `beta`·u, plus `own`; the reference by u. Rounds of ±1 % around each.
+    fn drifting_run(at: usize, u: f64, own: f64, beta: f64) -> RunRecord {
+        let rounds = |v: f64, m: &str| -> Vec<BTreeMap<String, f64>> {
+            [0.99, 1.01, 1.0, 0.995, 1.005]
+                .iter()
+                .map(|f| [(m.to_string(), v * f)].into())
+                .collect()
+        };
+        let search = 0.3 * (beta * u + own).exp();
+        let reference = 0.016 * u.exp();
+        let mut r = RunRecord::new(
+            "hnsw",
+            crate::record::Environment::default(),
+            serde_json::json!({}),
+        );
+        r.created_at = format!("2026-01-01T00:{at:02}:00Z");
+        r.reference = Some("ref".into());
+        r.results = vec![
+            ResultEntry {
+                name: "search".into(),
+                metrics: [("p50_ms".to_string(), search)].into(),
+                rounds: rounds(search, "p50_ms"),
+                ..ResultEntry::default()
+            },
+            ResultEntry {
+                name: "ref".into(),
+                metrics: [(REFERENCE_METRIC.to_string(), reference)].into(),
+                rounds: rounds(reference, REFERENCE_METRIC),
+                ..ResultEntry::default()
+            },
+        ];
+        r
+    }
+
+    /// Ten runs drifting by ±4 % that the reference follows, with ±0.5 % of their own.
+    fn drifting_history() -> Vec<RunRecord> {
+        let u = [
+            0.03, -0.04, 0.05, 0.0, -0.03, 0.04, -0.05, 0.02, -0.01, 0.03,
+        ];
+        let own = [
+            0.004, -0.005, 0.0, 0.005, -0.004, 0.003, -0.002, 0.0, 0.005, -0.003,
+        ];
+        (0..10)
+            .map(|i| drifting_run(i, u[i], own[i], 1.4))
+            .collect()
+    }
+
+    #[test]
+    fn a_drift_the_reference_follows_is_taken_out() {
+        let mut runs = drifting_history();
+        // The current run drifted 6 % faster: every figure, the reference's too.
+        let current = drifting_run(20, -0.045, 0.0, 1.4);
+        let baseline = runs.last().unwrap().clone();
+        runs.push(current.clone());
+        let history = History::of(&runs[..runs.len() - 1], 20);
+        let c = crate::report::compare::compare(
+            &baseline,
+            "a",
+            &current,
+            "b",
+            &crate::report::compare::Options::default(),
+            &history,
+        )
+        .unwrap();
+        let a = c.adjustment.as_ref().unwrap();
+        assert!(a.applied(), "{}", a.text());
+        let fit = a.fit_of("search", "p50_ms").unwrap();
+        assert!((fit.beta - 1.4).abs() < 0.1, "slope {}", fit.beta);
+        assert!(fit.adjusted_sd < fit.raw_sd / 3.0, "{fit:?}");
+        let p50 = c
+            .changes
+            .iter()
+            .find(|m| m.entry == "search" && m.metric == "p50_ms")
+            .unwrap();
+        // As measured it is 12 % faster; net of the drift, the same (its own part: 0.3 %).
+        assert!(
+            (c.changes.iter().any(|m| m.beta.is_some())) && p50.change.abs() < 0.01,
+            "change {} net of the drift",
+            p50.change
+        );
+        assert_eq!(p50.verdict, crate::report::compare::Verdict::NoChange);
+        assert!(c.noise.text().contains("net of the machine's drift"));
+
+        // The same search 15 % slower on an equally fast machine is a regression, caught with
+        // one run per side; its spread as measured (±4 %) would also see it, but net of the
+        // drift the interval is a fraction as wide.
+        let slower = drifting_run(21, -0.045, 0.14, 1.4);
+        let c = crate::report::compare::compare(
+            &baseline,
+            "a",
+            &slower,
+            "b",
+            &crate::report::compare::Options::default(),
+            &history,
+        )
+        .unwrap();
+        let p50 = c
+            .changes
+            .iter()
+            .find(|m| m.entry == "search" && m.metric == "p50_ms")
+            .unwrap();
+        assert_eq!(p50.verdict, crate::report::compare::Verdict::Regressed);
+        let (lo, hi) = p50.ci.unwrap();
+        assert!(hi - lo < 0.06, "interval [{lo}, {hi}]");
+    }
+
+    #[test]
+    fn a_reference_that_moved_beyond_its_noise_is_not_taken_out() {
+        let runs = drifting_history();
+        let baseline = runs.last().unwrap().clone();
+        // A per-statement cost: the round trip +60 %, the search +3 % (the same 10 µs on each).
+        let mut current = drifting_run(20, 0.47, 0.0, 0.0);
+        current.results[0].metrics.insert("p50_ms".into(), 0.31);
+        let history = History::of(&runs, 20);
+        let c = crate::report::compare::compare(
+            &baseline,
+            "a",
+            &current,
+            "b",
+            &crate::report::compare::Options::default(),
+            &history,
+        )
+        .unwrap();
+        let a = c.adjustment.as_ref().unwrap();
+        assert!(
+            matches!(a.state, AdjustmentState::ReferenceMoved(p) if p < REFERENCE_MOVED_P),
+            "{}",
+            a.text()
+        );
+        assert!(c.changes.iter().all(|m| m.beta.is_none()));
+        assert!(a.text().contains("judged as measured"), "{}", a.text());
+
+        // Without enough runs carrying the reference there is nothing to fit.
+        let history = History::of(&runs[..3], 20);
+        let c = crate::report::compare::compare(
+            &runs[2],
+            "a",
+            &runs[3],
+            "b",
+            &crate::report::compare::Options::default(),
+            &history,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.adjustment.unwrap().state,
+            AdjustmentState::NotEnoughRuns(3, 4)
+        ));
+    }
+
+    #[test]
+    fn rounds_measured_together_give_their_covariance() {
+        let x = entry_with_rounds("x", 1.0, &[1.0, 2.0, 4.0]);
+        let mut r = entry_with_rounds("r", 1.0, &[]);
+        r.rounds = [1.0, 2.0, 4.0]
+            .iter()
+            .map(|v| [(REFERENCE_METRIC.to_string(), *v)].into())
+            .collect();
+        // ln: 0, ln 2, 2 ln 2 — sample variance (ln 2)², over 3 rounds.
+        let cov = rounds_covariance(&x, "p50_ms", &r).unwrap();
+        assert!((cov - 2f64.ln().powi(2) / 3.0).abs() < 1e-12, "{cov}");
+        r.rounds.pop();
+        assert_eq!(rounds_covariance(&x, "p50_ms", &r), None);
     }
 
     #[test]
