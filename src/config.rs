@@ -2,6 +2,7 @@
 //! environment variable (benches cannot take flags, so they read the same names from the environment).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Parser};
 
@@ -45,7 +46,7 @@ impl Config {
     /// Applies quick mode (`CAPBENCH_QUICK=1`): a small dataset and query set, for smoke runs.
     pub fn effective(mut self) -> Self {
         self.remember_secrets();
-        crate::db::set_connect_timeout(self.servers.connect_timeout);
+        set_connect_timeout(self.servers.connect_timeout);
         if self.bench.quick {
             self.dataset.rows = self.dataset.rows.min(QUICK_ROWS);
             self.dataset.dims = self.dataset.dims.min(QUICK_DIMS);
@@ -462,4 +463,21 @@ fn parse_ef_construction(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(n)
+}
+
+/// How long opening a connection may take (TCP, TLS, startup, authentication) before it fails
+/// with an error naming the server, unless `--connect-timeout` / `CAPBENCH_CONNECT_TIMEOUT` says
+/// otherwise: a server that accepts TCP and never answers must not hang a run.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
+
+/// The connect timeout in force (set once from the configuration by `Config::effective`).
+pub fn connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Sets the connect timeout for every connection this process opens (PostgreSQL and Redis).
+pub fn set_connect_timeout(timeout: std::time::Duration) {
+    CONNECT_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
 }

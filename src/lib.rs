@@ -2,6 +2,12 @@
 //!
 //! # Layout
 //!
+//! Layers, each using only its own or lower ones (the `layers` test holds it): the foundation
+//! (`secrets`, `logging`, `cpu_idle`, `config`, `dataset`, `embed`, `workload`, `gates`, `db`,
+//! `ratelimit`, `record`, `stack`, `setup`) → the service engine (`server`) → the load engine
+//! (`load`, which can run the service in process) → the report (`report`) → the benches (`bench`);
+//! the binaries sit on top and wire them (`load`'s binary hands it the report's `publish`).
+//!
 //! - [`config`]: the one clap `Config` (every flag also an environment variable) shared by the
 //!   binaries and the benches.
 //! - [`cpu_idle`]: holding idle CPUs in polling while benches measure (`/dev/cpu_dma_latency`).
@@ -12,6 +18,10 @@
 //!   `target/capbench/`, started or reused on demand; or the servers of `DATABASE_URL` / `REDIS_URL`.
 //! - [`dataset`]: the deterministic clustered vectors (1,000 unit base vectors + Gaussian noise),
 //!   their fake metadata and the dataset fingerprint.
+//! - [`embed`]: the `Embedder` trait — deterministic (offline, from the dataset) and
+//!   OpenAI-compatible.
+//! - [`workload`]: what the workloads send — the seeds' search queries and their vectors.
+//! - [`gates`]: the seeds' launch gates (p99 < 50 ms, 20 users, < 1 % errors), in one place.
 //! - [`db`]: everything said to PostgreSQL — `schema` (setup/schema.sql), `load` (binary COPY),
 //!   `index` (HNSW build and catalog), `search` (THE search query).
 //! - [`setup`]: the `setup` binary's job — load the dataset once, atomically, and report it; the
@@ -38,6 +48,8 @@ pub mod config;
 pub mod cpu_idle;
 pub mod dataset;
 pub mod db;
+pub mod embed;
+pub mod gates;
 pub mod load;
 pub mod logging;
 pub mod ratelimit;
@@ -47,6 +59,7 @@ pub mod secrets;
 pub mod server;
 pub mod setup;
 pub mod stack;
+pub mod workload;
 
 /// Installs rustls' ring crypto provider for HTTPS clients (idempotent).
 pub fn install_tls_provider() {
@@ -123,5 +136,161 @@ pub fn parse_args<T: clap::Parser>() -> Result<T, std::process::ExitCode> {
             eprintln!("{}", config::first_line(&e.render().to_string()));
             Err(std::process::ExitCode::from(2))
         }
+    }
+}
+
+/// The layers, bottom up: a module may use modules of its own layer or below, never above; and no
+/// two modules may use each other, directly or round about (foundation modules among themselves
+/// included).
+#[cfg(test)]
+mod layers {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Foundation (0) → the service engine (1) → the load engine, which can run the service in
+    /// process (2) → the report (3) → the benches, which drive all of them and publish (4).
+    const LAYERS: &[(&str, u8)] = &[
+        ("secrets", 0),
+        ("logging", 0),
+        ("cpu_idle", 0),
+        ("config", 0),
+        ("dataset", 0),
+        ("embed", 0),
+        ("workload", 0),
+        ("gates", 0),
+        ("db", 0),
+        ("ratelimit", 0),
+        ("record", 0),
+        ("stack", 0),
+        ("setup", 0),
+        ("server", 1),
+        ("load", 2),
+        ("report", 3),
+        ("bench", 4),
+    ];
+
+    /// Which top-level modules each module names as `crate::x` (code, not comments).
+    fn uses() -> BTreeMap<String, BTreeSet<String>> {
+        fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, files);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap();
+            let top = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
+            let module = top.trim_end_matches(".rs").to_string();
+            if module == "bin" || module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let deps = graph.entry(module.clone()).or_default();
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or("");
+                let mut rest = code;
+                while let Some(at) = rest.find("crate::") {
+                    rest = &rest[at + "crate::".len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let name = if name.is_empty() && rest.starts_with('{') {
+                        // `use crate::{a, b::c}`: every name in the group.
+                        let group = &rest[1..rest.find('}').unwrap_or(rest.len())];
+                        for part in group.split(',') {
+                            let n: String = part
+                                .trim()
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect();
+                            if !n.is_empty() && n != module {
+                                deps.insert(n);
+                            }
+                        }
+                        continue;
+                    } else {
+                        name
+                    };
+                    if name != module {
+                        deps.insert(name);
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    fn layer(module: &str) -> Option<u8> {
+        LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+    }
+
+    #[test]
+    fn every_module_has_a_layer_and_uses_only_its_own_or_lower() {
+        let graph = uses();
+        let mut wrong = Vec::new();
+        for (module, deps) in &graph {
+            let Some(own) = layer(module) else {
+                wrong.push(format!("{module} has no layer in LAYERS"));
+                continue;
+            };
+            for dep in deps {
+                // Items of lib.rs itself (main_with, one_line, say!) are below everything.
+                if let Some(theirs) = layer(dep)
+                    && (theirs > own || (theirs == own && own > 0))
+                {
+                    wrong.push(format!(
+                        "{module} (layer {own}) uses {dep} (layer {theirs})"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn no_two_modules_use_each_other() {
+        let graph = uses();
+        let mut cycles = Vec::new();
+        // Depth-first search from every module; a path back to where it started is a cycle.
+        for start in graph.keys() {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = BTreeSet::new();
+            while let Some((at, path)) = stack.pop() {
+                for next in graph.get(&at).into_iter().flatten() {
+                    if next == start {
+                        cycles.push(format!("{} → {start}", path.join(" → ")));
+                    } else if graph.contains_key(next) && seen.insert(next.clone()) {
+                        let mut p = path.clone();
+                        p.push(next.clone());
+                        stack.push((next.clone(), p));
+                    }
+                }
+            }
+        }
+        assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+    }
+
+    #[test]
+    fn the_scan_sees_imports() {
+        // The test is only as good as its reading of the source: it must see what is known to be
+        // there (bench drives the load engine; load runs the service in process).
+        let graph = uses();
+        assert!(graph["bench"].contains("load"));
+        assert!(graph["load"].contains("server"));
+        assert!(graph["db"].contains("secrets"));
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use capbench::dataset::Dataset;
-use capbench::server::embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
+use capbench::embed::{DeterministicEmbedder, Embedder, OpenAiEmbedder};
 use serde_json::{Value, json};
 
 /// How the endpoint answers.

@@ -16,10 +16,7 @@ use crate::config::Config;
 use crate::load::{self, LoadArgs};
 use crate::record::RunRecord;
 
-/// The seeds' gate: p99 < 50 ms (with 20 users at 100K traces).
-pub const GATE_P99_MS: f64 = 50.0;
-/// The number of users the seeds' gate names.
-pub const GATE_USERS: u64 = 20;
+use crate::gates::{CAPACITY_USERS as GATE_USERS, P99_MS as GATE_P99_MS};
 
 pub fn main() -> ExitCode {
     crate::bench::bench_main(run)

@@ -27,7 +27,7 @@ use crate::setup::{self, LoadOptions, Outcome};
 use crate::{dataset, stack};
 
 /// The seeds' launch gate for raw HNSW search.
-pub const GATE_P99_MS: f64 = 50.0;
+pub use crate::gates::P99_MS as GATE_P99_MS;
 
 /// How each iteration runs the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,19 +26,7 @@ use crate::server::{AppState, LocalService};
 use crate::setup::{self, LoadOptions};
 use crate::stack;
 
-/// The seeds' ten search queries (SearchLoadUser rotates through them).
-pub const SEARCH_QUERIES: [&str; 10] = [
-    "react hooks useState",
-    "postgresql migration alembic",
-    "docker compose healthcheck",
-    "fastapi async sqlalchemy",
-    "python error handling retry",
-    "github actions ci pipeline",
-    "jwt authentication middleware",
-    "redis caching ttl pattern",
-    "typescript generics utility types",
-    "pytest fixtures conftest setup",
-];
+pub use crate::workload::SEARCH_QUERIES;
 
 /// Results per request (the seeds' `limit`).
 const PAGE: i64 = 10;

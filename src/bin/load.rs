@@ -2,5 +2,5 @@
 
 fn main() -> std::process::ExitCode {
     capbench::logging::init(capbench::logging::LogFormat::Text);
-    capbench::load::main()
+    capbench::load::main(capbench::report::publish)
 }

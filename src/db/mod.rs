@@ -8,7 +8,6 @@ pub mod schema;
 pub mod search;
 pub mod truth;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,22 +18,7 @@ use crate::secrets::redact;
 /// pgvector's first version with HNSW.
 pub const MIN_PGVECTOR: &str = "0.5.0";
 
-/// How long opening a connection may take (TCP, TLS, startup, authentication) before it fails
-/// with an error naming the server, unless `--connect-timeout` / `CAPBENCH_CONNECT_TIMEOUT` says
-/// otherwise: a server that accepts TCP and never answers must not hang a run.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
-
-/// The connect timeout in force (set once from the configuration by `Config::effective`).
-pub fn connect_timeout() -> Duration {
-    Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
-}
-
-/// Sets the connect timeout for every connection this process opens (PostgreSQL and Redis).
-pub fn set_connect_timeout(timeout: Duration) {
-    CONNECT_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
-}
+pub use crate::config::{DEFAULT_CONNECT_TIMEOUT, connect_timeout, set_connect_timeout};
 
 /// Opens a connection within [`connect_timeout`], with an error that names the server (without
 /// its password) and the timeout.

@@ -226,8 +226,11 @@ impl LoadArgs {
 }
 
 /// The `load` binary: its own runtime, so that Ctrl-C or SIGTERM ends the run early but still
-/// reports it.
-pub fn main() -> ExitCode {
+/// reports it. `publish` files the finished run's record (the binary passes the report's, which
+/// sits a layer above this engine).
+pub fn main(
+    publish: fn(&crate::record::RunRecord, &[String]) -> anyhow::Result<std::path::PathBuf>,
+) -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args = match LoadArgs::parse_from_args(&argv) {
         Ok(a) => a,
@@ -275,7 +278,7 @@ pub fn main() -> ExitCode {
     let result = runtime
         .block_on(run(args, Some(interrupt)))
         .and_then(|outcome| {
-            crate::report::publish(&outcome.record, &argv[..1])?;
+            publish(&outcome.record, &argv[..1])?;
             Ok(outcome)
         });
     match result {

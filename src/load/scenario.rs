@@ -11,8 +11,9 @@ use pgvector::Vector;
 use serde_json::json;
 
 use super::stats::Outcome;
-use crate::bench::http_search::SEARCH_QUERIES;
 use crate::db::search;
+use crate::workload::SEARCH_QUERIES;
+pub use crate::workload::query_vectors;
 
 /// Searches per page (the seeds' `limit`).
 const PAGE: i64 = 10;
@@ -442,18 +443,6 @@ fn error_line(e: &reqwest::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
-}
-
-/// The query vectors of the database target: the seeds' ten queries, embedded as the service does
-/// for the dataset `params` describe (the `capacity_meta.params` of the database under load).
-pub fn query_vectors(params: &crate::config::DatasetParams) -> Vec<Vector> {
-    let embedder = crate::server::embed::DeterministicEmbedder::new(Arc::new(
-        crate::dataset::Dataset::new(params.clone()),
-    ));
-    SEARCH_QUERIES
-        .iter()
-        .map(|q| Vector::from(embedder.embed_now(q)))
-        .collect()
 }
 
 /// The dataset parameters recorded in a loaded database (`capacity_meta.params`).

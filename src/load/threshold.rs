@@ -10,9 +10,8 @@ use super::stats::{Entry, Stats};
 pub const THRESHOLD_EXIT_CODE: u8 = 99;
 
 /// The share of failed requests a run stays below when no --threshold is given (and a sweep level,
-/// to count toward the knee): a run that mostly failed did not pass. A 429 that a burst user
-/// expects is not a failure (the seeds' BurstAgent); any other kind's 429 is.
-pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
+/// to count toward the knee): the seeds' error-rate gate.
+pub use crate::gates::MAX_ERROR_RATE as DEFAULT_MAX_ERROR_RATE;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Metric {

@@ -27,11 +27,7 @@ use crate::record::{self, Gate, RunRecord};
 use compare::{Comparison, Options};
 use store::{Store, Stored, is_quick};
 
-/// The seeds' gate on p99 latency (ms), drawn on the charts.
-pub const GATE_P99_MS: f64 = crate::bench::hnsw::GATE_P99_MS;
-
-/// The seeds' error-rate gate: fewer than 1 % failed requests.
-pub const MAX_ERROR_RATE: f64 = 0.01;
+use crate::gates::{MAX_ERROR_RATE, P99_MS as GATE_P99_MS};
 
 /// Exit code of `report --fail-on-regression` when a regression or a failed gate is found
 /// (1 is an error, 2 a usage error).

@@ -17,7 +17,7 @@
 //! outages as transitions; [`keys`] caches known and unknown API keys.
 
 pub mod connections;
-pub mod embed;
+pub use crate::embed;
 pub mod keys;
 mod metrics;
 pub mod outage;
@@ -378,7 +378,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn plan_warning(config: &Config, db_url: &str) -> Result<Option<String>> {
     use crate::db::{schema::HNSW_INDEX, search};
     let ef = config.service.search_ef_search;
-    let query = crate::load::scenario::query_vectors(&config.dataset).swap_remove(0);
+    let query = crate::workload::query_vectors(&config.dataset).swap_remove(0);
     let mut conn = crate::db::connect(db_url).await?;
     let plan = search::plan_at(&mut conn, &query, ann_candidates(ef, 10), ef).await?;
     Ok((!search::plan_uses_index(&plan, HNSW_INDEX)).then(|| {
