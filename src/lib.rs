@@ -167,6 +167,8 @@ mod layers {
         ("load", 2),
         ("report", 3),
         ("bench", 4),
+        // A test of docs/configuration.md against every binary's arguments.
+        ("configuration_reference", 5),
     ];
 
     /// Which top-level modules each module names as `crate::x` (code, not comments).
@@ -294,3 +296,9 @@ mod layers {
         assert!(graph["db"].contains("secrets"));
     }
 }
+
+/// docs/configuration.md against the binaries' own argument definitions: every flag the page names
+/// exists (in the binary its row names — `load --…`, `report --…`, or otherwise `setup`/`serve`)
+/// with the environment variable the page gives, and every flag a binary takes is on the page.
+#[cfg(test)]
+mod configuration_reference;
