@@ -43,6 +43,8 @@
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
 //! and a non-zero exit code.
 
+/// The benches' logic: built with the `bench` feature (on by default; Criterion).
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod cpu_idle;
@@ -89,13 +91,10 @@ pub fn main_handling_signals<F>(fut: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match multi_thread_runtime(None) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {}", one_line(&e));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -108,6 +107,29 @@ where
             }
         }
     })
+}
+
+/// A tokio runtime on the calling thread (benches time one request after another on it; a
+/// `Drop` that must finish its work runs one of its own).
+pub fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A tokio runtime with `workers` worker threads (`None`: one per CPU).
+pub fn multi_thread_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// An error chain as one line: `what we were doing: why`, with every secret seen scrubbed.
@@ -300,5 +322,5 @@ mod layers {
 /// docs/configuration.md against the binaries' own argument definitions: every flag the page names
 /// exists (in the binary its row names — `load --…`, `report --…`, or otherwise `setup`/`serve`)
 /// with the environment variable the page gives, and every flag a binary takes is on the page.
-#[cfg(test)]
+#[cfg(all(test, feature = "html"))]
 mod configuration_reference;

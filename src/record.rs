@@ -270,7 +270,7 @@ impl RunRecord {
         Self {
             schema_version: SCHEMA_VERSION,
             kind: kind.to_string(),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             environment,
             dataset: None,
             parameters,

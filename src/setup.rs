@@ -107,7 +107,7 @@ impl Figures {
 
 /// The result of `ensure_dataset`.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum DatasetChange {
     /// The dataset with this fingerprint was already loaded; nothing was done.
     Unchanged { fingerprint: String, rows: u64 },
     /// The dataset was (re)built.
@@ -280,7 +280,11 @@ fn plan(state: &State, wanted: &str, rows: u64, dims: u32, force: bool) -> Resul
 /// `opts.force`, and under it says what is deleted. It reads the state before changing anything,
 /// so a refusal leaves the database as it was. Abandoning the returned future (Ctrl-C) cancels the
 /// server's work on it.
-pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> Result<Outcome> {
+pub async fn ensure_dataset(
+    config: &Config,
+    url: &str,
+    opts: &LoadOptions,
+) -> Result<DatasetChange> {
     config.index.validate()?;
     let mut conn = db::connect(url).await?;
     let watch = db::SessionWatch::start(url, &mut conn, "setup").await?;
@@ -289,12 +293,59 @@ pub async fn ensure_dataset(config: &Config, url: &str, opts: &LoadOptions) -> R
     outcome
 }
 
+/// Which servers a driver needs besides the dataset's PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Database,
+    DatabaseAndRedis,
+}
+
+/// The servers a driver runs against, the dataset loaded in the first.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub database_url: String,
+    /// With [`Needs::DatabaseAndRedis`].
+    pub redis_url: Option<String>,
+    pub dataset: DatasetChange,
+}
+
+/// The one start of `serve`, `load` and the benches: the embedded stack (or the servers of
+/// `DATABASE_URL` / `REDIS_URL`) and the dataset `config` describes, through the same code as the
+/// `setup` binary (progress bars on a terminal; rows capbench did not load are kept, and a rebuild
+/// that cannot keep them is refused — `--force` is setup's alone).
+pub async fn ready(config: &Config, needs: Needs) -> Result<Ready> {
+    let database_url = stack::postgres(&config.servers, config.local_database()).await?;
+    let redis_url = match needs {
+        Needs::Database => None,
+        Needs::DatabaseAndRedis => Some(stack::redis(&config.servers).await?),
+    };
+    let opts = LoadOptions {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..LoadOptions::default()
+    };
+    let dataset = ensure_dataset(config, &database_url, &opts).await?;
+    Ok(Ready {
+        database_url,
+        redis_url,
+        dataset,
+    })
+}
+
+impl Ready {
+    /// The Redis URL of a [`Needs::DatabaseAndRedis`] start.
+    pub fn redis(&self) -> Result<&str> {
+        self.redis_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("Redis was not started (Needs::Database)"))
+    }
+}
+
 async fn ensure_on(
     mut conn: PgConnection,
     config: &Config,
     url: &str,
     opts: &LoadOptions,
-) -> Result<Outcome> {
+) -> Result<DatasetChange> {
     let wanted = dataset::fingerprint(&config.dataset, &config.index);
     let state = read_state(&mut conn).await?;
     let plan = plan(
@@ -311,7 +362,7 @@ async fn ensure_on(
         .context("creating the base schema (setup/schema.sql, section base)")?;
     let carry = match plan {
         Plan::Unchanged { rows } => {
-            return Ok(Outcome::Unchanged {
+            return Ok(DatasetChange::Unchanged {
                 fingerprint: wanted,
                 rows,
             });
@@ -328,7 +379,7 @@ async fn ensure_on(
         None
     };
     let figures = build(conn, monitor, config, &wanted, carry, opts).await?;
-    Ok(Outcome::Built {
+    Ok(DatasetChange::Built {
         fingerprint: wanted,
         figures: Box::new(figures),
     })
@@ -471,13 +522,13 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
     };
     eprintln!("setup: PostgreSQL at {}", crate::secrets::redact(&url));
     match ensure_dataset(&args.config, &url, &opts).await? {
-        Outcome::Unchanged { fingerprint, rows } => {
+        DatasetChange::Unchanged { fingerprint, rows } => {
             println!(
                 "dataset      {rows} rows, fingerprint {fingerprint}: already loaded, nothing to do ({} ms)",
                 started.elapsed().as_millis()
             );
         }
-        Outcome::Built {
+        DatasetChange::Built {
             fingerprint,
             figures,
         } => {

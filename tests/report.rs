@@ -899,7 +899,7 @@ fn http_pass(
     p50_ms: f64,
     sql_p50_ms: Option<f64>,
     stages: &[(&str, f64)],
-) -> capbench::bench::http_search::PassResult {
+) -> capbench::bench::http_search::HttpPass {
     let hist = |ms: f64| {
         histogram(
             &lognormal_ns(500, 3)
@@ -909,7 +909,7 @@ fn http_pass(
         )
     };
     let h = hist(p50_ms);
-    capbench::bench::http_search::PassResult {
+    capbench::bench::http_search::HttpPass {
         bench,
         latency: capbench::bench::LatencySummary::of(&h),
         histogram: h,

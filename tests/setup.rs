@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use capbench::config::{Config, IndexParams};
 use capbench::dataset::Dataset;
 use capbench::db::{self, index, schema, search};
-use capbench::setup::{LoadOptions, Outcome, ensure_dataset};
+use capbench::setup::{DatasetChange, LoadOptions, ensure_dataset};
 use pgvector::Vector;
 
 fn index_params(m: u32, ef_construction: u32) -> IndexParams {
@@ -73,7 +73,7 @@ async fn setup_builds_index_is_idempotent_and_rebuilds_on_change() {
     let first = ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await
         .expect("first setup");
-    let Outcome::Built {
+    let DatasetChange::Built {
         fingerprint,
         figures,
     } = first
@@ -125,7 +125,7 @@ async fn setup_builds_index_is_idempotent_and_rebuilds_on_change() {
         .await
         .expect("second setup");
     assert!(
-        matches!(&again, Outcome::Unchanged { fingerprint: f, rows: 2000 } if *f == fingerprint),
+        matches!(&again, DatasetChange::Unchanged { fingerprint: f, rows: 2000 } if *f == fingerprint),
         "re-run with the same parameters must do nothing, got {again:?}"
     );
     let loaded_at_1: String = sqlx::query_scalar("SELECT loaded_at::text FROM capacity_meta")
@@ -139,7 +139,7 @@ async fn setup_builds_index_is_idempotent_and_rebuilds_on_change() {
     let rebuilt = ensure_dataset(&changed, &url, &LoadOptions::default())
         .await
         .expect("rebuild");
-    let Outcome::Built {
+    let DatasetChange::Built {
         fingerprint: f2, ..
     } = rebuilt
     else {
@@ -165,7 +165,7 @@ async fn setup_builds_index_is_idempotent_and_rebuilds_on_change() {
     )
     .await
     .expect("forced rebuild");
-    assert!(matches!(forced, Outcome::Built { .. }));
+    assert!(matches!(forced, DatasetChange::Built { .. }));
     let loaded_at_2: String = sqlx::query_scalar("SELECT loaded_at::text FROM capacity_meta")
         .fetch_one(&mut conn)
         .await
@@ -177,7 +177,7 @@ async fn setup_builds_index_is_idempotent_and_rebuilds_on_change() {
 async fn an_interrupted_load_leaves_the_previous_dataset_untouched() {
     let cfg = common::config(common::small_params(500, 256), index_params(8, 32));
     let (cfg, url) = common::fresh_database("interrupted", cfg).await;
-    let Outcome::Built {
+    let DatasetChange::Built {
         fingerprint: original,
         ..
     } = ensure_dataset(&cfg, &url, &LoadOptions::default())
@@ -239,7 +239,7 @@ async fn an_interrupted_load_leaves_the_previous_dataset_untouched() {
     let next = ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await
         .unwrap();
-    assert!(matches!(next, Outcome::Unchanged { .. }));
+    assert!(matches!(next, DatasetChange::Unchanged { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +255,7 @@ async fn a_dataset_of_another_dimension_is_rebuilt_when_no_row_would_be_lost() {
     other.dataset.dims = 16;
     let rebuilt = ensure_dataset(&other, &url, &LoadOptions::default()).await;
     assert!(
-        matches!(rebuilt, Ok(Outcome::Built { .. })),
+        matches!(rebuilt, Ok(DatasetChange::Built { .. })),
         "16 dims over a table holding only capbench's rows must rebuild: {rebuilt:?}"
     );
     let mut conn = db::connect(&url).await.unwrap();
@@ -439,7 +439,7 @@ async fn rows_written_by_another_user_survive_reruns_and_rebuilds() {
         .await
         .expect("re-run");
     assert!(
-        matches!(again, Outcome::Unchanged { rows: 200, .. }),
+        matches!(again, DatasetChange::Unchanged { rows: 200, .. }),
         "a row written by another user must not trigger a rebuild: {again:?}"
     );
     assert!(trace_exists(&mut conn, id).await, "re-run deleted the row");
@@ -452,7 +452,7 @@ async fn rows_written_by_another_user_survive_reruns_and_rebuilds() {
             force,
             ..LoadOptions::default()
         };
-        let Outcome::Built { figures, .. } = ensure_dataset(&changed, &url, &opts)
+        let DatasetChange::Built { figures, .. } = ensure_dataset(&changed, &url, &opts)
             .await
             .expect("rebuild")
         else {
@@ -518,7 +518,7 @@ async fn a_trace_posted_through_the_service_survives_the_next_start_and_a_rebuil
     let next = ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await
         .expect("the next start");
-    assert!(matches!(next, Outcome::Unchanged { .. }), "{next:?}");
+    assert!(matches!(next, DatasetChange::Unchanged { .. }), "{next:?}");
     let n: i64 = sqlx::query_scalar(posted)
         .fetch_one(&mut conn)
         .await

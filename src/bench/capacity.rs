@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::bench::{BenchArgs, RunOutcome};
 use crate::config::Config;
@@ -80,10 +80,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
             format!("{}ms", env.run_time.unwrap_or(default).as_millis()),
         )
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let runtime = crate::multi_thread_runtime(None)?;
     let mut record: Option<RunRecord> = None;
     let mut levels = Vec::new();
     for (target, sweep) in [(None, &http), (Some("db"), &db)] {

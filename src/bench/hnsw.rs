@@ -7,7 +7,6 @@
 //! against the ground truth. Before timing, EXPLAIN must show the HNSW index scan, and the index is
 //! prewarmed.
 
-use std::cell::RefCell;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -17,13 +16,13 @@ use pgvector::Vector;
 use sqlx::PgConnection;
 
 use crate::bench::{
-    BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order,
+    BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order, time_async,
 };
 use crate::config::Config;
 use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, index, schema, search};
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
-use crate::setup::{self, LoadOptions, Outcome};
+use crate::setup::{self, DatasetChange, Needs};
 use crate::{dataset, stack};
 
 /// The seeds' launch gate for raw HNSW search.
@@ -62,7 +61,7 @@ pub fn plan(args: &BenchArgs, config: &Config) -> Vec<(Mode, u32)> {
 
 /// One measurement pass over the query set.
 #[derive(Debug, Clone)]
-pub struct PassResult {
+pub struct HnswPass {
     pub mode: Mode,
     pub ef_search: u32,
     pub latency: LatencySummary,
@@ -83,7 +82,7 @@ pub struct PgbenchResult {
     pub tps: f64,
 }
 
-pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
+pub type RunOutcome = crate::bench::RunOutcome<HnswPass>;
 
 /// `benches/hnsw.rs`'s main.
 pub fn main() -> ExitCode {
@@ -101,10 +100,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     config.index.validate()?;
     // One thread for the client: the connection's I/O is polled on the thread that waits for it,
     // never woken from another core (cross-thread wake-ups were a large part of the noise).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let rt = crate::current_thread_runtime()?;
     let mut prepared = rt.block_on(prepare(&config))?;
     let mut c = criterion(&config);
     let mut results = Vec::new();
@@ -127,34 +123,24 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             if mode == Mode::Session {
                 rt.block_on(search::set_ef_search(&mut prepared.conn, ef, false))?;
             }
-            let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
             let mut next = 0usize;
-            group.bench_function(BenchmarkId::new("ef_search", ef), |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let q = &prepared.queries[next % n];
-                            next += 1;
-                            let r = match mode {
-                                Mode::Session => search::search(&mut prepared.conn, q, k).await,
-                                Mode::Transaction => {
-                                    search::search_in_transaction(&mut prepared.conn, q, k, ef)
-                                        .await
-                                }
-                            };
-                            if let Err(e) = r {
-                                failure.borrow_mut().get_or_insert(e);
-                                break;
-                            }
-                        }
-                        start.elapsed()
-                    })
-                })
-            });
-            if let Some(e) = failure.take() {
-                return Err(e.context(format!("benchmark {}", mode.id(ef))));
-            }
+            let conn = &mut prepared.conn;
+            let queries = &prepared.queries;
+            time_async(
+                &mut group,
+                BenchmarkId::new("ef_search", ef),
+                &rt,
+                async || {
+                    let q = &queries[next % n];
+                    next += 1;
+                    match mode {
+                        Mode::Session => search::search(conn, q, k).await,
+                        Mode::Transaction => search::search_in_transaction(conn, q, k, ef).await,
+                    }
+                    .map(drop)
+                },
+            )
+            .with_context(|| format!("benchmark {}", mode.id(ef)))?;
             if bench_args.test {
                 continue;
             }
@@ -194,17 +180,14 @@ pub struct Prepared {
 
 /// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
 pub async fn prepare(config: &Config) -> Result<Prepared> {
-    let url = stack::postgres(&config.servers, config.local_database()).await?;
+    let ready = setup::ready(config, Needs::Database).await?;
+    let url = ready.database_url;
     eprintln!("hnsw: PostgreSQL at {}", crate::secrets::redact(&url));
-    let opts = LoadOptions {
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..LoadOptions::default()
-    };
-    match setup::ensure_dataset(config, &url, &opts).await? {
-        Outcome::Unchanged { fingerprint, rows } => {
+    match ready.dataset {
+        DatasetChange::Unchanged { fingerprint, rows } => {
             eprintln!("hnsw: dataset {fingerprint} ({rows} rows) already loaded")
         }
-        Outcome::Built {
+        DatasetChange::Built {
             fingerprint,
             figures,
         } => {
@@ -278,7 +261,7 @@ pub async fn measure_rounds(
     prepared: &mut Prepared,
     config: &Config,
     plan: &[(Mode, u32)],
-) -> Result<Vec<PassResult>> {
+) -> Result<Vec<HnswPass>> {
     let k = prepared.truth.k as i64;
     let n = prepared.queries.len();
     let min_pass = if config.bench.quick {
@@ -350,7 +333,7 @@ pub async fn measure_rounds(
         .iter()
         .zip(rounds)
         .zip(recalls)
-        .map(|((&(mode, ef), rounds), recalls)| PassResult {
+        .map(|((&(mode, ef), rounds), recalls)| HnswPass {
             mode,
             ef_search: ef,
             latency: LatencySummary::of(rounds.histogram()),
@@ -464,7 +447,7 @@ fn verdict(p99_ms: f64) -> &'static str {
     if p99_ms < GATE_P99_MS { "PASS" } else { "FAIL" }
 }
 
-fn print_table(config: &Config, prepared: &Prepared, results: &[PassResult]) {
+fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
     println!();
     println!(
         "hnsw — {} rows × {} dims, m={} ef_construction={}, {} queries, recall@{} against exact top-{}{}",
@@ -560,7 +543,7 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[PassResult]) {
 async fn write_record(
     config: &Config,
     prepared: &mut Prepared,
-    results: &[PassResult],
+    results: &[HnswPass],
 ) -> Result<RunRecord> {
     let environment = Environment::of_machine()
         .with_postgres(&mut prepared.conn)

@@ -9,7 +9,6 @@
 //! ef_search) with the cost of a 429 beside it — an absolute budget in milliseconds says more about
 //! the machine (a shared 2-vCPU VM) than about the service.
 
-use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -18,13 +17,12 @@ use criterion::{BenchmarkId, Throughput};
 use pgvector::Vector;
 use serde_json::json;
 
-use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms};
+use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms, time_async};
 use crate::config::Config;
 use crate::db::{self, search};
 use crate::record::{self, Environment, ResultEntry, RunRecord};
 use crate::server::{AppState, LocalService};
-use crate::setup::{self, LoadOptions};
-use crate::stack;
+use crate::setup::{self, Needs};
 
 pub use crate::workload::SEARCH_QUERIES;
 
@@ -78,7 +76,7 @@ pub fn plan(args: &BenchArgs, config: &Config) -> Vec<Bench> {
 
 /// One measurement pass.
 #[derive(Debug, Clone)]
-pub struct PassResult {
+pub struct HttpPass {
     pub bench: Bench,
     pub latency: LatencySummary,
     pub histogram: hdrhistogram::Histogram<u64>,
@@ -100,7 +98,7 @@ pub struct Overhead {
     pub ratio: f64,
 }
 
-impl PassResult {
+impl HttpPass {
     /// The service's overhead over its SQL, when the SQL was measured beside it.
     pub fn overhead(&self) -> Option<Overhead> {
         let sql = self.sql?.p50_ms;
@@ -116,7 +114,7 @@ impl PassResult {
     }
 }
 
-pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
+pub type RunOutcome = crate::bench::RunOutcome<HttpPass>;
 
 pub fn main() -> ExitCode {
     crate::bench::bench_main(run)
@@ -200,22 +198,15 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     crate::install_tls_provider();
     // One thread for client and in-process service: no cross-thread wake-ups in the measured path
     // (on 2 cores they cost more than the service's own work); PostgreSQL and Redis keep the others.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let rt = crate::current_thread_runtime()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4)
         .build()?;
     let local = config.service.target_url.is_none();
     let (db_url, redis_url) = if local {
-        let db = rt.block_on(stack::postgres(&config.servers, config.local_database()))?;
-        let redis = rt.block_on(stack::redis(&config.servers))?;
-        let opts = LoadOptions {
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            ..LoadOptions::default()
-        };
-        rt.block_on(setup::ensure_dataset(&config, &db, &opts))?;
+        let ready = rt.block_on(setup::ready(&config, Needs::DatabaseAndRedis))?;
+        let redis = ready.redis()?.to_string();
+        let db = ready.database_url;
         eprintln!(
             "http_search: in-process service on PostgreSQL {} and Redis {}",
             crate::secrets::redact(&db),
@@ -295,36 +286,15 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                 bail!("no 429 after 100,000 requests: the target's read limit is higher than this bench will drain")
             })?;
         }
-        let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
         let mut next = 0usize;
-        group.bench_function(bench.bench_id(), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let q = SEARCH_QUERIES[next % SEARCH_QUERIES.len()];
-                        next += 1;
-                        match request(&client, &target, q).await {
-                            Ok(s) if s == expected => {}
-                            Ok(s) => {
-                                failure
-                                    .borrow_mut()
-                                    .get_or_insert(anyhow::anyhow!("expected {expected}, got {s}"));
-                                break;
-                            }
-                            Err(e) => {
-                                failure.borrow_mut().get_or_insert(e);
-                                break;
-                            }
-                        }
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-        if let Some(e) = failure.take() {
-            return Err(e.context(format!("benchmark {}", bench.id())));
-        }
+        time_async(&mut group, bench.bench_id(), &rt, async || {
+            let q = SEARCH_QUERIES[next % SEARCH_QUERIES.len()];
+            next += 1;
+            let s = request(&client, &target, q).await?;
+            anyhow::ensure!(s == expected, "expected {expected}, got {s}");
+            Ok(())
+        })
+        .with_context(|| format!("benchmark {}", bench.id()))?;
         if bench_args.test {
             continue;
         }
@@ -378,7 +348,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         })?;
         let rps = passes as f64 / http_time.as_secs_f64().max(1e-9);
         let sql = (!sql_hist.is_empty()).then(|| LatencySummary::of(&sql_hist));
-        results.push(PassResult {
+        results.push(HttpPass {
             bench,
             latency: LatencySummary::of(&hist),
             histogram: hist,
@@ -416,7 +386,7 @@ async fn sql_connection(db_url: &str, ef: u32, vectors: &[Vector]) -> Result<sql
     Ok(conn)
 }
 
-fn print_table(results: &[PassResult]) {
+fn print_table(results: &[HttpPass]) {
     println!();
     println!(
         "{:<28} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7}",
@@ -472,7 +442,7 @@ fn print_table(results: &[PassResult]) {
 
 /// One line on the service's overhead: the ratio at each ef_search, and what a 429 costs beside it.
 /// No pass/fail: the ratio is what compares across machines.
-pub fn overhead_line(results: &[PassResult]) -> Option<String> {
+pub fn overhead_line(results: &[HttpPass]) -> Option<String> {
     let ratios: Vec<String> = results
         .iter()
         .filter_map(|r| match (r.bench, r.overhead()) {
@@ -503,7 +473,7 @@ async fn write_record(
     config: &Config,
     db_url: Option<&str>,
     redis_url: Option<&str>,
-    results: &[PassResult],
+    results: &[HttpPass],
 ) -> Result<RunRecord> {
     let (environment, _) = Environment::of_servers("http_search", db_url, redis_url).await;
     let mut rec = RunRecord::new(
@@ -529,7 +499,7 @@ async fn write_record(
 /// The record's entries: each pass's figures; beside the SQL, the overhead in ms and as a ratio
 /// (`overhead_p50_ms`, `overhead_ratio`) — no gate; the 429 path is its own entry
 /// (`http_search/rejected`: `p50_ms`, `server_total_p50_ms`).
-pub fn entries(results: &[PassResult]) -> Result<Vec<ResultEntry>> {
+pub fn entries(results: &[HttpPass]) -> Result<Vec<ResultEntry>> {
     results
         .iter()
         .map(|r| {

@@ -14,10 +14,45 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use criterion::Criterion;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use hdrhistogram::Histogram;
 
 use crate::config::Config;
+
+/// Criterion's timing loop for one async operation, on `rt`: each sample awaits `op` as many times
+/// as Criterion asks and is timed as a whole. The first error ends the benchmark — the samples left
+/// are not run — and is returned, so a failing request is the bench's error, never a fast figure.
+pub fn time_async<F>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    rt: &tokio::runtime::Runtime,
+    mut op: F,
+) -> Result<()>
+where
+    F: AsyncFnMut() -> Result<()>,
+{
+    let mut failure = None;
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            if failure.is_some() {
+                // Criterion still asks for its samples: hand back a nominal time, run nothing.
+                return Duration::from_nanos(iters.max(1));
+            }
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    if let Err(e) = op().await {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                start.elapsed()
+            })
+        })
+    });
+    failure.map_or(Ok(()), Err)
+}
 
 /// Which benchmarks Criterion will run, read from the same arguments Criterion reads.
 #[derive(Debug, Clone)]
@@ -461,5 +496,48 @@ mod rounds_tests {
         assert_eq!(round_order(3, 0).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(round_order(3, 1).collect::<Vec<_>>(), vec![1, 2, 0]);
         assert_eq!(round_order(3, 5).collect::<Vec<_>>(), vec![2, 0, 1]);
+    }
+
+    /// Criterion timing a tiny async operation, writing under a temporary directory.
+    fn tiny_criterion(dir: &std::path::Path) -> Criterion {
+        Criterion::default()
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(10))
+            .measurement_time(Duration::from_millis(20))
+            .nresamples(100)
+            .without_plots()
+            .output_directory(dir)
+    }
+
+    #[test]
+    fn time_async_runs_the_operation_and_returns_its_first_error_without_running_more() {
+        let dir = std::env::temp_dir().join(format!("capbench-time-async-{}", std::process::id()));
+        let rt = crate::current_thread_runtime().unwrap();
+        let mut c = tiny_criterion(&dir);
+        let mut group = c.benchmark_group("t");
+
+        let mut calls = 0u64;
+        time_async(&mut group, BenchmarkId::new("ok", 1), &rt, async || {
+            calls += 1;
+            tokio::task::yield_now().await;
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            calls >= 10,
+            "Criterion's samples ran the operation: {calls} calls"
+        );
+
+        let mut calls = 0u64;
+        let err = time_async(&mut group, BenchmarkId::new("fails", 1), &rt, async || {
+            calls += 1;
+            anyhow::ensure!(calls < 3, "call {calls} failed");
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "call 3 failed");
+        assert_eq!(calls, 3, "nothing ran after the first error");
+        group.finish();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use criterion::Throughput;
 
-use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms, limiter_timeline};
+use crate::bench::{
+    BenchArgs, LatencySummary, criterion, criterion_median_ms, limiter_timeline, time_async,
+};
 use crate::config::Config;
 use crate::ratelimit::{Limit, TokenBucket};
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
@@ -71,7 +73,7 @@ impl Path {
 
 /// One measurement pass.
 #[derive(Debug, Clone)]
-pub struct PassResult {
+pub struct LimiterPass {
     pub path: Path,
     pub latency: LatencySummary,
     pub histogram: hdrhistogram::Histogram<u64>,
@@ -154,7 +156,7 @@ fn interleaved_comparison(
     })
 }
 
-pub type RunOutcome = crate::bench::RunOutcome<PassResult>;
+pub type RunOutcome = crate::bench::RunOutcome<LimiterPass>;
 
 pub fn main() -> ExitCode {
     crate::bench::bench_main(run)
@@ -186,10 +188,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     if let Some(outcome) = crate::bench::before_setup(&bench_args, &selected_ids(&bench_args))? {
         return Ok(outcome);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let rt = crate::current_thread_runtime()?;
     let url = rt.block_on(stack::redis(&config.servers))?;
     eprintln!("rate_limit: Redis at {}", crate::secrets::redact(&url));
     let tb = rt.block_on(TokenBucket::connect(&url))?;
@@ -209,7 +208,6 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
 
     let mut c = criterion(&config);
     let mut group = c.benchmark_group("rate_limit");
-    let failure: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let mut results = Vec::new();
     for path in plan.iter().copied() {
         group.throughput(Throughput::Elements(if path == Path::Pipelined {
@@ -217,25 +215,10 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         } else {
             1
         }));
-        group.bench_function(path.bench_id(), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let r = evaluate(&tb, path, &allowed_key, &denied_key, &fresh, &fresh_key)
-                            .await;
-                        if let Err(e) = r {
-                            failure.borrow_mut().get_or_insert(e);
-                            break;
-                        }
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-        if let Some(e) = failure.take() {
-            return Err(e.context(format!("benchmark {}", path.id())));
-        }
+        time_async(&mut group, path.bench_id(), &rt, async || {
+            evaluate(&tb, path, &allowed_key, &denied_key, &fresh, &fresh_key).await
+        })
+        .with_context(|| format!("benchmark {}", path.id()))?;
         if bench_args.test {
             continue;
         }
@@ -256,7 +239,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             anyhow::Ok(())
         })?;
         let per_call = if path == Path::Pipelined { PIPELINE } else { 1 };
-        results.push(PassResult {
+        results.push(LimiterPass {
             path,
             latency: LatencySummary::of(&hist),
             histogram: hist,
@@ -480,7 +463,7 @@ impl GuestUser {
     }
 }
 
-fn print_table(results: &[PassResult], compared: Option<Interleaved>) {
+fn print_table(results: &[LimiterPass], compared: Option<Interleaved>) {
     println!();
     println!(
         "{:<32} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
@@ -520,7 +503,7 @@ fn print_table(results: &[PassResult], compared: Option<Interleaved>) {
 async fn write_record(
     config: &Config,
     url: &str,
-    results: &[PassResult],
+    results: &[LimiterPass],
     compared: Option<Interleaved>,
 ) -> Result<RunRecord> {
     let (environment, _) = Environment::of_servers("rate_limit", None, Some(url)).await;

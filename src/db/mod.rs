@@ -109,9 +109,7 @@ fn cancel_backend(url: &str, pid: i32) {
     let worker = std::thread::Builder::new()
         .name("capbench-cancel".into())
         .spawn(move || -> Result<bool> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = crate::current_thread_runtime()?;
             runtime.block_on(async {
                 let mut conn = connect(&url).await?;
                 let cancelled: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")

@@ -284,13 +284,8 @@ impl Drop for LocalService {
 pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     crate::logging::init(config.service.log_format);
     let config = config.effective();
-    let db_url = crate::stack::postgres(&config.servers, config.local_database()).await?;
-    let redis_url = crate::stack::redis(&config.servers).await?;
-    let opts = crate::setup::LoadOptions {
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..crate::setup::LoadOptions::default()
-    };
-    crate::setup::ensure_dataset(&config, &db_url, &opts).await?;
+    let ready = crate::setup::ready(&config, crate::setup::Needs::DatabaseAndRedis).await?;
+    let (db_url, redis_url) = (ready.database_url.clone(), ready.redis()?.to_string());
     if let Some(warning) = plan_warning(&config, &db_url).await? {
         tracing::warn!("{warning}");
     }
