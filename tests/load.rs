@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::routing::post;
+use capbench::load::locust;
 use capbench::load::run::Ending;
-use capbench::load::stats;
 use capbench::load::{self, Reach};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -350,7 +350,7 @@ async fn csv_files_have_locusts_columns() {
     assert_eq!(total, done.stats.total.requests);
     let history = std::fs::read_to_string(dir.join("run_stats_history.csv")).unwrap();
     assert!(history.lines().count() >= 2, "a row per second");
-    assert_eq!(stats::STATS_HEADER.split(',').count(), 22);
+    assert_eq!(locust::STATS_HEADER.split(',').count(), 22);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -519,11 +519,11 @@ async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
     assert_eq!(seen.load(Ordering::SeqCst), 0, "a byte reached 127.0.0.2");
     assert_eq!(out.succeeded(), 0);
     let (_, done) = &out.finished[0];
-    let failures: Vec<&str> = done
+    let failures: Vec<String> = done
         .stats
         .failures
         .keys()
-        .map(|(_, _, e)| e.as_str())
+        .map(|(_, _, e)| e.to_string())
         .collect();
     assert!(
         failures
@@ -549,11 +549,11 @@ async fn a_redirect_elsewhere_is_refused_before_a_byte_is_sent() {
     let out = load::run(a, None).await.unwrap();
     assert_eq!(seen.load(Ordering::SeqCst), 0, "a byte reached 127.0.0.1");
     let (_, done) = &out.finished[0];
-    let failures: Vec<&str> = done
+    let failures: Vec<String> = done
         .stats
         .failures
         .keys()
-        .map(|(_, _, e)| e.as_str())
+        .map(|(_, _, e)| e.to_string())
         .collect();
     assert!(
         failures

@@ -3,7 +3,6 @@
 //! request's latency taken from its slot in the schedule, so a stalled server cannot hide its tail
 //! (coordinated omission); the uncorrected latency, from the actual send, is kept beside it.
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::{Semaphore, watch};
 
-use super::scenario::{self, Kind, Mix, Target, User};
+use super::failure::Failure;
+pub use super::output::Progress;
+use super::scenario::{self, Mix, Target, User};
+use super::signal::signalled;
+pub use super::signal::{Interrupt, Signal};
 use super::stats::{Outcome, Stats};
 
 /// How long requests in flight at the end may take to finish before they are abandoned.
@@ -47,55 +50,6 @@ pub struct OpenPlan {
     pub max_requests: u64,
 }
 
-/// How the live progress line is shown.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    pub label: String,
-    /// Redraw one line in place (a terminal) or print a line every 10 s (a log).
-    pub tty: bool,
-    pub quiet: bool,
-}
-
-impl Progress {
-    pub fn new(label: impl Into<String>, quiet: bool) -> Self {
-        Self {
-            label: label.into(),
-            tty: std::io::stderr().is_terminal(),
-            quiet,
-        }
-    }
-
-    fn show(&self, stats: &Stats, users: usize, second: u64) {
-        if self.quiet || (!self.tty && !second.is_multiple_of(10)) {
-            return;
-        }
-        let last = stats.total_history().last();
-        let t = &stats.total;
-        let line = format!(
-            "{} [{:>3}s] users {users} | {:.0} req/s | p50 {:.2} ms p99 {:.2} ms (last 10 s) | {} requests, {} failures ({:.2}%)",
-            self.label,
-            second,
-            last.map_or(0.0, |r| r.rps),
-            last.map_or(0.0, |r| r.percentiles[0]),
-            last.map_or(0.0, |r| r.percentiles[7]),
-            t.requests,
-            t.failures,
-            t.error_rate() * 100.0
-        );
-        if self.tty {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            eprintln!("{line}");
-        }
-    }
-
-    fn finish(&self) {
-        if self.tty && !self.quiet {
-            eprintln!();
-        }
-    }
-}
-
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -103,61 +57,6 @@ pub enum Ending {
     RequestBound,
     /// A signal ended it early; the results so far are reported and written all the same.
     Interrupted(Signal),
-}
-
-/// A signal that ends a run early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// Ctrl-C (SIGINT).
-    Interrupt,
-    /// SIGTERM: CI cancellation, `timeout`, `docker stop`.
-    Terminate,
-}
-
-/// Tells a run that a signal came ([`Signal::watch`]); `None` until one does.
-pub type Interrupt = watch::Receiver<Option<Signal>>;
-
-impl Signal {
-    /// The shell's code for a process ended by this signal (128 + its number): 130 or 143.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Signal::Interrupt => 130,
-            Signal::Terminate => 143,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Interrupt => "SIGINT",
-            Signal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// Handles Ctrl-C and SIGTERM from now on (called within a runtime): the first one is sent on
-    /// the returned channel, and the process goes on to report what it measured.
-    pub fn watch() -> std::io::Result<Interrupt> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let (tx, rx) = watch::channel(None);
-        tokio::spawn(async move {
-            let which = tokio::select! {
-                _ = interrupt.recv() => Signal::Interrupt,
-                _ = terminate.recv() => Signal::Terminate,
-            };
-            let _ = tx.send(Some(which));
-        });
-        Ok(rx)
-    }
-}
-
-/// Waits for a signal (forever, if none can come any more).
-pub async fn signalled(mut rx: Interrupt) -> Signal {
-    let signal = rx.wait_for(Option::is_some).await.ok().and_then(|s| *s);
-    match signal {
-        Some(signal) => signal,
-        None => std::future::pending().await,
-    }
 }
 
 /// A finished run.
@@ -398,7 +297,7 @@ async fn user_loop(
                 "SQL",
                 "connect",
                 Instant::now(),
-                crate::one_line(&e),
+                Failure::NotReady(crate::one_line(&e)),
             )),
         }
         if !user.ready() {
@@ -507,7 +406,7 @@ pub async fn open(
                                     "SQL",
                                     scenario::SQL_NAME,
                                     intended,
-                                    e.to_string(),
+                                    Failure::Database(e.to_string()),
                                 ),
                             },
                             None => {
@@ -610,52 +509,4 @@ async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::P
                 humantime::format_duration(limit)
             )
         })
-}
-
-/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time, within `bound` (the
-/// run time: a target that does not answer must not hold the run up longer than the run itself).
-pub async fn mint_keys(
-    target: &Target,
-    n: usize,
-    tag: &str,
-    bound: Duration,
-) -> Result<Vec<String>> {
-    if matches!(target, Target::Database { .. }) {
-        return Ok(Vec::new());
-    }
-    tokio::time::timeout(bound, mint(target, n, tag))
-        .await
-        .unwrap_or_else(|_| {
-            anyhow::bail!(
-                "minting {n} API keys through {}/api/v1/keys took longer than the run time ({}): is the target answering?",
-                target.describe(),
-                humantime::format_duration(bound)
-            )
-        })
-}
-
-async fn mint(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
-        let mut set = tokio::task::JoinSet::new();
-        for &i in chunk {
-            let (target, tag) = (target.clone(), tag.to_string());
-            set.spawn(async move {
-                let mut user = User::new(Kind::Search, i as u64);
-                let o = user.start(&target, &tag).await?;
-                match (user.key, o.and_then(|o| o.failure)) {
-                    (Some(k), _) => Ok(k),
-                    (None, why) => anyhow::bail!(
-                        "could not mint an API key through {}/api/v1/keys: {}",
-                        target.describe(),
-                        why.unwrap_or_default()
-                    ),
-                }
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            keys.push(r.context("minting a key")??);
-        }
-    }
-    Ok(keys)
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use pgvector::Vector;
 use serde_json::json;
 
+use super::failure::Failure;
 use super::stats::Outcome;
 use crate::db::search;
 use crate::workload::SEARCH_QUERIES;
@@ -270,27 +271,22 @@ impl User {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         match r.bytes().await {
-                            Ok(b) => (Some(status), b.to_vec(), None),
-                            Err(e) => (Some(status), Vec::new(), Some(error_line(&e))),
+                            Ok(b) => (
+                                Some(status),
+                                b.to_vec(),
+                                (status != 201).then_some(Failure::Status(status)),
+                            ),
+                            Err(e) => (Some(status), Vec::new(), Some(Failure::of_transport(&e))),
                         }
                     }
-                    Err(e) => (None, Vec::new(), Some(error_line(&e))),
+                    Err(e) => (None, Vec::new(), Some(Failure::of_transport(&e))),
                 };
-                let failure = failure.or_else(|| match status {
-                    Some(201) => None,
-                    Some(s) => Some(format!("HTTP {s}")),
-                    None => Some("no response".into()),
-                });
                 if failure.is_none() {
                     let v: serde_json::Value = serde_json::from_slice(&body)
                         .context("the answer of /api/v1/keys is not JSON")?;
                     self.key = v["api_key"].as_str().map(String::from);
                 }
-                let failure = failure.or_else(|| {
-                    self.key
-                        .is_none()
-                        .then(|| "no api_key in the answer".to_string())
-                });
+                let failure = failure.or_else(|| self.key.is_none().then_some(Failure::NoApiKey));
                 Ok(Some(Outcome {
                     method: "POST",
                     name: KEYS_NAME,
@@ -380,22 +376,16 @@ pub async fn send(
             if let Some(key) = key {
                 req = req.header("X-API-Key", key);
             }
-            let (status, bytes, error) = match req.send().await {
+            let (status, bytes, failure) = match req.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     match r.bytes().await {
-                        Ok(b) => (Some(status), b.len() as u64, None),
-                        Err(e) => (Some(status), 0, Some(error_line(&e))),
+                        Ok(b) => (Some(status), b.len() as u64, judge(kind, status)),
+                        Err(e) => (Some(status), 0, Some(Failure::of_transport(&e))),
                     }
                 }
-                Err(e) => (None, 0, Some(error_line(&e))),
+                Err(e) => (None, 0, Some(Failure::of_transport(&e))),
             };
-            let failure = error.or_else(|| match (kind, status) {
-                (_, Some(200)) | (Kind::Burst, Some(429)) => None,
-                (Kind::Burst, Some(s)) => Some(format!("Unexpected status {s}")),
-                (_, Some(s)) => Some(format!("HTTP {s}")),
-                (_, None) => Some("no response".into()),
-            });
             Outcome {
                 method: "POST",
                 name,
@@ -413,9 +403,9 @@ pub async fn send(
             let (failure, bytes) = match conn {
                 Some(conn) => match search::search(conn, v, PAGE).await {
                     Ok(hits) => (None, hits.len() as u64),
-                    Err(e) => (Some(crate::one_line(&e)), 0),
+                    Err(e) => (Some(Failure::Database(crate::one_line(&e))), 0),
                 },
-                None => (Some("no connection".into()), 0),
+                None => (Some(Failure::NoConnection), 0),
             };
             Outcome {
                 method: "SQL",
@@ -431,18 +421,14 @@ pub async fn send(
     }
 }
 
-/// A transport error as one line (reqwest's chain: what failed and why).
-fn error_line(e: &reqwest::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
+/// Whether a search answered with `status` failed, for a user of `kind`: 200 is a success, and
+/// so is a burst user's 429 (the limiter doing its job).
+fn judge(kind: Kind, status: u16) -> Option<Failure> {
+    match (kind, status) {
+        (_, 200) | (Kind::Burst, 429) => None,
+        (Kind::Burst, s) => Some(Failure::UnexpectedStatus(s)),
+        (_, s) => Some(Failure::Status(s)),
     }
-    parts.join(": ")
 }
 
 /// The dataset parameters recorded in a loaded database (`capacity_meta.params`).
@@ -493,5 +479,21 @@ mod tests {
         for bad in ["", "search:0", "walk", "search,search", "search:x"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_burst_users_429_is_no_failure() {
+        assert_eq!(judge(Kind::Search, 200), None);
+        assert_eq!(judge(Kind::Burst, 429), None);
+        assert_eq!(judge(Kind::Search, 429), Some(Failure::Status(429)));
+        assert_eq!(judge(Kind::Realistic, 503), Some(Failure::Status(503)));
+        assert_eq!(
+            judge(Kind::Burst, 500),
+            Some(Failure::UnexpectedStatus(500))
+        );
+        assert_eq!(
+            judge(Kind::Burst, 500).unwrap().to_string(),
+            "Unexpected status 500"
+        );
     }
 }

@@ -1,15 +1,13 @@
 //! What a load run measured: per request name and in total, every latency in HDR histograms (from the
 //! intended start — corrected — and from the actual send — uncorrected), status codes, failures, and
-//! a per-second history. Written as Locust's CSV files (same columns) and as the run record.
+//! a per-second history. Written as Locust's CSV files (`locust`) and as the run record (`record`).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
+use super::failure::Failure;
 use crate::record;
 
 /// Locust's percentile columns, in its order and with its headers.
@@ -27,15 +25,6 @@ pub const PERCENTILES: [(f64, &str); 11] = [
     (1.0, "100%"),
 ];
 
-/// Locust 2.x `_stats.csv` header.
-pub const STATS_HEADER: &str = "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%";
-/// Locust 2.x `_stats_history.csv` header.
-pub const HISTORY_HEADER: &str = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,Total Min Response Time,Total Max Response Time,Total Average Content Size";
-/// Locust 2.x `_failures.csv` header.
-pub const FAILURES_HEADER: &str = "Method,Name,Error,Occurrences,First Seen,Last Seen";
-/// Locust 2.x `_exceptions.csv` header (capbench raises none; the file is written for tooling).
-pub const EXCEPTIONS_HEADER: &str = "Count,Message,Traceback,Nodes";
-
 /// Locust's window for the "current" percentiles of the history (seconds).
 const WINDOW_SECONDS: usize = 10;
 
@@ -52,7 +41,7 @@ pub struct Outcome {
     /// HTTP status, if an answer came.
     pub status: Option<u16>,
     /// Why it counts as a failure (`None`: a success, which includes expected 429s).
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
     /// Response body bytes.
     pub bytes: u64,
 }
@@ -63,7 +52,7 @@ impl Outcome {
         method: &'static str,
         name: &'static str,
         intended: Instant,
-        why: String,
+        why: Failure,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -199,6 +188,9 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
+/// What failures are counted by: (method, name, why).
+pub type FailureKey = (&'static str, &'static str, Failure);
+
 /// A row of Locust's `_failures.csv`.
 #[derive(Debug, Clone)]
 pub struct FailureRow {
@@ -242,7 +234,8 @@ pub struct Stats {
     /// How late requests were sent after their due time (ns): the generator's own lateness (open
     /// model; zero in the closed model, where a request is due when it is sent).
     pub lateness: Histogram<u64>,
-    pub failures: BTreeMap<(String, String, String), FailureRow>,
+    /// Per (method, name, failure): how often, first and last seen.
+    pub failures: BTreeMap<FailureKey, FailureRow>,
     pub history: Vec<HistoryRow>,
     last_tick: Instant,
 }
@@ -281,10 +274,10 @@ impl Stats {
                 .as_nanos()
                 .max(1) as u64,
         );
-        if let Some(error) = &o.failure {
+        if let Some(failure) = &o.failure {
             let seen = self.wall(o.done);
             self.failures
-                .entry((o.method.to_string(), o.name.to_string(), error.clone()))
+                .entry((o.method, o.name, failure.clone()))
                 .and_modify(|f| {
                     f.occurrences += 1;
                     f.last_seen = seen;
@@ -375,160 +368,15 @@ impl Stats {
         self.entries.values().chain(std::iter::once(&self.total))
     }
 
-    /// Writes `PREFIX_stats.csv`, `PREFIX_stats_history.csv`, `PREFIX_failures.csv` and
-    /// `PREFIX_exceptions.csv` with Locust's columns (times in ms, unrounded; in the open model the
-    /// percentiles are the corrected ones). `full_history`: every name's rows, not only Aggregated.
-    pub fn write_locust_csv(&self, prefix: &Path, full_history: bool) -> Result<Vec<PathBuf>> {
-        let name = |suffix: &str| {
-            let mut p = prefix.as_os_str().to_owned();
-            p.push(suffix);
-            PathBuf::from(p)
-        };
-        if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut written = Vec::new();
-
-        let mut stats = String::from(STATS_HEADER);
-        stats.push('\n');
-        for e in self.entries_and_total() {
-            let rps = self.rps(e);
-            let fps = e.failures as f64 / self.elapsed().as_secs_f64().max(1e-9);
-            stats.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}",
-                csv_field(&e.method),
-                csv_field(&e.name),
-                e.requests,
-                e.failures,
-                num(e.ms(0.5)),
-                num(e.mean_ms()),
-                num(e.min_ms()),
-                num(e.ms(1.0)),
-                num(if e.requests == 0 {
-                    0.0
-                } else {
-                    e.bytes as f64 / e.requests as f64
-                }),
-                num(rps),
-                num(fps),
-            ));
-            for (q, _) in PERCENTILES {
-                stats.push(',');
-                stats.push_str(&if e.requests == 0 {
-                    "N/A".to_string()
-                } else {
-                    num(e.ms(q))
-                });
-            }
-            stats.push('\n');
-        }
-        written.push(write_atomic(&name("_stats.csv"), &stats)?);
-
-        let mut history = String::from(HISTORY_HEADER);
-        history.push('\n');
-        for r in self
-            .history
+    /// The failures as Locust lists them — by method, name and the failure's text — each with its
+    /// text (the `Error` column).
+    pub fn failure_table(&self) -> Vec<(&'static str, &'static str, String, &FailureRow)> {
+        let mut rows: Vec<_> = self
+            .failures
             .iter()
-            .filter(|r| full_history || r.method.is_empty())
-        {
-            history.push_str(&format!(
-                "{},{},{},{},{:.6},{:.6}",
-                r.unix_seconds,
-                r.users,
-                csv_field(&r.method),
-                csv_field(&r.name),
-                r.rps,
-                r.fps
-            ));
-            for p in r.percentiles {
-                history.push(',');
-                history.push_str(&if r.total_requests == 0 {
-                    "N/A".to_string()
-                } else {
-                    num(p)
-                });
-            }
-            history.push_str(&format!(
-                ",{},{},{},{},{},{},{}\n",
-                r.total_requests,
-                r.total_failures,
-                num(r.total_median_ms),
-                num(r.total_mean_ms),
-                num(r.total_min_ms),
-                num(r.total_max_ms),
-                num(r.total_mean_bytes)
-            ));
-        }
-        written.push(write_atomic(&name("_stats_history.csv"), &history)?);
-
-        let mut failures = String::from(FAILURES_HEADER);
-        failures.push('\n');
-        for ((method, name, error), f) in &self.failures {
-            failures.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                csv_field(method),
-                csv_field(name),
-                csv_field(error),
-                f.occurrences,
-                iso8601(f.first_seen),
-                iso8601(f.last_seen)
-            ));
-        }
-        written.push(write_atomic(&name("_failures.csv"), &failures)?);
-        written.push(write_atomic(
-            &name("_exceptions.csv"),
-            &format!("{EXCEPTIONS_HEADER}\n"),
-        )?);
-        Ok(written)
-    }
-}
-
-/// A number as Locust's readers expect it: plain decimal, no exponent.
-fn num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        let s = format!("{x:.6}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-/// RFC 4180 quoting when needed.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn iso8601(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Complete or not at all: a temporary file renamed into place.
-fn write_atomic(path: &Path, text: &str) -> Result<PathBuf> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
-    Ok(path.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_and_fields() {
-        assert_eq!(num(12.0), "12");
-        assert_eq!(num(1.25), "1.25");
-        assert_eq!(num(0.0000004), "0");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+            .map(|((method, name, failure), row)| (*method, *name, failure.to_string(), row))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+        rows
     }
 }

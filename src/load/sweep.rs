@@ -123,7 +123,7 @@ pub fn entries(
     for (users, done) in finished {
         let users = users.unwrap_or(0);
         let stats = &done.stats;
-        let mut metrics = super::metrics_of(stats, &stats.total, false);
+        let mut metrics = super::record::metrics_of(stats, &stats.total, false);
         metrics.insert(unit.into(), users as f64);
         metrics.insert(
             "meets_slo".into(),
@@ -135,7 +135,7 @@ pub fn entries(
             histogram: Some(record::encode_histogram(&stats.total.corrected)?),
             // A sweep goes past its knee on purpose: a level is not a gate; the knee is.
             gates: Vec::new(),
-            series: super::history_series(stats),
+            series: super::record::history_series(stats),
             rounds: Vec::new(),
         });
     }

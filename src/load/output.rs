@@ -1,0 +1,224 @@
+//! What `load` prints: the live progress line (stderr), the end-of-run table per request name
+//! with its status codes and failures, and how the run ended.
+
+use std::io::IsTerminal;
+
+use super::run::{self, Ending, Finished};
+use super::stats::{Entry, PERCENTILES, Stats};
+use super::threshold::THRESHOLD_EXIT_CODE;
+use super::{NOTHING_MEASURED_EXIT_CODE, Outcome, sweep};
+
+/// How the live progress line is shown.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub label: String,
+    /// Redraw one line in place (a terminal) or print a line every 10 s (a log).
+    pub tty: bool,
+    pub quiet: bool,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, quiet: bool) -> Self {
+        Self {
+            label: label.into(),
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+        }
+    }
+
+    /// The progress line after `second` seconds (in a log: every 10 s).
+    pub(super) fn show(&self, stats: &Stats, users: usize, second: u64) {
+        if self.quiet || (!self.tty && !second.is_multiple_of(10)) {
+            return;
+        }
+        let last = stats.total_history().last();
+        let t = &stats.total;
+        let line = format!(
+            "{} [{:>3}s] users {users} | {:.0} req/s | p50 {:.2} ms p99 {:.2} ms (last 10 s) | {} requests, {} failures ({:.2}%)",
+            self.label,
+            second,
+            last.map_or(0.0, |r| r.rps),
+            last.map_or(0.0, |r| r.percentiles[0]),
+            last.map_or(0.0, |r| r.percentiles[7]),
+            t.requests,
+            t.failures,
+            t.error_rate() * 100.0
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends the line redrawn in place.
+    pub(super) fn finish(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+/// A finished run: its table, when users met their first 429, and whether the request bound or
+/// the grace period cut it.
+pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64) {
+    print_table(&done.stats, open_model);
+    if !done.first_429.is_empty() {
+        let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
+        for n in done.first_429.values() {
+            *counts.entry(*n).or_default() += 1;
+        }
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(n, users)| format!("{users} user(s) after {n} requests"))
+            .collect();
+        println!("first 429: {}", parts.join(", "));
+    }
+    if done.ending == Ending::RequestBound {
+        eprintln!("load: stopped at the request bound ({max_requests})");
+    }
+    if done.abandoned > 0 {
+        eprintln!(
+            "load: {} requests still in flight {} s after the end were abandoned (not counted)",
+            done.abandoned,
+            run::GRACE.as_secs()
+        );
+    }
+}
+
+/// The end-of-run table: per request name and in total (ms).
+pub fn print_table(stats: &Stats, open_model: bool) {
+    let header: Vec<&str> = PERCENTILES.iter().map(|(_, h)| *h).collect();
+    println!();
+    println!(
+        "{:<6} {:<36} {:>9} {:>7} {} {:>9}",
+        "Type",
+        "Name",
+        "# reqs",
+        "# fails",
+        header
+            .iter()
+            .map(|h| format!("{:>8}", h.replace("100%", "max")))
+            .collect::<Vec<_>>()
+            .join(""),
+        "req/s"
+    );
+    let row = |e: &Entry, label: &str, uncorrected: bool| {
+        let cells: String = PERCENTILES
+            .iter()
+            .map(|(q, _)| {
+                let v = if uncorrected {
+                    e.uncorrected_ms(*q)
+                } else {
+                    e.ms(*q)
+                };
+                format!("{:>8}", fmt_ms(v))
+            })
+            .collect();
+        println!(
+            "{:<6} {:<36} {:>9} {:>7} {} {:>9.1}",
+            e.method,
+            label,
+            e.requests,
+            e.failures,
+            cells,
+            stats.rps(e)
+        );
+    };
+    for e in stats.entries_and_total() {
+        row(e, &e.name, false);
+    }
+    if open_model {
+        println!("uncorrected (from the actual send, as a closed-loop tool would report):");
+        for e in stats.entries_and_total() {
+            row(e, &format!("{} (uncorrected)", e.name), true);
+        }
+        let late = |q: f64| stats.lateness.value_at_quantile(q) as f64 / 1e6;
+        println!(
+            "schedule: requests went out p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms after their due time \
+             (the generator's hand-off; more when all --max-in-flight slots were busy)",
+            late(0.5),
+            late(0.99),
+            stats.lateness.max() as f64 / 1e6
+        );
+    }
+    for e in stats.entries.values() {
+        if !e.statuses.is_empty() {
+            let codes: Vec<String> = e
+                .statuses
+                .iter()
+                .map(|(s, n)| format!("{s} × {n}"))
+                .collect();
+            println!(
+                "{:<6} {:<36} status codes: {}",
+                e.method,
+                e.name,
+                codes.join(", ")
+            );
+        }
+    }
+    for (method, name, error, f) in stats.failure_table() {
+        println!("failure: {method} {name}: {error} × {}", f.occurrences);
+    }
+}
+
+/// A latency cell of the table (ms): three significant figures or so, at most two decimals.
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// How an invocation ended, when not with every threshold held (stderr).
+pub fn print_ending(outcome: &Outcome, slo_p99_ms: f64) {
+    if let Some(signal) = outcome.interrupted() {
+        eprintln!(
+            "load: interrupted ({}); the results so far are above and in the run record (exit {})",
+            signal.name(),
+            signal.exit_code()
+        );
+    } else if outcome.succeeded() == 0 {
+        let failed: u64 = outcome
+            .finished
+            .iter()
+            .map(|(_, f)| f.stats.total.failures)
+            .sum();
+        eprintln!(
+            "load: no request succeeded ({failed} failed): nothing was measured (exit {NOTHING_MEASURED_EXIT_CODE})"
+        );
+    } else if !outcome.passed() {
+        if outcome.swept {
+            eprintln!(
+                "load: no level met {} (exit {THRESHOLD_EXIT_CODE})",
+                sweep::objective(slo_p99_ms)
+            );
+        } else {
+            let failed: Vec<String> = outcome
+                .verdicts
+                .iter()
+                .filter(|v| !v.pass)
+                .map(|v| v.threshold.text.clone())
+                .collect();
+            eprintln!(
+                "load: thresholds failed: {} (exit {THRESHOLD_EXIT_CODE})",
+                failed.join(", ")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_cells() {
+        assert_eq!(fmt_ms(0.123_4), "0.12");
+        assert_eq!(fmt_ms(12.34), "12.3");
+        assert_eq!(fmt_ms(123.4), "123");
+    }
+}

@@ -1,0 +1,153 @@
+//! The run record of a `load` invocation: its parameters, the target (redacted), the servers'
+//! environment, and per request name (and in total) the figures, the corrected histogram, the
+//! thresholds as gates and the per-second series the report draws.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::args::LoadArgs;
+use super::scenario::Target;
+use super::stats::{Entry, PERCENTILES, Stats};
+use super::{Outcome, sweep};
+use crate::record::{Environment, Gate, ResultEntry, RunRecord, encode_histogram};
+
+/// The figures of one entry as run-record metrics.
+pub fn metrics_of(stats: &Stats, e: &Entry, open_model: bool) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let keys = [
+        "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p999", "p9999", "max",
+    ];
+    for ((q, _), k) in PERCENTILES.iter().zip(keys) {
+        m.insert(format!("{k}_ms"), e.ms(*q));
+        if open_model {
+            m.insert(format!("uncorrected_{k}_ms"), e.uncorrected_ms(*q));
+        }
+    }
+    m.insert("mean_ms".into(), e.mean_ms());
+    m.insert("min_ms".into(), e.min_ms());
+    m.insert("count".into(), e.requests as f64);
+    m.insert("failures".into(), e.failures as f64);
+    m.insert("error_rate".into(), e.error_rate());
+    m.insert("rps".into(), stats.rps(e));
+    for (status, n) in &e.statuses {
+        m.insert(format!("status_{status}"), *n as f64);
+    }
+    if open_model && e.method.is_empty() {
+        m.insert(
+            "schedule_lateness_p50_ms".into(),
+            stats.lateness.value_at_quantile(0.5) as f64 / 1e6,
+        );
+        m.insert(
+            "schedule_lateness_p99_ms".into(),
+            stats.lateness.value_at_quantile(0.99) as f64 / 1e6,
+        );
+    }
+    m
+}
+
+/// The run record: what was measured, on what, with which parameters. Reading the servers'
+/// versions and settings may fail or hang (a server gone since the run): that is noted in the
+/// record's `environment_unread`, and never loses the measurement.
+pub(super) async fn build_record(
+    args: &LoadArgs,
+    target: &Target,
+    db_url: Option<&str>,
+    redis_url: Option<&str>,
+    outcome: &Outcome,
+) -> Result<RunRecord> {
+    let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
+    let model = if outcome.swept {
+        "sweep"
+    } else if args.rate.is_some() {
+        "open"
+    } else {
+        "closed"
+    };
+    let mut rec = RunRecord::new(
+        "load",
+        environment,
+        json!({
+            "model": model,
+            "target": match target { Target::Http { base, .. } => crate::secrets::redact(base), Target::Database { url, .. } => crate::secrets::redact(url) },
+            "in_process": args.target.is_none() && args.config.service.target_url.is_none(),
+            "scenario": args.scenario.to_string(),
+            "users": args.users,
+            "rate": args.rate,
+            "sweep": args.sweep,
+            "slo_p99_ms": args.slo_p99,
+            "run_time_s": args.run_time.map(|d| d.as_secs_f64()),
+            "max_requests": args.max_requests,
+            "ef_search": args.config.service.search_ef_search,
+            "quick": args.config.bench.quick,
+            "environment_unread": unread,
+        }),
+    );
+    rec.interrupted = outcome.interrupted().is_some();
+    if db_url.is_some() {
+        rec.dataset = Some(json!({
+            "fingerprint": crate::dataset::fingerprint(&args.config.dataset, &args.config.index),
+            "params": crate::dataset::fingerprint_params(&args.config.dataset, &args.config.index),
+        }));
+    }
+    if outcome.swept {
+        let (group, unit) = target.sweep_names();
+        rec.results = sweep::entries(
+            &outcome.finished,
+            outcome.knee.as_ref(),
+            args.slo_p99,
+            group,
+            unit,
+        )?;
+        return Ok(rec);
+    }
+    let open_model = args.rate.is_some();
+    for (_, done) in &outcome.finished {
+        let stats = &done.stats;
+        for e in stats.entries_and_total() {
+            let mut entry = ResultEntry {
+                name: format!("load/{}", e.name),
+                metrics: metrics_of(stats, e, open_model),
+                histogram: Some(encode_histogram(&e.corrected)?),
+                ..ResultEntry::default()
+            };
+            let is_total = e.method.is_empty();
+            entry.gates = outcome
+                .verdicts
+                .iter()
+                .filter(|v| match &v.threshold.name {
+                    None => is_total,
+                    Some(n) => !is_total && n == &e.name,
+                })
+                .map(|v| Gate {
+                    name: v.threshold.text.clone(),
+                    pass: v.pass,
+                })
+                .collect();
+            if is_total {
+                entry.series = history_series(stats);
+            }
+            rec.results.push(entry);
+        }
+    }
+    Ok(rec)
+}
+
+/// Aggregated requests/s and p99 (last 10 s) per second.
+pub fn history_series(stats: &Stats) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let rows: Vec<_> = stats.total_history().collect();
+    [
+        (
+            "rps_per_second",
+            rows.iter().map(|r| (r.elapsed, r.rps)).collect(),
+        ),
+        (
+            "p99_ms_per_second",
+            rows.iter().map(|r| (r.elapsed, r.percentiles[7])).collect(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}

@@ -1,0 +1,206 @@
+//! What a run loads, made ready before the clock starts: the in-process reference service (on the
+//! configured database and Redis, the dataset loaded), a database with the dataset checked, or an
+//! HTTP deployment — each only where the loopback rule lets traffic go; and the API keys minted for
+//! the users that reuse them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::args::LoadArgs;
+use super::scenario::{self, Kind, Target, User};
+use crate::server::{AppState, LocalService};
+
+/// The read limit of the in-process service for capacity runs (the seeds' setting), unless
+/// RATE_LIMIT_READ_PER_MINUTE says otherwise or the limiter itself is under test.
+pub const CAPACITY_READ_PER_MINUTE: u32 = 10_000;
+
+/// The target to load, and what stands behind it.
+pub(super) struct Prepared {
+    pub target: Target,
+    /// The in-process reference service, when it is the target.
+    pub service: Option<LocalService>,
+    /// The database whose server the record describes.
+    pub db_url: Option<String>,
+    /// The Redis whose version the record notes (the in-process service's).
+    pub redis_url: Option<String>,
+}
+
+/// Finds or starts the target: the in-process service (on the configured database and Redis,
+/// the dataset loaded), a database, or an HTTP deployment — this machine's unless --allow-remote.
+pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
+    let config = &args.config;
+    let target_text = args
+        .target
+        .clone()
+        .or_else(|| config.service.target_url.clone());
+    let reach = args.reach();
+    match target_text.as_deref() {
+        None => {
+            let db = crate::stack::postgres(&config.servers, config.local_database()).await?;
+            let redis = crate::stack::redis(&config.servers).await?;
+            let opts = crate::setup::LoadOptions {
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..crate::setup::LoadOptions::default()
+            };
+            crate::setup::ensure_dataset(config, &db, &opts).await?;
+            let mut cfg = config.clone();
+            let limiter_under_test =
+                args.scenario.has(Kind::Burst) || args.scenario.has(Kind::Realistic);
+            if !args.read_limit_given && !limiter_under_test {
+                cfg.service.rate_limit_read_per_minute = CAPACITY_READ_PER_MINUTE;
+            }
+            let svc = LocalService::start(AppState::connect(&cfg, &db, &redis).await?).await?;
+            eprintln!(
+                "load: in-process reference service at {} (read limit {}/min{}), ef_search {}",
+                svc.url(),
+                cfg.service.rate_limit_read_per_minute,
+                if args.read_limit_given || limiter_under_test {
+                    ""
+                } else {
+                    ", the seeds' capacity setting; RATE_LIMIT_READ_PER_MINUTE to change"
+                },
+                cfg.service.search_ef_search
+            );
+            let target = http_target(&svc.url(), args)?;
+            Ok(Prepared {
+                target,
+                service: Some(svc),
+                db_url: Some(db),
+                redis_url: Some(redis),
+            })
+        }
+        Some(t) if t.eq_ignore_ascii_case("db") || t.starts_with("postgres") => {
+            let url = if t.eq_ignore_ascii_case("db") {
+                crate::stack::postgres(&config.servers, config.local_database()).await?
+            } else {
+                t.to_string()
+            };
+            reach.check_postgres(&url).await?;
+            if !args.scenario.0.iter().all(|(k, _)| *k == Kind::Search) {
+                bail!("the database target runs THE search SQL only: use --scenario search");
+            }
+            let params = loaded_dataset(&url, args.timeout).await?;
+            Ok(Prepared {
+                target: Target::Database {
+                    url: url.clone(),
+                    ef_search: config.service.search_ef_search,
+                    vectors: Arc::new(scenario::query_vectors(&params)),
+                },
+                service: None,
+                db_url: Some(url),
+                redis_url: None,
+            })
+        }
+        Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
+            reach.check_http(t).await?;
+            Ok(Prepared {
+                target: http_target(t.trim_end_matches('/'), args)?,
+                service: None,
+                db_url: None,
+                redis_url: None,
+            })
+        }
+        Some(t) => {
+            bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL")
+        }
+    }
+}
+
+/// The parameters of the dataset loaded in the database at `url`: connecting within the connect
+/// timeout, reading them within `timeout` (a lock or a silent server must not hang the run).
+async fn loaded_dataset(url: &str, timeout: Duration) -> Result<crate::config::DatasetParams> {
+    let mut conn = crate::db::connect(url).await?;
+    let read = async {
+        let loaded: bool = sqlx::query_scalar(
+            "SELECT to_regclass('traces') IS NOT NULL AND to_regclass('capacity_meta') IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .context("checking for the dataset")?;
+        if loaded {
+            scenario::loaded_params(&mut conn).await
+        } else {
+            Ok(None)
+        }
+    };
+    let params = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        anyhow::anyhow!(
+            "{} did not answer within {} (--timeout) while load checked for the dataset",
+            crate::secrets::redact(url),
+            humantime::format_duration(timeout)
+        )
+    })??;
+    match params {
+        Some(params) => Ok(params),
+        None => bail!(
+            "{} has no capbench dataset: load it first (cargo run --release --bin setup)",
+            crate::secrets::redact(url)
+        ),
+    }
+}
+
+/// The HTTP client of a target: the per-request timeout, connections opened within the connect
+/// timeout, and the loopback rule on every address it connects to.
+fn http_target(base: &str, args: &LoadArgs) -> Result<Target> {
+    let builder = reqwest::Client::builder()
+        .timeout(args.timeout)
+        .connect_timeout(crate::db::connect_timeout())
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true);
+    let client = args
+        .reach()
+        .apply(builder)
+        .build()
+        .context("building the HTTP client")?;
+    Target::http(base, client)
+}
+
+/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time, within `bound` (the
+/// run time: a target that does not answer must not hold the run up longer than the run itself).
+pub async fn mint_keys(
+    target: &Target,
+    n: usize,
+    tag: &str,
+    bound: Duration,
+) -> Result<Vec<String>> {
+    if matches!(target, Target::Database { .. }) {
+        return Ok(Vec::new());
+    }
+    tokio::time::timeout(bound, mint(target, n, tag))
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "minting {n} API keys through {}/api/v1/keys took longer than the run time ({}): is the target answering?",
+                target.describe(),
+                humantime::format_duration(bound)
+            )
+        })
+}
+
+async fn mint(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
+    let mut keys = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (target, tag) = (target.clone(), tag.to_string());
+            set.spawn(async move {
+                let mut user = User::new(Kind::Search, i as u64);
+                let o = user.start(&target, &tag).await?;
+                match (user.key, o.and_then(|o| o.failure)) {
+                    (Some(k), _) => Ok(k),
+                    (None, why) => anyhow::bail!(
+                        "could not mint an API key through {}/api/v1/keys: {}",
+                        target.describe(),
+                        why.map(|f| f.to_string()).unwrap_or_default()
+                    ),
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            keys.push(r.context("minting a key")??);
+        }
+    }
+    Ok(keys)
+}
