@@ -72,19 +72,14 @@ pub fn main(
     });
     // One thread: no hand-offs between threads in the request path (on a VM each costs tens of µs).
     let built = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        crate::current_thread_runtime()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads as usize)
-            .enable_all()
-            .build()
+        crate::multi_thread_runtime(Some(threads as usize))
     };
     let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {}", crate::one_line(&e));
             return ExitCode::FAILURE;
         }
     };

@@ -38,13 +38,9 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
     let reach = args.reach();
     match target_text.as_deref() {
         None => {
-            let db = crate::stack::postgres(&config.servers, config.local_database()).await?;
-            let redis = crate::stack::redis(&config.servers).await?;
-            let opts = crate::setup::LoadOptions {
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                ..crate::setup::LoadOptions::default()
-            };
-            crate::setup::ensure_dataset(config, &db, &opts).await?;
+            let ready = crate::setup::ready(config, crate::setup::Needs::DatabaseAndRedis).await?;
+            let redis = ready.redis()?.to_string();
+            let db = ready.database_url;
             let mut cfg = config.clone();
             let limiter_under_test =
                 args.scenario.has(Kind::Burst) || args.scenario.has(Kind::Realistic);
