@@ -413,7 +413,7 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
     );
     let page = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(
-        page.contains("baseline &#39;a&#39;") && page.contains("regressed"),
+        page.contains("baseline 'a'") && page.contains("regressed"),
         "the page shows the comparison"
     );
     // Every record was kept, and the baseline was not overwritten by --baseline runs.
@@ -756,6 +756,14 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
         }
     }
     t.metrics.insert("capacity".into(), 10.0);
+    for (name, v) in [
+        ("attempts", 50.0),
+        ("allowed", admitted),
+        ("denied", 50.0 - admitted),
+        ("theoretical_allowed", admitted),
+    ] {
+        t.metrics.insert(name.into(), v);
+    }
     t.gates.push(Gate {
         name: "a. a full bucket admits a burst of exactly its capacity (10)".into(),
         pass: true,
@@ -805,6 +813,13 @@ fn the_page_from_fixture_records_has_every_section_and_its_svgs_parse() {
             && page.contains("Throughput vs concurrent users")
     );
     assert!(page.contains("20 connections at 3130 RPS"));
+    // Counts are integers ("50 attempts: 14 allowed", not "50.00 attempts: 14.00 allowed").
+    assert!(page.contains("50 attempts: ") && !page.contains(".00 attempts"));
+    assert!(page.contains("attempts 50,") && page.contains("count 100, criterion_median_ms"));
+    assert!(!page.contains("count 100.00") && page.contains("ef_search 16, max_ms"));
+    // The per-second series of a sweep: one small chart per level, no shared legend.
+    assert!(page.contains("Throughput over time — capacity, one chart per level (same scale)"));
+    assert!(page.contains("class=\"multiples\""));
     // The service's overhead: a ratio to its SQL (the fixture's ef_search 16 and 64), no gate.
     assert!(page.contains("Service overhead: a ratio to the SQL"));
     assert!(

@@ -1,15 +1,62 @@
 //! The report's charts: plotters drawing SVG into strings (inlined into index.html; no fonts, no
-//! network, no JavaScript). One generic XY chart (lines, points, log axes, dashed reference lines,
-//! annotated points, a legend) and one bar chart; the page's builders in `html` say what goes in.
+//! network, no JavaScript). One function per kind of chart, each drawing a plain description the
+//! page's sections build (`html`): [`xy`] (lines, points, log axes, dashed reference lines,
+//! annotated points, a legend), [`small`] (one of a row of small multiples: the same, smaller, no
+//! legend), [`spectrum`] (latency by percentile, one line per histogram) and [`stacked_bars`].
+
+mod axis;
 
 use anyhow::{Result, anyhow};
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+
+pub use axis::{LogAxis, Ticks, tick};
+use axis::{span, usable, x_tick};
 
 /// Chart size in SVG pixels (the page scales it down to the window's width).
 pub const WIDTH: u32 = 760;
 pub const HEIGHT: u32 = 380;
+
+/// A chart's size, fonts and margins.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    width: u32,
+    height: u32,
+    title: u32,
+    label: u32,
+    desc: u32,
+    x_area: u32,
+    y_area: u32,
+    x_labels: usize,
+    y_labels: usize,
+}
+
+/// A chart on its own.
+const FULL: Frame = Frame {
+    width: WIDTH,
+    height: HEIGHT,
+    title: 22,
+    label: 15,
+    desc: 16,
+    x_area: 54,
+    y_area: 74,
+    x_labels: 8,
+    y_labels: 7,
+};
+
+/// One of a row of small multiples.
+const SMALL: Frame = Frame {
+    width: 380,
+    height: 230,
+    title: 16,
+    label: 13,
+    desc: 13,
+    x_area: 40,
+    y_area: 58,
+    x_labels: 5,
+    y_labels: 5,
+};
 
 const FONT: &str = "sans-serif";
 
@@ -30,7 +77,7 @@ pub fn color(i: usize) -> RGBColor {
 }
 
 /// How a series is drawn.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
     Line,
     Dashed,
@@ -38,8 +85,8 @@ pub enum Style {
     LinePoints,
 }
 
-/// One named series of (x, y) points.
-#[derive(Debug, Clone)]
+/// One named series of (x, y) points (an empty label keeps it out of the legend).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
@@ -64,7 +111,7 @@ impl Series {
 }
 
 /// An XY chart: title, labelled axes with units, series, optional log axes and reference lines.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chart {
     pub title: String,
     pub x_label: String,
@@ -76,64 +123,14 @@ pub struct Chart {
     pub hlines: Vec<(f64, String)>,
     /// Annotated points ((x, y), text), e.g. the knee.
     pub notes: Vec<((f64, f64), String)>,
-    /// Tick labels of the x axis from a value (default: the number).
-    pub x_format: Option<fn(f64) -> String>,
+    /// How the x axis labels its ticks.
+    pub x_ticks: Ticks,
     /// Forces the y axis to start at zero (linear axes only).
     pub y_from_zero: bool,
     /// Fixed y range.
     pub y_range: Option<(f64, f64)>,
     /// Legend in the lower right instead of the upper left.
     pub legend_lower_right: bool,
-}
-
-/// Whether a value can be drawn on the axis.
-fn usable(v: f64, log: bool) -> bool {
-    v.is_finite() && (!log || v > 0.0)
-}
-
-fn span(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in values.filter(|v| usable(*v, log)) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if !lo.is_finite() {
-        return if log { (1.0, 10.0) } else { (0.0, 1.0) };
-    }
-    if log {
-        if hi / lo < 1.5 {
-            (lo / 1.5, hi * 1.5)
-        } else {
-            (lo / 1.15, hi * 1.15)
-        }
-    } else {
-        let lo = if from_zero { lo.min(0.0) } else { lo };
-        let pad = if hi > lo {
-            (hi - lo) * 0.06
-        } else {
-            hi.abs().max(1.0) * 0.1
-        };
-        let lo = if from_zero && lo >= 0.0 { lo } else { lo - pad };
-        (lo, hi + pad)
-    }
-}
-
-/// Number formatting for tick labels: no long tails of digits.
-pub fn tick(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        let s = format!("{v:.1}");
-        s.trim_end_matches(".0").to_string()
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').to_string()
-    }
 }
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -144,6 +141,7 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn legend<'a, DB, CT>(
     ctx: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
+    font: u32,
 ) -> Result<()>
 where
     DB: DrawingBackend + 'a,
@@ -153,85 +151,23 @@ where
         .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
-        .label_font((FONT, 15))
+        .label_font((FONT, font))
         .draw()
         .map_err(err)
 }
 
-/// A logarithmic axis whose ticks follow 1-2-3-5-7 × 10ⁿ (plotters' own log axis labels only the
-/// powers of ten, which leaves a range narrower than a decade with one label or none).
-#[derive(Debug, Clone, Copy)]
-pub struct LogAxis {
-    lo: f64,
-    hi: f64,
+/// An XY chart on its own, as an SVG document.
+pub fn xy(chart: &Chart) -> Result<String> {
+    plot(chart, &FULL, true)
 }
 
-impl LogAxis {
-    pub fn new(lo: f64, hi: f64) -> Self {
-        let lo = lo.max(f64::MIN_POSITIVE);
-        Self {
-            lo,
-            hi: hi.max(lo * 1.0001),
-        }
-    }
-
-    /// Every m × 10ⁿ in range, for m in `mantissas`, every `every`-th decade.
-    fn ticks(&self, mantissas: &[f64], every: i32) -> Vec<f64> {
-        let (first, last) = (
-            self.lo.log10().floor() as i32,
-            self.hi.log10().ceil() as i32,
-        );
-        let mut out = Vec::new();
-        for d in (first..=last).filter(|d| d.rem_euclid(every) == 0) {
-            for m in mantissas {
-                let v = m * 10f64.powi(d);
-                if v >= self.lo * (1.0 - 1e-9) && v <= self.hi * (1.0 + 1e-9) {
-                    out.push(v);
-                }
-            }
-        }
-        out
-    }
+/// One of a row of small multiples (one line each, the same scale in every chart of the row):
+/// `chart` smaller, without a legend — its title says what it shows.
+pub fn small(chart: &Chart) -> Result<String> {
+    plot(chart, &SMALL, false)
 }
 
-impl Ranged for LogAxis {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        let (a, b) = (self.lo.ln(), self.hi.ln());
-        let f = (value.max(f64::MIN_POSITIVE).ln() - a) / (b - a);
-        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
-    }
-
-    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
-        let max = hint.max_num_points().max(1);
-        let sets: [&[f64]; 5] = [
-            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
-            &[1.0, 2.0, 3.0, 5.0, 7.0],
-            &[1.0, 2.0, 5.0],
-            &[1.0, 3.0],
-            &[1.0],
-        ];
-        for set in sets {
-            let t = self.ticks(set, 1);
-            if t.len() <= max && t.len() >= 2 {
-                return t;
-            }
-        }
-        (2..10)
-            .map(|every| self.ticks(&[1.0], every))
-            .find(|t| t.len() <= max)
-            .unwrap_or_default()
-    }
-
-    fn range(&self) -> std::ops::Range<f64> {
-        self.lo..self.hi
-    }
-}
-
-/// Renders `chart` to an SVG document.
-pub fn render(chart: &Chart) -> Result<String> {
+fn plot(chart: &Chart, frame: &Frame, with_legend: bool) -> Result<String> {
     let xs = chart
         .series
         .iter()
@@ -249,45 +185,65 @@ pub fn render(chart: &Chart) -> Result<String> {
     match (chart.log_x, chart.log_y) {
         (false, false) => draw(
             chart,
+            frame,
+            with_legend,
             RangedCoordf64::from(x0..x1),
             RangedCoordf64::from(y0..y1),
         ),
-        (true, false) => draw(chart, LogAxis::new(x0, x1), RangedCoordf64::from(y0..y1)),
-        (false, true) => draw(chart, RangedCoordf64::from(x0..x1), LogAxis::new(y0, y1)),
-        (true, true) => draw(chart, LogAxis::new(x0, x1), LogAxis::new(y0, y1)),
+        (true, false) => draw(
+            chart,
+            frame,
+            with_legend,
+            LogAxis::new(x0, x1),
+            RangedCoordf64::from(y0..y1),
+        ),
+        (false, true) => draw(
+            chart,
+            frame,
+            with_legend,
+            RangedCoordf64::from(x0..x1),
+            LogAxis::new(y0, y1),
+        ),
+        (true, true) => draw(
+            chart,
+            frame,
+            with_legend,
+            LogAxis::new(x0, x1),
+            LogAxis::new(y0, y1),
+        ),
     }
 }
 
-fn draw<X, Y>(chart: &Chart, x: X, y: Y) -> Result<String>
+fn draw<X, Y>(chart: &Chart, frame: &Frame, with_legend: bool, x: X, y: Y) -> Result<String>
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (frame.width, frame.height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let x_range = x.range();
         let mut ctx = ChartBuilder::on(&root)
-            .caption(&chart.title, (FONT, 22))
-            .margin(12)
+            .caption(&chart.title, (FONT, frame.title))
+            .margin(frame.title / 2 + 1)
             .margin_right(24)
-            .x_label_area_size(54)
-            .y_label_area_size(74)
+            .x_label_area_size(frame.x_area)
+            .y_label_area_size(frame.y_area)
             .build_cartesian_2d(x, y)
             .map_err(err)?;
-        let x_format = chart.x_format.unwrap_or(tick);
         let y_format = |v: &f64| tick(*v);
-        let x_fmt = |v: &f64| x_format(*v);
+        let x_fmt = |v: &f64| x_tick(chart.x_ticks, *v);
         ctx.configure_mesh()
             .x_desc(&chart.x_label)
             .y_desc(&chart.y_label)
-            .x_labels(8)
-            .y_labels(7)
+            .x_labels(frame.x_labels)
+            .y_labels(frame.y_labels)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_format)
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 16))
+            .label_style((FONT, frame.label))
+            .axis_desc_style((FONT, frame.desc))
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()
@@ -315,7 +271,7 @@ where
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                     .map_err(err)?,
             };
-            if !s.label.is_empty() {
+            if with_legend && !s.label.is_empty() {
                 labelled = true;
                 let style = s.style;
                 anno.label(&s.label).legend(move |(lx, ly)| {
@@ -359,14 +315,20 @@ where
                 continue;
             }
             let black = RGBColor(0, 0, 0);
+            // A note on a point in the right part of the plot is written to its left, so that it
+            // stays inside the chart (a sweep's last level is at the right edge).
+            let at = |v: f64| if chart.log_x { v.ln() } else { v };
+            let right = (at(*nx) - at(x_range.start)) / (at(x_range.end) - at(x_range.start)) > 0.6;
+            let width = (text.chars().count() as f64 * f64::from(frame.label) * 0.55) as i32;
+            let dx = if right { -8 - width } else { 8 };
             ctx.draw_series(std::iter::once(
                 EmptyElement::at((*nx, *ny))
                     + Circle::new((0, 0), 6, black.stroke_width(2))
-                    + Text::new(text.clone(), (8, -20), (FONT, 15).into_font()),
+                    + Text::new(text.clone(), (dx, -20), (FONT, frame.label).into_font()),
             ))
             .map_err(err)?;
         }
-        if labelled {
+        if labelled && with_legend {
             legend(
                 &mut ctx,
                 if chart.legend_lower_right {
@@ -374,6 +336,7 @@ where
                 } else {
                     SeriesLabelPosition::UpperLeft
                 },
+                frame.label,
             )?;
         }
         root.present().map_err(err)?;
@@ -381,13 +344,71 @@ where
     Ok(svg)
 }
 
+/// Latency by percentile: one line per histogram, x in "nines" so that 90 %, 99 %, 99.9 % are
+/// evenly spaced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spectrum {
+    pub title: String,
+    /// (name, points from [`Spectrum::line`]).
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl Spectrum {
+    /// The (nines, ms) points of a histogram of nanoseconds, from x = 0 (q = 0) to as many nines
+    /// as its count supports (at most five); none for an empty histogram.
+    pub fn line(hist: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
+        if hist.is_empty() {
+            return Vec::new();
+        }
+        let top = (hist.len() as f64).log10().clamp(1.0, 5.0);
+        (0..=(top * 20.0) as usize)
+            .map(|k| {
+                let v = k as f64 / 20.0;
+                let q = 1.0 - 10f64.powf(-v);
+                (v, hist.value_at_quantile(q) as f64 / 1e6)
+            })
+            .collect()
+    }
+}
+
+/// A [`Spectrum`] as an SVG document.
+pub fn spectrum(s: &Spectrum) -> Result<String> {
+    xy(&Chart {
+        title: s.title.clone(),
+        x_label: "percentile (log scale of 1 − q)".into(),
+        y_label: "latency (ms, log scale)".into(),
+        log_y: true,
+        x_ticks: Ticks::Nines,
+        legend_lower_right: true,
+        series: s
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, pts))| !pts.is_empty())
+            .map(|(i, (name, pts))| Series::new(name, pts.clone(), Style::Line, color(i)))
+            .collect(),
+        ..Chart::default()
+    })
+}
+
 /// Stacked bars, one per category: e.g. the SQL part and the service's part of a search's p50.
-pub fn stacked_bars(
-    title: &str,
-    y_label: &str,
-    categories: &[String],
-    stacks: &[(String, Vec<f64>, RGBColor)],
-) -> Result<String> {
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bars {
+    pub title: String,
+    pub y_label: String,
+    pub categories: Vec<String>,
+    /// (label, one value per category, colour), bottom first.
+    pub stacks: Vec<(String, Vec<f64>, RGBColor)>,
+}
+
+/// [`Bars`] as an SVG document.
+pub fn stacked_bars(bars: &Bars) -> Result<String> {
+    let Bars {
+        title,
+        y_label,
+        categories,
+        stacks,
+    } = bars;
     let n = categories.len().max(1);
     let top = (0..n)
         .map(|i| {
@@ -403,7 +424,7 @@ pub fn stacked_bars(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut ctx = ChartBuilder::on(&root)
-            .caption(title, (FONT, 22))
+            .caption(title.as_str(), (FONT, 22))
             .margin(12)
             .margin_right(24)
             .x_label_area_size(54)
@@ -418,7 +439,7 @@ pub fn stacked_bars(
         ctx.configure_mesh()
             .disable_x_mesh()
             .x_desc("benchmark")
-            .y_desc(y_label)
+            .y_desc(y_label.as_str())
             .x_labels(n)
             .x_label_formatter(&cat)
             .y_label_formatter(&y_fmt)
@@ -448,13 +469,61 @@ pub fn stacked_bars(
                 .collect();
             ctx.draw_series(bars)
                 .map_err(err)?
-                .label(label)
+                .label(label.as_str())
                 .legend(move |(lx, ly)| {
                     Rectangle::new([(lx, ly - 5), (lx + 14, ly + 5)], c.filled())
                 });
         }
-        legend(&mut ctx, SeriesLabelPosition::UpperLeft)?;
+        legend(&mut ctx, SeriesLabelPosition::UpperLeft, FULL.label)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_chart(series: usize) -> Chart {
+        Chart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: (0..series)
+                .map(|i| {
+                    let pts = (0..10).map(|x| (x as f64, (x * i) as f64)).collect();
+                    Series::new(format!("series {i}"), pts, Style::Line, color(i))
+                })
+                .collect(),
+            ..Chart::default()
+        }
+    }
+
+    #[test]
+    fn a_small_multiple_is_smaller_and_has_no_legend() {
+        let full = xy(&line_chart(2)).unwrap();
+        let small = small(&line_chart(2)).unwrap();
+        assert!(full.contains("series 1"), "the full chart has its legend");
+        assert!(!small.contains("series 1"), "a small multiple has none");
+        assert!(small.contains("width=\"380\""), "{}", &small[..200]);
+    }
+
+    #[test]
+    fn a_spectrum_line_runs_from_q0_to_the_nines_its_count_supports() {
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for v in 1..=1000u64 {
+            h.record(v * 1_000_000).unwrap();
+        }
+        let pts = Spectrum::line(&h);
+        assert_eq!(pts.first().map(|p| p.0), Some(0.0));
+        assert!(
+            (pts.last().unwrap().0 - 3.0).abs() < 1e-9,
+            "1000 values: 3 nines"
+        );
+        assert!(
+            pts.windows(2).all(|w| w[0].1 <= w[1].1),
+            "latency grows with q"
+        );
+        assert!(Spectrum::line(&hdrhistogram::Histogram::<u64>::new(3).unwrap()).is_empty());
+    }
 }

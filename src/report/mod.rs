@@ -10,7 +10,7 @@
 //! - `compare`: one verdict per benchmark, judged against the machine's noise (`noise`: learnt
 //!   from earlier comparable runs and the runs' own rounds), many decisions controlled together.
 //! - `charts`: plotters SVG charts.
-//! - `html`: the page.
+//! - `html`: the page — one module per section, each a data struct rendered with maud.
 //!
 //! `charts`, `html` and the `report` binary are built with the `html` feature (on by default);
 //! without it (`serve`/`load` deployed with `--no-default-features`) a run's record, baseline and

@@ -1,0 +1,137 @@
+//! The knee of a sweep (found, not reached, missed) and the small multiples of its levels.
+
+use super::*;
+use crate::record::{Environment, RunRecord};
+
+/// A `load --sweep` record of `levels` (users, p99 ms, meets_slo) with its knee entry as
+/// load::sweep writes it, ten per-second points per level.
+fn sweep_record(levels: &[(f64, f64, Option<f64>)], knee_users: Option<f64>) -> RunRecord {
+    let mut r = RunRecord::new(
+        "load",
+        Environment::default(),
+        serde_json::json!({"model": "sweep"}),
+    );
+    for &(users, p99, meets) in levels {
+        let mut metrics: BTreeMap<String, f64> = [
+            ("users".to_string(), users),
+            ("rps".to_string(), users * 10.0),
+            ("p50_ms".to_string(), p99 / 3.0),
+            ("p99_ms".to_string(), p99),
+        ]
+        .into();
+        if let Some(m) = meets {
+            metrics.insert("meets_slo".into(), m);
+        }
+        let series = ["rps_per_second", "p99_ms_per_second"]
+            .into_iter()
+            .map(|s| (s.to_string(), (1..=10).map(|t| (t as f64, users)).collect()))
+            .collect();
+        r.results.push(ResultEntry {
+            name: format!("load/users/{users}"),
+            metrics,
+            series,
+            ..ResultEntry::default()
+        });
+    }
+    let mut metrics = BTreeMap::from([("slo_p99_ms".to_string(), 50.0)]);
+    if let Some(u) = knee_users {
+        metrics.insert("knee_users".into(), u);
+        metrics.insert("knee_rps".into(), u * 10.0);
+        metrics.insert("knee_p99_ms".into(), 20.0);
+    }
+    r.results.push(ResultEntry {
+        name: "load/knee".into(),
+        metrics,
+        ..ResultEntry::default()
+    });
+    r
+}
+
+fn knee(r: &RunRecord) -> Knee {
+    knee_of(&sweeps(r)[0])
+}
+
+#[test]
+fn a_sweep_whose_objective_never_broke_has_no_knee_only_a_lower_bound() {
+    // Every level met the objective; the best throughput is at 50, not at the last level.
+    let levels: Vec<_> = [1.0, 10.0, 50.0, 100.0]
+        .map(|u| (u, 5.0 + u / 10.0, Some(1.0)))
+        .to_vec();
+    let r = sweep_record(&levels, Some(50.0));
+    let k = knee(&r);
+    assert!(
+        matches!(&k, Knee::NotReached(l) if l.level == 100 && l.unit == "users"),
+        "{k:?}"
+    );
+    let html = sweep_shown(&sweeps(&r)[0]).render().into_string();
+    assert!(
+        html.contains("≥ 100 users, objective not reached"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("the most users"),
+        "no level is called the knee"
+    );
+}
+
+#[test]
+fn a_sweep_that_broke_its_objective_shows_its_knee() {
+    let r = sweep_record(
+        &[
+            (1.0, 5.0, Some(1.0)),
+            (10.0, 20.0, Some(1.0)),
+            (50.0, 90.0, Some(0.0)),
+        ],
+        Some(10.0),
+    );
+    assert!(
+        matches!(knee(&r), Knee::Found(l) if l.level == 10),
+        "{:?}",
+        knee(&r)
+    );
+    let html = sweep_shown(&sweeps(&r)[0]).render().into_string();
+    assert!(
+        html.contains("the most users that still meet p99 &lt; 50.00 ms: 10 users at 100 RPS"),
+        "{html}"
+    );
+    // A record whose levels do not say whether they met it shows the knee it holds.
+    let old = sweep_record(&[(1.0, 5.0, None), (10.0, 20.0, None)], Some(10.0));
+    assert!(matches!(knee(&old), Knee::Found(l) if l.level == 10));
+    // No level met it; no knee entry at all.
+    let none = sweep_record(&[(1.0, 90.0, Some(0.0))], None);
+    assert_eq!(knee(&none), Knee::Missed);
+    let mut absent = none.clone();
+    absent.results.pop();
+    assert_eq!(knee(&absent), Knee::Absent);
+}
+
+#[test]
+fn a_ten_level_sweep_over_time_is_ten_small_charts_of_one_line_on_one_scale() {
+    let levels: Vec<_> = (1..=10)
+        .map(|u| (f64::from(u) * 10.0, 10.0, Some(1.0)))
+        .collect();
+    let r = sweep_record(&levels, Some(100.0));
+    let shown = over_time(&r, &sweeps(&r));
+    assert_eq!(shown.len(), 2, "throughput and p99");
+    for o in &shown {
+        assert_eq!(o.figures.len(), 10, "one chart per level");
+        let ranges: Vec<_> = o
+            .figures
+            .iter()
+            .map(|f| match f {
+                Figure::Small(c) => {
+                    assert_eq!(c.series.len(), 1, "one line, no legend to cover it");
+                    c.y_range
+                }
+                other => panic!("not a small multiple: {other:?}"),
+            })
+            .collect();
+        assert!(
+            ranges.iter().all(|r| *r == ranges[0] && r.is_some()),
+            "{ranges:?}"
+        );
+    }
+    let html = shown[0].render().into_string();
+    assert_eq!(html.matches("<svg").count(), 10);
+    assert!(html.contains("class=\"multiples\""));
+}

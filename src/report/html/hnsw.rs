@@ -1,0 +1,211 @@
+//! HNSW: latency and recall per ef_search, and the recall–throughput trade-off.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use maud::{Render, html};
+
+use super::super::charts::{Chart, Series, Style, color};
+use super::super::store::Stored;
+use super::helpers::{Figure, Num, Source, Text, metric, pass_cell, side_by_side};
+use crate::record::{ResultEntry, RunRecord};
+
+/// What the section shows: nothing without an hnsw record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hnsw(pub Option<Shown>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub source: Source,
+    /// Latency, recall, the trade-off.
+    pub charts: Vec<Figure>,
+    pub rows: Vec<Row>,
+}
+
+/// One benchmark: criterion median, p50, p95, p99, p99.9, max, QPS, recall, worst recall; its gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub name: Text,
+    pub cells: Vec<Num>,
+    pub gate: Option<bool>,
+}
+
+/// (group, ef_search) of an entry named `<group>/ef_search/<ef>`.
+pub fn ef_entry(e: &ResultEntry) -> Option<(&str, f64)> {
+    let (group, ef) = e.name.split_once("/ef_search/")?;
+    Some((group, metric(e, "ef_search").or_else(|| ef.parse().ok())?))
+}
+
+fn by_group(r: &RunRecord) -> BTreeMap<&str, Vec<(f64, &ResultEntry)>> {
+    let mut groups: BTreeMap<&str, Vec<(f64, &ResultEntry)>> = BTreeMap::new();
+    for e in &r.results {
+        if let Some((g, ef)) = ef_entry(e) {
+            groups.entry(g).or_default().push((ef, e));
+        }
+    }
+    for v in groups.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    groups
+}
+
+/// The (x, metric `m`) points of entries keyed by x.
+pub fn series_of(entries: &[(f64, &ResultEntry)], m: &str) -> Vec<(f64, f64)> {
+    entries
+        .iter()
+        .filter_map(|(x, e)| Some((*x, metric(e, m)?)))
+        .collect()
+}
+
+/// The three charts of a record's ef_search groups.
+fn charts_of(r: &RunRecord) -> Vec<Figure> {
+    let mut lat = Chart {
+        title: "Search latency vs ef_search (gate: p99 < 50 ms)".into(),
+        x_label: "hnsw.ef_search (log scale)".into(),
+        y_label: "latency (ms, log scale)".into(),
+        log_x: true,
+        log_y: true,
+        hlines: vec![(super::super::GATE_P99_MS, "gate: p99 < 50 ms".into())],
+        ..Chart::default()
+    };
+    let mut recall = Chart {
+        title: "recall@10 vs ef_search".into(),
+        x_label: "hnsw.ef_search (log scale)".into(),
+        y_label: "recall@10 (fraction of true top-10)".into(),
+        log_x: true,
+        y_range: Some((0.0, 1.04)),
+        legend_lower_right: true,
+        ..Chart::default()
+    };
+    let mut trade = Chart {
+        title: "Recall–throughput trade-off (one point per ef_search)".into(),
+        x_label: "mean recall@10".into(),
+        y_label: "queries per second (one connection)".into(),
+        log_y: true,
+        ..Chart::default()
+    };
+    for (i, (group, entries)) in by_group(r).iter().enumerate() {
+        let dash = if i == 0 {
+            Style::LinePoints
+        } else {
+            Style::Dashed
+        };
+        lat.series.push(Series::new(
+            format!("{group} p50"),
+            series_of(entries, "p50_ms"),
+            dash,
+            color(2 * i),
+        ));
+        lat.series.push(Series::new(
+            format!("{group} p99"),
+            series_of(entries, "p99_ms"),
+            dash,
+            color(1 + 2 * i),
+        ));
+        recall.series.push(Series::new(
+            format!("{group} mean"),
+            series_of(entries, "recall_mean"),
+            dash,
+            color(2 * i),
+        ));
+        recall.series.push(Series::new(
+            format!("{group} worst query"),
+            series_of(entries, "recall_min"),
+            Style::Points,
+            color(1 + 2 * i),
+        ));
+        let pts: Vec<(f64, f64)> = entries
+            .iter()
+            .filter_map(|(_, e)| Some((metric(e, "recall_mean")?, metric(e, "qps")?)))
+            .collect();
+        trade
+            .series
+            .push(Series::new(*group, pts, Style::LinePoints, color(2 * i)));
+        if i == 0 {
+            for (ef, e) in entries {
+                if let (Some(r), Some(q)) = (metric(e, "recall_mean"), metric(e, "qps")) {
+                    // Points that (nearly) coincide share one label instead of overlapping.
+                    match trade
+                        .notes
+                        .iter_mut()
+                        .find(|((nr, nq), _)| (nr - r).abs() < 0.01 && (nq / q - 1.0).abs() < 0.08)
+                    {
+                        Some((_, text)) => {
+                            let _ = write!(text, ", {ef}");
+                        }
+                        None => trade.notes.push(((r, q), format!("ef {ef}"))),
+                    }
+                }
+            }
+        }
+    }
+    vec![Figure::xy(lat), Figure::xy(recall), Figure::xy(trade)]
+}
+
+impl Hnsw {
+    pub fn of(s: Option<&Stored>) -> Self {
+        Self(s.map(|s| {
+            Shown {
+                source: Source::of(s),
+                charts: charts_of(&s.record),
+                rows: s
+                    .record
+                    .results
+                    .iter()
+                    .map(|e| Row {
+                        name: Text::new(&e.name),
+                        cells: [
+                            "criterion_median_ms",
+                            "p50_ms",
+                            "p95_ms",
+                            "p99_ms",
+                            "p999_ms",
+                            "max_ms",
+                            "qps",
+                            "recall_mean",
+                            "recall_min",
+                        ]
+                        .iter()
+                        .map(|m| Num::metric(e, m))
+                        .collect(),
+                        gate: e.gates.first().map(|g| g.pass),
+                    })
+                    .collect(),
+            }
+        }))
+    }
+}
+
+impl Render for Hnsw {
+    fn render_to(&self, buffer: &mut String) {
+        html! {
+            h2 id="hnsw" { "HNSW: latency and recall per ef_search" }
+            @match &self.0 {
+                None => p { "No hnsw record yet (" code { "cargo bench hnsw" } ")." },
+                Some(s) => {
+                    (s.source)
+                    (side_by_side(&s.charts))
+                    div.scroll { table {
+                        tr {
+                            th { "benchmark" } th { "criterion median" } th { "p50" } th { "p95" }
+                            th { "p99" } th { "p99.9" } th { "max" } th { "QPS" } th { "recall@10" }
+                            th { "worst" } th { "p99 < 50 ms" }
+                        }
+                        @for r in &s.rows {
+                            tr {
+                                td { (r.name) }
+                                @for c in &r.cells { (c) }
+                                @match r.gate { Some(pass) => (pass_cell(pass)), None => td { "-" } }
+                            }
+                        }
+                    } }
+                    p.note {
+                        "Latencies in ms from one pass over the query set (HDR histogram); \
+                         recall@10 against the exact top-10."
+                    }
+                }
+            }
+        }
+        .render_to(buffer);
+    }
+}
