@@ -7,10 +7,10 @@
 //! against the ground truth. Before timing, EXPLAIN must show the HNSW index scan, and the index is
 //! prewarmed.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use criterion::{BenchmarkId, Throughput};
 use pgvector::Vector;
 use sqlx::PgConnection;
@@ -19,11 +19,15 @@ use crate::bench::{
     BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order, time_async,
 };
 use crate::config::Config;
+use crate::dataset;
 use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, index, schema, search};
 use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
 use crate::setup::{self, DatasetChange, Needs};
-use crate::{dataset, stack};
+
+mod pgbench;
+
+pub use pgbench::{PgbenchResult, pgbench, pgbench_script};
 
 /// The seeds' launch gate for raw HNSW search.
 pub use crate::gates::P99_MS as GATE_P99_MS;
@@ -73,13 +77,6 @@ pub struct HnswPass {
     pub rounds: Vec<std::collections::BTreeMap<String, f64>>,
     pub criterion_median_ms: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
-}
-
-/// pgbench on the same SQL (`-M prepared`, 1 client).
-#[derive(Debug, Clone, Copy)]
-pub struct PgbenchResult {
-    pub latency_avg_ms: f64,
-    pub tps: f64,
 }
 
 pub type RunOutcome = crate::bench::RunOutcome<HnswPass>;
@@ -362,84 +359,6 @@ async fn run_query(
     match mode {
         Mode::Session => search::search(conn, q, k).await,
         Mode::Transaction => search::search_in_transaction(conn, q, k, ef).await,
-    }
-}
-
-/// The pgbench script for THE search query, its vector read from `capacity_queries`.
-pub fn pgbench_script(queries: usize, k: i64) -> String {
-    let vector = "(SELECT embedding FROM capacity_queries WHERE query_no = :qid)";
-    let sql = search::SEARCH_SQL
-        .replace("$1", vector)
-        .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))
-        .replace("$3", &k.to_string());
-    format!(
-        "\\set qid random(0, {})\n{sql};\n",
-        queries.saturating_sub(1)
-    )
-}
-
-/// Runs pgbench (`-n -M prepared -c 1`) on the same query at `ef` for a fixed time.
-pub fn pgbench(
-    config: &Config,
-    url: &str,
-    ef: u32,
-    queries: usize,
-    k: i64,
-) -> Result<PgbenchResult> {
-    let program = stack::pg_program(&config.servers, "pgbench");
-    // The password goes in pgbench's environment, which other users cannot read (its command line
-    // they can).
-    let (url, password) = stack::split_password(url)?;
-    let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&script, pgbench_script(queries, k))
-        .with_context(|| format!("writing {}", script.display()))?;
-    let seconds = if config.bench.quick { 3 } else { 15 };
-    let mut cmd = Command::new(&program);
-    if let Some(password) = password {
-        cmd.env("PGPASSWORD", password);
-    }
-    let out = cmd
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-c",
-            "1",
-            "-T",
-            &seconds.to_string(),
-            "-f",
-        ])
-        .arg(&script)
-        .arg(&url)
-        .env("PGOPTIONS", format!("-c hnsw.ef_search={ef}"))
-        .output()
-        .with_context(|| {
-            format!(
-                "running {} (unset CAPBENCH_COMPARE to skip)",
-                program.display()
-            )
-        });
-    let _ = std::fs::remove_file(&script);
-    let out = out?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "pgbench failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let number = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    match (number("latency average = "), number("tps = ")) {
-        (Some(latency_avg_ms), Some(tps)) => Ok(PgbenchResult {
-            latency_avg_ms,
-            tps,
-        }),
-        _ => bail!("could not read pgbench's output: {}", text.trim()),
     }
 }
 

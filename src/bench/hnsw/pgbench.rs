@@ -1,0 +1,95 @@
+//! pgbench beside the hnsw bench (`CAPBENCH_COMPARE=1`): the same search SQL through PostgreSQL's
+//! own benchmark client, so a latency is quoted against an independent tool of the same run.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Config;
+use crate::db::search;
+use crate::{dataset, stack};
+
+/// pgbench on the same SQL (`-M prepared`, 1 client).
+#[derive(Debug, Clone, Copy)]
+pub struct PgbenchResult {
+    pub latency_avg_ms: f64,
+    pub tps: f64,
+}
+
+/// The pgbench script for THE search query, its vector read from `capacity_queries`.
+pub fn pgbench_script(queries: usize, k: i64) -> String {
+    let vector = "(SELECT embedding FROM capacity_queries WHERE query_no = :qid)";
+    let sql = search::SEARCH_SQL
+        .replace("$1", vector)
+        .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))
+        .replace("$3", &k.to_string());
+    format!(
+        "\\set qid random(0, {})\n{sql};\n",
+        queries.saturating_sub(1)
+    )
+}
+
+/// Runs pgbench (`-n -M prepared -c 1`) on the same query at `ef` for a fixed time.
+pub fn pgbench(
+    config: &Config,
+    url: &str,
+    ef: u32,
+    queries: usize,
+    k: i64,
+) -> Result<PgbenchResult> {
+    let program = stack::pg_program(&config.servers, "pgbench");
+    // The password goes in pgbench's environment, which other users cannot read (its command line
+    // they can).
+    let (url, password) = stack::split_password(url)?;
+    let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, pgbench_script(queries, k))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let seconds = if config.bench.quick { 3 } else { 15 };
+    let mut cmd = Command::new(&program);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    let out = cmd
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "1",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&url)
+        .env("PGOPTIONS", format!("-c hnsw.ef_search={ef}"))
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (unset CAPBENCH_COMPARE to skip)",
+                program.display()
+            )
+        });
+    let _ = std::fs::remove_file(&script);
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let number = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    match (number("latency average = "), number("tps = ")) {
+        (Some(latency_avg_ms), Some(tps)) => Ok(PgbenchResult {
+            latency_avg_ms,
+            tps,
+        }),
+        _ => bail!("could not read pgbench's output: {}", text.trim()),
+    }
+}
