@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::routing::post;
 use capbench::load::locust;
-use capbench::load::run::Ending;
+use capbench::load::model::Ending;
 use capbench::load::{self, Reach};
 use reqwest::StatusCode;
 use serde_json::json;

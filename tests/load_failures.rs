@@ -15,7 +15,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::post;
 use capbench::load;
-use capbench::load::run::{self, OpenPlan, Progress};
+use capbench::load::model::{self, OpenPlan, Progress};
 use capbench::load::scenario::{Mix, Target};
 use capbench::record::RunRecord;
 use serde_json::json;
@@ -199,7 +199,7 @@ async fn a_lock_holding_every_query_does_not_hang_the_run() {
     .await
     .expect("load hung on a locked table");
     let out = bounded.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(1 + run::GRACE.as_secs() + 4));
+    assert!(started.elapsed() < Duration::from_secs(1 + model::GRACE.as_secs() + 4));
     let (_, done) = &out.finished[0];
     assert_eq!(done.abandoned, 2);
     assert_eq!(out.succeeded(), 0, "nothing was measured");
@@ -373,7 +373,7 @@ async fn a_panic_in_the_schedule_is_the_runs_error() {
         max_requests: 10,
     };
     let started = Instant::now();
-    let e = run::open(&target, &plan, &Progress::new("open", true), None)
+    let e = model::open(&target, &plan, &Progress::new("open", true), None)
         .await
         .expect_err("the panic surfaces");
     assert!(

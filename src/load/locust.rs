@@ -179,7 +179,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
 mod tests {
     use super::*;
     use crate::load::failure::Failure;
-    use crate::load::stats::Outcome;
+    use crate::load::stats::RequestOutcome;
     use std::time::{Duration, Instant};
 
     /// The quoting `stats.rs` wrote by hand before the `csv` crate (RFC 4180, when needed).
@@ -239,8 +239,8 @@ mod tests {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
-    fn outcome(name: &'static str, at: Instant, failure: Option<Failure>) -> Outcome {
-        Outcome {
+    fn outcome(name: &'static str, at: Instant, failure: Option<Failure>) -> RequestOutcome {
+        RequestOutcome {
             method: "POST",
             name,
             intended: at,

@@ -5,12 +5,12 @@
 //! the project's run record.
 //!
 //! This file holds the binary's `main`, the orchestration ([`run()`]) and what an invocation found
-//! ([`Outcome`], its exit code). The rest, one concern each:
+//! ([`LoadOutcome`], its exit code). The rest, one concern each:
 //! - `args`: the command line ([`LoadArgs`]) and its value parsers;
 //! - `target`: the target made ready (in-process service, database, HTTP), API keys minted;
 //! - `reach`: the loopback rule where connections go;
 //! - `scenario`: the seeds' user kinds, their mix, and what each request sends;
-//! - `run`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
+//! - `model`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
 //! - `failure`: why a request failed, as data; `stats`: what a run measured;
 //! - `threshold`: k6-like pass/fail criteria; `sweep`: levels and the knee;
 //! - `output`: what is printed; `locust`: Locust's CSV files; `record`: the run record.
@@ -18,10 +18,10 @@
 pub mod args;
 pub mod failure;
 pub mod locust;
+pub mod model;
 pub mod output;
 pub mod reach;
 pub mod record;
-pub mod run;
 pub mod scenario;
 pub mod signal;
 pub mod stats;
@@ -39,12 +39,12 @@ use serde_json::json;
 use crate::cpu_idle::CpuIdle;
 use crate::record::{Environment, RunRecord};
 pub use args::LoadArgs;
+use model::{ClosedPlan, Ending, Finished, OpenPlan, Progress};
 pub use reach::Reach;
-use run::{ClosedPlan, Ending, Finished, OpenPlan, Progress};
 use signal::before_run;
 pub use signal::{Interrupt, InterruptedBeforeRun, Signal};
 use target::Prepared;
-use threshold::{THRESHOLD_EXIT_CODE, Threshold, Verdict};
+use threshold::{THRESHOLD_EXIT_CODE, Threshold, ThresholdCheck};
 
 /// The `load` binary: its own runtime, so that Ctrl-C or SIGTERM ends the run early but still
 /// reports it. `publish` files the finished run's record (the binary passes the report's, which
@@ -117,16 +117,16 @@ pub const NOTHING_MEASURED_EXIT_CODE: u8 = 1;
 
 /// What a `load` invocation found.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct LoadOutcome {
     pub finished: Vec<(Option<u64>, Finished)>,
-    pub verdicts: Vec<Verdict>,
+    pub verdicts: Vec<ThresholdCheck>,
     pub knee: Option<sweep::Knee>,
     pub swept: bool,
     /// The run record (not yet published).
     pub record: RunRecord,
 }
 
-impl Outcome {
+impl LoadOutcome {
     /// The signal that ended the run early, if one did.
     pub fn interrupted(&self) -> Option<Signal> {
         self.finished.iter().find_map(|(_, f)| match f.ending {
@@ -165,7 +165,7 @@ impl Outcome {
 }
 
 /// Everything `load` does, given its arguments; `interrupt` ends it early (Ctrl-C, SIGTERM).
-pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome> {
+pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOutcome> {
     args.check()?;
     crate::install_tls_provider();
     // Idle CPUs as the machine has them unless asked (`--cpu-idle poll`): held for the whole run.
@@ -185,7 +185,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome
     } = before_run(&interrupt, target::prepare(&args)).await?;
     eprintln!("load: target {}", target.describe());
 
-    let mut outcome = Outcome {
+    let mut outcome = LoadOutcome {
         finished: Vec::new(),
         verdicts: Vec::new(),
         knee: None,
@@ -212,7 +212,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome
                 keys: Some(keys.clone()),
                 tag: tag.clone(),
             };
-            let done = run::closed(
+            let done = model::closed(
                 &target,
                 &plan,
                 &Progress::new(format!("sweep {users} users"), args.quiet),
@@ -254,7 +254,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome
                     run_time,
                     max_requests: args.max_requests,
                 };
-                run::open(
+                model::open(
                     &target,
                     &plan,
                     &Progress::new("open", args.quiet),
@@ -273,7 +273,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<Outcome
                     keys: None,
                     tag: tag.clone(),
                 };
-                run::closed(
+                model::closed(
                     &target,
                     &plan,
                     &Progress::new("closed", args.quiet),

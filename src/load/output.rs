@@ -3,10 +3,10 @@
 
 use std::io::IsTerminal;
 
-use super::run::{self, Ending, Finished};
+use super::model::{self, Ending, Finished};
 use super::stats::{Entry, PERCENTILES, Stats};
 use super::threshold::THRESHOLD_EXIT_CODE;
-use super::{NOTHING_MEASURED_EXIT_CODE, Outcome, sweep};
+use super::{LoadOutcome, NOTHING_MEASURED_EXIT_CODE, sweep};
 
 /// How the live progress line is shown.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64) {
         eprintln!(
             "load: {} requests still in flight {} s after the end were abandoned (not counted)",
             done.abandoned,
-            run::GRACE.as_secs()
+            model::GRACE.as_secs()
         );
     }
 }
@@ -174,7 +174,7 @@ fn fmt_ms(v: f64) -> String {
 }
 
 /// How an invocation ended, when not with every threshold held (stderr).
-pub fn print_ending(outcome: &Outcome, slo_p99_ms: f64) {
+pub fn print_ending(outcome: &LoadOutcome, slo_p99_ms: f64) {
     if let Some(signal) = outcome.interrupted() {
         eprintln!(
             "load: interrupted ({}); the results so far are above and in the run record (exit {})",

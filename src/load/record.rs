@@ -10,7 +10,7 @@ use serde_json::json;
 use super::args::LoadArgs;
 use super::scenario::Target;
 use super::stats::{Entry, PERCENTILES, Stats};
-use super::{Outcome, sweep};
+use super::{LoadOutcome, sweep};
 use crate::record::{Environment, Gate, ResultEntry, RunRecord, encode_histogram};
 
 /// The figures of one entry as run-record metrics.
@@ -55,7 +55,7 @@ pub(super) async fn build_record(
     target: &Target,
     db_url: Option<&str>,
     redis_url: Option<&str>,
-    outcome: &Outcome,
+    outcome: &LoadOutcome,
 ) -> Result<RunRecord> {
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {

@@ -11,7 +11,7 @@ use pgvector::Vector;
 use serde_json::json;
 
 use super::failure::Failure;
-use super::stats::Outcome;
+use super::stats::RequestOutcome;
 use crate::db::search;
 use crate::workload::SEARCH_QUERIES;
 pub use crate::workload::query_vectors;
@@ -248,7 +248,11 @@ impl User {
 
     /// Gets ready: mints an API key (HTTP; the request is returned to be recorded) or opens a
     /// connection with the target's ef_search (database).
-    pub async fn start(&mut self, target: &Target, run_tag: &str) -> Result<Option<Outcome>> {
+    pub async fn start(
+        &mut self,
+        target: &Target,
+        run_tag: &str,
+    ) -> Result<Option<RequestOutcome>> {
         match target {
             Target::Http {
                 client, prepared, ..
@@ -287,7 +291,7 @@ impl User {
                     self.key = v["api_key"].as_str().map(String::from);
                 }
                 let failure = failure.or_else(|| self.key.is_none().then_some(Failure::NoApiKey));
-                Ok(Some(Outcome {
+                Ok(Some(RequestOutcome {
                     method: "POST",
                     name: KEYS_NAME,
                     intended: sent,
@@ -328,7 +332,7 @@ impl User {
     }
 
     /// Sends the user's next request; `intended` is when it should have started.
-    pub async fn step(&mut self, target: &Target, intended: Instant) -> Outcome {
+    pub async fn step(&mut self, target: &Target, intended: Instant) -> RequestOutcome {
         let n = self.sent;
         self.sent += 1;
         send(
@@ -352,7 +356,7 @@ pub async fn send(
     n: u64,
     intended: Instant,
     conn: Option<&mut sqlx::PgConnection>,
-) -> Outcome {
+) -> RequestOutcome {
     match target {
         Target::Http {
             client, prepared, ..
@@ -386,7 +390,7 @@ pub async fn send(
                 }
                 Err(e) => (None, 0, Some(Failure::of_transport(&e))),
             };
-            Outcome {
+            RequestOutcome {
                 method: "POST",
                 name,
                 intended: intended.min(sent),
@@ -407,7 +411,7 @@ pub async fn send(
                 },
                 None => (Some(Failure::NoConnection), 0),
             };
-            Outcome {
+            RequestOutcome {
                 method: "SQL",
                 name: SQL_NAME,
                 intended: intended.min(sent),

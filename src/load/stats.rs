@@ -30,7 +30,7 @@ const WINDOW_SECONDS: usize = 10;
 
 /// One finished request.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct RequestOutcome {
     /// `POST`, `GET`, or `SQL` for the database target.
     pub method: &'static str,
     pub name: &'static str,
@@ -46,7 +46,7 @@ pub struct Outcome {
     pub bytes: u64,
 }
 
-impl Outcome {
+impl RequestOutcome {
     /// A request that could not be sent (no connection): failed now, without an answer.
     pub fn failed(
         method: &'static str,
@@ -105,7 +105,7 @@ impl Entry {
         }
     }
 
-    fn add(&mut self, o: &Outcome) {
+    fn add(&mut self, o: &RequestOutcome) {
         let corrected = o.done.saturating_duration_since(o.intended).as_nanos() as u64;
         let uncorrected = o.done.saturating_duration_since(o.sent).as_nanos() as u64;
         self.corrected.saturating_record(corrected.max(1));
@@ -262,7 +262,7 @@ impl Stats {
         }
     }
 
-    pub fn add(&mut self, o: &Outcome) {
+    pub fn add(&mut self, o: &RequestOutcome) {
         self.entries
             .entry((o.method, o.name))
             .or_insert_with(|| Entry::new(o.method, o.name))

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::run::Finished;
+use super::model::Finished;
 use super::stats::Stats;
 use super::threshold::DEFAULT_MAX_ERROR_RATE;
 use crate::record::{self, Gate, ResultEntry};

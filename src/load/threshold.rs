@@ -183,14 +183,14 @@ fn parse_value(metric: Metric, v: &str) -> Result<f64, String> {
 
 /// A threshold checked against a run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
+pub struct ThresholdCheck {
     pub threshold: Threshold,
     /// The measured value (same unit as the bound); `None` when the named request never ran.
     pub actual: Option<f64>,
     pub pass: bool,
 }
 
-impl Verdict {
+impl ThresholdCheck {
     /// `p99<50ms: PASS (p99 = 12.3 ms)`.
     pub fn line(&self) -> String {
         let t = &self.threshold;
@@ -240,13 +240,13 @@ impl Threshold {
     }
 
     /// Checks the threshold on `stats`. A named request that never ran fails.
-    pub fn check(&self, stats: &Stats) -> Verdict {
+    pub fn check(&self, stats: &Stats) -> ThresholdCheck {
         let entry = match &self.name {
             None => Some(&stats.total),
             Some(n) => stats.entry(n),
         };
         let actual = entry.map(|e| self.value(e, stats));
-        Verdict {
+        ThresholdCheck {
             threshold: self.clone(),
             actual,
             pass: actual.is_some_and(|a| self.op.holds(a, self.bound)),

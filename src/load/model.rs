@@ -15,7 +15,7 @@ pub use super::output::Progress;
 use super::scenario::{self, Mix, Target, User};
 use super::signal::signalled;
 pub use super::signal::{Interrupt, Signal};
-use super::stats::{Outcome, Stats};
+use super::stats::{RequestOutcome, Stats};
 
 /// How long requests in flight at the end may take to finish before they are abandoned.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -92,7 +92,7 @@ impl Shared {
         })
     }
 
-    fn record(&self, o: &Outcome) {
+    fn record(&self, o: &RequestOutcome) {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).add(o);
     }
 
@@ -293,7 +293,7 @@ async fn user_loop(
         match user.start(&target, &tag).await {
             Ok(Some(o)) => shared.record(&o),
             Ok(None) => {}
-            Err(e) => shared.record(&Outcome::failed(
+            Err(e) => shared.record(&RequestOutcome::failed(
                 "SQL",
                 "connect",
                 Instant::now(),
@@ -402,7 +402,7 @@ pub async fn open(
                                     )
                                     .await
                                 }
-                                Err(e) => Outcome::failed(
+                                Err(e) => RequestOutcome::failed(
                                     "SQL",
                                     scenario::SQL_NAME,
                                     intended,
