@@ -256,6 +256,24 @@ impl Render for Figure {
 }
 
 /// Charts side by side.
+/// A section that shows one kind of record: its heading, then `content`, or — with no such record
+/// yet — the command that makes one.
+pub fn section_of(
+    id: &str,
+    title: &str,
+    kind: &str,
+    command: &str,
+    content: Option<Markup>,
+) -> Markup {
+    html! {
+        h2 id=(id) { (title) }
+        @match content {
+            None => p { "No " (kind) " record yet (" code { (command) } ")." },
+            Some(c) => (c),
+        }
+    }
+}
+
 pub fn side_by_side(figures: &[Figure]) -> Markup {
     html! {
         @if !figures.is_empty() {

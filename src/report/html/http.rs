@@ -8,7 +8,7 @@ use maud::{Render, html};
 use super::super::charts::{Bars, color};
 use super::super::compare::number;
 use super::super::store::Stored;
-use super::helpers::{Figure, Num, Source, Text, metric, side_by_side};
+use super::helpers::{Figure, Num, Source, Text, metric, section_of, side_by_side};
 use super::hnsw::ef_entry;
 use super::latency::{LatencyTable, histograms, spectrum};
 use crate::record::{self, ResultEntry, RunRecord};
@@ -206,15 +206,14 @@ impl Render for Shown {
 
 impl Render for Http {
     fn render_to(&self, buffer: &mut String) {
-        html! {
-            h2 id="http" { "Search over HTTP: percentile spectrum, SQL vs service" }
-            @match &self.0 {
-                None => p {
-                    "No http_search record yet (" code { "cargo bench http_search" } ")."
-                },
-                Some(s) => (s),
-            }
-        }
+        let content = self.0.as_ref().map(|s| html! { (s) });
+        section_of(
+            "http",
+            "Search over HTTP: percentile spectrum, SQL vs service",
+            "http_search",
+            "cargo bench http_search",
+            content,
+        )
         .render_to(buffer);
     }
 }

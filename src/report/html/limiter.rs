@@ -6,7 +6,7 @@ use maud::{Render, html};
 use super::super::charts::{Chart, Series, Style, color};
 use super::super::compare::number;
 use super::super::store::Stored;
-use super::helpers::{Figure, Source, Text, figure, metric, pass_cell, side_by_side};
+use super::helpers::{Figure, Source, Text, figure, metric, pass_cell, section_of, side_by_side};
 use super::latency::{LatencyTable, histograms, spectrum};
 use crate::record::ResultEntry;
 
@@ -200,15 +200,14 @@ impl Render for Shown {
 
 impl Render for Limiter {
     fn render_to(&self, buffer: &mut String) {
-        html! {
-            h2 id="limiter" { "Rate limiter: promises, cost, timeline" }
-            @match &self.0 {
-                None => p {
-                    "No rate_limit record yet (" code { "cargo bench rate_limit" } ")."
-                },
-                Some(s) => (s),
-            }
-        }
+        let content = self.0.as_ref().map(|s| html! { (s) });
+        section_of(
+            "limiter",
+            "Rate limiter: promises, cost, timeline",
+            "rate_limit",
+            "cargo bench rate_limit",
+            content,
+        )
         .render_to(buffer);
     }
 }
