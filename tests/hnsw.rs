@@ -9,7 +9,9 @@ use capbench::config::{Config, IndexParams};
 use capbench::dataset::Dataset;
 use capbench::db::truth::{self, GroundTruth};
 use capbench::db::{self, schema, search};
-use capbench::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use capbench::record::{
+    self, Environment, HnswParameters, Metric, Parameters, ResultEntry, RunRecord,
+};
 use capbench::setup::{LoadOptions, ensure_dataset, ensure_truth};
 use pgvector::Vector;
 use uuid::Uuid;
@@ -146,18 +148,17 @@ fn run_records_round_trip_and_refuse_a_future_schema() {
         hist.record(v).unwrap();
     }
     let mut rec = RunRecord::new(
-        "hnsw",
         Environment::of_machine(),
-        serde_json::json!({"ef_search": [40]}),
+        Parameters::Hnsw(HnswParameters {
+            ef_search: vec![40],
+            ..HnswParameters::default()
+        }),
     );
     rec.results.push(ResultEntry {
         name: "hnsw/ef_search/40".into(),
-        metrics: [("p99_ms".to_string(), 40.0)].into_iter().collect(),
+        metrics: [(Metric::P99_MS, 40.0)].into_iter().collect(),
         histogram: Some(record::encode_histogram(&hist).unwrap()),
-        gates: vec![Gate {
-            name: "p99 < 50 ms".into(),
-            pass: true,
-        }],
+        gates: vec![capbench::gates::seeds_p99(None, Some(40.0))],
         ..ResultEntry::default()
     });
     let path = rec.write(&dir).unwrap();

@@ -17,6 +17,7 @@ use axum::routing::post;
 use capbench::load::locust;
 use capbench::load::model::Ending;
 use capbench::load::{self, Reach};
+use capbench::record::Metric;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -288,7 +289,7 @@ async fn the_sweep_finds_the_knee_of_a_known_capacity() {
             "capacity/knee"
         ]
     );
-    assert_eq!(out.record.results[4].metrics["knee_users"], 2.0);
+    assert_eq!(out.record.results[4].metrics[&Metric::KneeUsers], 2.0);
     // The gate says what it checks: a level at the objective meets it.
     assert_eq!(
         out.record.results[4].gates[0].name,

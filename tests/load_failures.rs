@@ -17,7 +17,7 @@ use axum::routing::post;
 use capbench::load;
 use capbench::load::model::{self, OpenPlan, Progress};
 use capbench::load::scenario::{Mix, Target};
-use capbench::record::RunRecord;
+use capbench::record::{Metric, Parameters, RunRecord};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -302,7 +302,7 @@ fn a_signal_ends_the_run_with_its_results_written() {
             .iter()
             .find(|r| r.name == "load/Aggregated")
             .unwrap();
-        assert!(total.metrics["count"] >= 20.0, "{:?}", total.metrics);
+        assert!(total.metrics[&Metric::Count] >= 20.0, "{:?}", total.metrics);
     }
 }
 
@@ -353,7 +353,10 @@ async fn the_record_survives_a_redis_gone_before_it_is_written() {
             .any(|r| r.name == "load/Aggregated")
     );
     assert_eq!(out.record.environment.redis_version, None);
-    let unread = out.record.parameters["environment_unread"].to_string();
+    let Parameters::Load(p) = &out.record.parameters else {
+        panic!("a load record: {:?}", out.record.parameters);
+    };
+    let unread = p.environment_unread.join("; ");
     assert!(unread.contains("Redis version"), "{unread}");
     std::fs::remove_dir_all(&servers.home).ok();
 }

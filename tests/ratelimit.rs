@@ -278,11 +278,14 @@ async fn the_limiter_timeline_keeps_its_promises_on_real_redis() {
         assert!(g.pass, "{} failed: {entry:?}", g.name);
     }
     let attempts = (0.5 * SEND_RATE) as usize;
-    assert_eq!(entry.metrics["attempts"], attempts as f64);
+    assert_eq!(
+        entry.metrics[&capbench::record::Metric::Attempts],
+        attempts as f64
+    );
     assert_eq!(entry.series["allowed"].len(), attempts);
     // A full bucket admits at least its capacity before it runs dry.
     assert!(
-        entry.metrics["allowed"] >= LIMIT.capacity,
+        entry.metrics[&capbench::record::Metric::Allowed] >= LIMIT.capacity,
         "{:?}",
         entry.metrics
     );

@@ -3,11 +3,13 @@
 //! renders it as something other than a blank page). Every test works in a temporary directory
 //! of its own; nothing here reads or writes target-reports/.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use capbench::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use capbench::record::{
+    self, Environment, Gate, GateKind, HnswParameters, HttpSearchParameters, Kind, LoadModel,
+    LoadParameters, Metric, Metrics, Parameters, ResultEntry, RunRecord,
+};
 use capbench::report::compare::{self, Options, Verdict};
 use capbench::report::noise::History;
 use capbench::report::store::Store;
@@ -40,29 +42,34 @@ fn histogram(samples: &[f64]) -> hdrhistogram::Histogram<u64> {
 }
 
 /// A result entry with the histogram's percentiles as metrics, plus `extra`.
-fn entry(name: &str, samples: &[f64], extra: &[(&str, f64)]) -> ResultEntry {
+fn entry(name: &str, samples: &[f64], extra: &[(Metric, f64)]) -> ResultEntry {
     let h = histogram(samples);
-    let mut metrics: BTreeMap<String, f64> = capbench::bench::LatencySummary::of(&h).metrics();
+    let mut metrics: Metrics = capbench::bench::LatencySummary::of(&h).metrics();
     for (k, v) in extra {
-        metrics.insert(k.to_string(), *v);
+        metrics.insert(k.clone(), *v);
     }
     ResultEntry {
         name: name.into(),
         metrics,
         histogram: Some(record::encode_histogram(&h).unwrap()),
-        gates: vec![Gate {
-            name: "p99 < 50 ms".into(),
-            pass: h.value_at_quantile(0.99) < 50_000_000,
-        }],
+        gates: vec![capbench::gates::seeds_p99(
+            None,
+            Some(h.value_at_quantile(0.99) as f64 / 1e6),
+        )],
         ..ResultEntry::default()
     }
 }
 
 fn hnsw_record(entries: Vec<ResultEntry>, quick: bool) -> RunRecord {
     let mut r = RunRecord::new(
-        "hnsw",
         Environment::of_machine(),
-        serde_json::json!({"ef_search": [40], "queries": 5000, "k": 10, "quick": quick}),
+        Parameters::Hnsw(HnswParameters {
+            ef_search: vec![40],
+            queries: 5000,
+            k: 10,
+            quick,
+            ..HnswParameters::default()
+        }),
     );
     r.dataset =
         Some(serde_json::json!({"fingerprint": "f00", "params": {"rows": 100000, "hnsw_m": 16}}));
@@ -90,13 +97,12 @@ fn history_like(like: &RunRecord, n: usize, seed: u64) -> Vec<RunRecord> {
             let mut r = like.clone();
             r.created_at = format!("2026-01-01T{i:02}:00:00Z");
             for e in &mut r.results {
-                let extra: Vec<(String, f64)> = e
+                let extra: Vec<(Metric, f64)> = e
                     .metrics
                     .iter()
-                    .filter(|(k, _)| matches!(k.as_str(), "recall_mean" | "qps"))
+                    .filter(|(k, _)| matches!(k, Metric::RecallMean | Metric::Qps))
                     .map(|(k, v)| (k.clone(), *v))
                     .collect();
-                let extra: Vec<(&str, f64)> = extra.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 *e = entry(&e.name, &lognormal_ns(5000, seed + i as u64), &extra);
             }
             r
@@ -111,9 +117,9 @@ fn write_history(store: &Store, like: &RunRecord, n: usize, seed: u64) {
     }
 }
 
-fn change<'a>(c: &'a [compare::MetricChange], metric: &str) -> &'a compare::MetricChange {
+fn change<'a>(c: &'a [compare::MetricChange], metric: &Metric) -> &'a compare::MetricChange {
     c.iter()
-        .find(|m| m.metric == metric)
+        .find(|m| m.metric == *metric)
         .unwrap_or_else(|| panic!("no {metric} in {c:#?}"))
 }
 
@@ -124,7 +130,7 @@ fn a_record_round_trips_and_a_future_schema_is_refused_clearly() {
         vec![entry(
             "hnsw/ef_search/40",
             &lognormal_ns(1000, 1),
-            &[("recall_mean", 0.9)],
+            &[(Metric::RecallMean, 0.9)],
         )],
         false,
     );
@@ -162,10 +168,13 @@ fn runs_finishing_in_the_same_second_never_overwrite_each_other() {
     let handles: Vec<_> = (0..writers)
         .map(|i| {
             let (dir, barrier) = (dir.clone(), barrier.clone());
+            // Each writer's record says which writer it is (in its query count).
             let mut rec = RunRecord::new(
-                "hnsw",
                 Environment::default(),
-                serde_json::json!({"writer": i}),
+                Parameters::Hnsw(HnswParameters {
+                    queries: i,
+                    ..HnswParameters::default()
+                }),
             );
             rec.created_at = "2030-01-01T00:00:00Z".into();
             std::thread::spawn(move || {
@@ -194,9 +203,10 @@ fn runs_finishing_in_the_same_second_never_overwrite_each_other() {
                 "a temporary file was left: {}",
                 path.display()
             );
-            RunRecord::read(&path).unwrap().parameters["writer"]
-                .as_u64()
-                .unwrap()
+            match RunRecord::read(&path).unwrap().parameters {
+                Parameters::Hnsw(p) => p.queries as u64,
+                other => panic!("not the hnsw record written: {other:?}"),
+            }
         })
         .collect();
     found.sort();
@@ -213,10 +223,72 @@ fn records_written_by_the_benches_are_read() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let (runs, warnings) = Store::new(&fixtures).runs_in(&fixtures);
     assert!(warnings.is_empty(), "{warnings:?}");
-    let kinds: Vec<&str> = runs.iter().map(|s| s.record.kind.as_str()).collect();
+    let kinds: Vec<&str> = runs.iter().map(|s| s.record.kind().as_str()).collect();
     for k in ["hnsw", "http_search", "rate_limit"] {
         assert!(kinds.contains(&k), "no {k} fixture in {kinds:?}");
     }
+    // The fixtures are schema version 1: read through the one migration, their parameters typed
+    // and every gate given its kind, the seeds' p99 gate its check with the entry's own p99.
+    for s in &runs {
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&s.path).unwrap()).unwrap();
+        assert_eq!(raw["schema_version"], 1, "{}", s.path.display());
+        assert_eq!(s.record.schema_version, record::SCHEMA_VERSION);
+        assert_eq!(s.record.parameters.fields(), raw["parameters"]);
+    }
+    let hnsw = runs.iter().find(|s| s.record.kind() == Kind::Hnsw).unwrap();
+    let Parameters::Hnsw(p) = &hnsw.record.parameters else {
+        panic!("{:?}", hnsw.record.parameters)
+    };
+    assert_eq!(p.ef_search, [16, 40, 64, 100, 200]);
+    assert!(p.prewarmed.is_some_and(|w| w.index_bytes > 0));
+    for e in &hnsw.record.results {
+        for g in &e.gates {
+            assert_eq!(g.kind, GateKind::Latency);
+            let check = g.check.as_ref().expect("the seeds' gate keeps its check");
+            assert_eq!((check.metric.clone(), check.limit), (Metric::P99_MS, 50.0));
+            assert_eq!(check.observed, e.metric(&Metric::P99_MS));
+            assert!(capbench::gates::is_seeds_p99(g));
+        }
+    }
+    let rl = runs
+        .iter()
+        .find(|s| s.record.kind() == Kind::RateLimit)
+        .unwrap();
+    let ratio = rl
+        .record
+        .results
+        .iter()
+        .flat_map(|e| &e.gates)
+        .next()
+        .unwrap();
+    assert_eq!(ratio.kind, GateKind::Comparison);
+    assert_eq!(
+        ratio.check.as_ref().map(|c| (c.metric.clone(), c.limit)),
+        Some((Metric::RatioVsRedisBenchmark, 1.3))
+    );
+}
+
+#[test]
+fn a_record_of_an_unknown_kind_or_metric_is_refused_with_its_name() {
+    let dir = temp_dir("unknown");
+    let rec = hnsw_record(vec![entry("e", &lognormal_ns(100, 3), &[])], false);
+    let path = rec.write(&dir).unwrap();
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut kind = good.clone();
+    kind["kind"] = "gpu_search".into();
+    let mut metric = good.clone();
+    metric["results"][0]["metrics"]["widgets"] = 1.into();
+    for (bad, named) in [(kind, "gpu_search"), (metric, "widgets")] {
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let err = format!("{:#}", RunRecord::read(&path).unwrap_err());
+        assert!(
+            err.contains(named) && err.contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -236,14 +308,17 @@ fn compare_detects_an_injected_20_percent_p99_regression() {
     let earlier = history_like(&base, 8, 300);
     let history = History::of(&earlier, 20);
     let c = compare::compare(&base, "a", &worse, "b", &Options::default(), &history).unwrap();
-    let p99 = change(&c.changes, "p99_ms");
+    let p99 = change(&c.changes, &Metric::P99_MS);
     assert_eq!(p99.verdict, Verdict::Regressed, "{p99:?}");
     assert!(p99.change > 0.10 && p99.change < 0.35, "{p99:?}");
     let (lo, hi) = p99.ci.unwrap();
     assert!(lo > 0.0 && lo < p99.change && p99.change < hi, "{p99:?}");
     assert_eq!((p99.method, p99.spread.unwrap().runs), ("noise", 8));
     // The body of the distribution did not move; the benchmark's one verdict is "regressed".
-    assert_eq!(change(&c.changes, "p50_ms").verdict, Verdict::NoChange);
+    assert_eq!(
+        change(&c.changes, &Metric::P50_MS).verdict,
+        Verdict::NoChange
+    );
     assert_eq!(c.benchmarks.len(), 1);
     assert_eq!(c.benchmarks[0].verdict, Verdict::Regressed);
     assert!(
@@ -267,7 +342,7 @@ fn compare_detects_an_injected_20_percent_p99_regression() {
     .unwrap();
     assert_eq!(alone.benchmarks[0].verdict, Verdict::NotEnoughRuns);
     assert_eq!(
-        change(&alone.changes, "p99_ms").verdict,
+        change(&alone.changes, &Metric::P99_MS).verdict,
         Verdict::NotEnoughRuns
     );
     assert!(
@@ -287,7 +362,7 @@ fn two_samples_of_one_distribution_are_no_change() {
                 vec![entry(
                     "e",
                     &lognormal_ns(5000, s),
-                    &[("qps", qps), ("recall_mean", recall)],
+                    &[(Metric::Qps, qps), (Metric::RecallMean, recall)],
                 )],
                 false,
             )
@@ -314,7 +389,7 @@ fn two_samples_of_one_distribution_are_no_change() {
             assert_eq!(m.verdict, Verdict::NoChange, "seed {seed}: {m:?}");
         }
         // p95 and the mean are shown with an interval, not judged.
-        let p95 = change(&c.changes, "p95_ms");
+        let p95 = change(&c.changes, &Metric::P95_MS);
         assert!(p95.ci.is_some() && p95.verdict == Verdict::Info, "{p95:?}");
         assert_eq!(c.benchmarks[0].verdict, Verdict::NoChange);
     }
@@ -325,7 +400,11 @@ fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
     let s = lognormal_ns(2000, 3);
     let rec = |recall: f64, qps: f64| {
         hnsw_record(
-            vec![entry("e", &s, &[("recall_mean", recall), ("qps", qps)])],
+            vec![entry(
+                "e",
+                &s,
+                &[(Metric::RecallMean, recall), (Metric::Qps, qps)],
+            )],
             false,
         )
     };
@@ -333,7 +412,7 @@ fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
     // Recall's absolute rule needs no history.
     let none = History::default();
     let ab = compare::compare(&a, "a", &b, "b", &Options::default(), &none).unwrap();
-    let recall = change(&ab.changes, "recall_mean");
+    let recall = change(&ab.changes, &Metric::RecallMean);
     assert_eq!(recall.verdict, Verdict::Regressed, "{recall:?}");
     assert!((recall.change + 0.01).abs() < 1e-9);
     assert_eq!(ab.benchmarks[0].verdict, Verdict::Regressed);
@@ -341,10 +420,10 @@ fn a_recall_drop_of_0_01_always_counts_and_verdicts_are_reproducible() {
     let history = History::of(&history_like(&a, 6, 77), 20);
     let ac = compare::compare(&a, "a", &c, "c", &Options::default(), &history).unwrap();
     assert_eq!(
-        change(&ac.changes, "recall_mean").verdict,
+        change(&ac.changes, &Metric::RecallMean).verdict,
         Verdict::NoChange
     );
-    let qps = change(&ac.changes, "qps");
+    let qps = change(&ac.changes, &Metric::Qps);
     assert_eq!(qps.verdict, Verdict::Regressed, "{qps:?}");
     assert!(
         qps.ci.is_some_and(|(lo, hi)| lo < -0.15 && hi < 0.0),
@@ -383,7 +462,11 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
     let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let base = lognormal_ns(5000, 11);
     let a = hnsw_record(
-        vec![entry("hnsw/ef_search/40", &base, &[("recall_mean", 0.95)])],
+        vec![entry(
+            "hnsw/ef_search/40",
+            &base,
+            &[(Metric::RecallMean, 0.95)],
+        )],
         false,
     );
     write_history(&store, &a, 8, 500);
@@ -399,7 +482,11 @@ fn publish_saves_a_baseline_compares_with_it_and_keeps_quick_runs_apart() {
 
     let worse = tail_regressed(&lognormal_ns(5000, 12));
     let b = hnsw_record(
-        vec![entry("hnsw/ef_search/40", &worse, &[("recall_mean", 0.94)])],
+        vec![entry(
+            "hnsw/ef_search/40",
+            &worse,
+            &[(Metric::RecallMean, 0.94)],
+        )],
         false,
     );
     // Without the fail flag it reports and succeeds; with it, it fails naming what regressed.
@@ -505,14 +592,18 @@ fn the_report_binary_compares_without_rerunning_and_its_exit_codes_gate_ci() {
     let store = Store::new(&dir);
     let base = lognormal_ns(5000, 21);
     let a = hnsw_record(
-        vec![entry("hnsw/ef_search/40", &base, &[("recall_mean", 0.95)])],
+        vec![entry(
+            "hnsw/ef_search/40",
+            &base,
+            &[(Metric::RecallMean, 0.95)],
+        )],
         false,
     );
     let b = hnsw_record(
         vec![entry(
             "hnsw/ef_search/40",
             &tail_regressed(&lognormal_ns(5000, 22)),
-            &[("recall_mean", 0.95)],
+            &[(Metric::RecallMean, 0.95)],
         )],
         false,
     );
@@ -520,7 +611,7 @@ fn the_report_binary_compares_without_rerunning_and_its_exit_codes_gate_ci() {
         vec![entry(
             "hnsw/ef_search/40",
             &lognormal_ns(5000, 23),
-            &[("recall_mean", 0.951)],
+            &[(Metric::RecallMean, 0.951)],
         )],
         false,
     );
@@ -616,11 +707,7 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
             std::fs::copy(f.path(), runs.join(f.file_name())).unwrap();
         }
     }
-    let mut cap = RunRecord::new(
-        "capacity",
-        Environment::of_machine(),
-        serde_json::json!({"quick": false}),
-    );
+    let mut cap = RunRecord::new(Environment::of_machine(), Parameters::of(Kind::Capacity));
     for (i, users) in [1.0, 10.0, 50.0, 100.0].into_iter().enumerate() {
         let samples: Vec<f64> = lognormal_ns(2000, 30 + i as u64)
             .iter()
@@ -630,10 +717,10 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
             &format!("capacity/users/{users}"),
             &samples,
             &[
-                ("users", users),
-                ("rps", users * 90.0 / (1.0 + users / 200.0)),
-                ("error_rate", 0.0),
-                ("failures", 0.0),
+                (Metric::Users, users),
+                (Metric::Rps, users * 90.0 / (1.0 + users / 200.0)),
+                (Metric::ErrorRate, 0.0),
+                (Metric::Failures, 0.0),
             ],
         );
         e.series.insert(
@@ -660,66 +747,61 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
             &format!("capacity_db/connections/{conns}"),
             &samples,
             &[
-                ("connections", conns),
-                ("rps", 700.0 * conns.min(20.0).sqrt()),
-                ("error_rate", 0.0),
+                (Metric::Connections, conns),
+                (Metric::Rps, 700.0 * conns.min(20.0).sqrt()),
+                (Metric::ErrorRate, 0.0),
             ],
         ));
     }
     cap.results.push(ResultEntry {
         name: "capacity_db/knee".into(),
         metrics: [
-            ("knee_connections", 20.0),
-            ("knee_rps", 3130.0),
-            ("knee_p99_ms", 31.0),
-            ("slo_p99_ms", 50.0),
+            (Metric::KneeConnections, 20.0),
+            (Metric::KneeRps, 3130.0),
+            (Metric::KneeP99Ms, 31.0),
+            (Metric::SloP99Ms, 50.0),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
+        .into(),
         ..ResultEntry::default()
     });
     cap.results.push(ResultEntry {
         name: "capacity/knee".into(),
         metrics: [
-            ("knee_users", 50.0),
-            ("knee_rps", 3600.0),
-            ("knee_p99_ms", 22.0),
-            ("slo_p99_ms", 50.0),
+            (Metric::KneeUsers, 50.0),
+            (Metric::KneeRps, 3600.0),
+            (Metric::KneeP99Ms, 22.0),
+            (Metric::SloP99Ms, 50.0),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
+        .into(),
         ..ResultEntry::default()
     });
     cap.write(&dir).unwrap();
     let mut load = RunRecord::new(
-        "load",
         Environment::of_machine(),
-        serde_json::json!({"quick": false, "model": "open"}),
+        Parameters::Load(LoadParameters {
+            model: LoadModel::Open,
+            ..LoadParameters::default()
+        }),
     );
     load.results.push(entry(
         "load/search",
         &lognormal_ns(3000, 41),
-        &[("rps", 50.0), ("error_rate", 0.02)],
+        &[(Metric::Rps, 50.0), (Metric::ErrorRate, 0.02)],
     ));
     load.results.push(entry(
         "load/Aggregated",
         &lognormal_ns(3000, 42),
-        &[("rps", 50.0), ("error_rate", 0.02)],
+        &[(Metric::Rps, 50.0), (Metric::ErrorRate, 0.02)],
     ));
     load.write(&dir).unwrap();
-    let mut custom = RunRecord::new(
-        "custom_kind",
-        Environment::of_machine(),
-        serde_json::json!({}),
-    );
-    custom.results.push(ResultEntry {
-        name: "custom/thing_nobody_knows".into(),
-        metrics: [("widgets".to_string(), 42.0)].into_iter().collect(),
-        ..ResultEntry::default()
-    });
-    custom.write(&dir).unwrap();
+    // A record of a kind this build does not know (a newer capbench's, say).
+    let mut custom = serde_json::to_value(&load).unwrap();
+    custom["kind"] = "custom_kind".into();
+    std::fs::write(
+        runs.join("custom_kind-20990101T000000Z.json"),
+        custom.to_string(),
+    )
+    .unwrap();
     // A limiter timeline like the bench's (a perfect bucket standing in for Redis).
     let mut rl = RunRecord::read(
         &runs.join(
@@ -755,19 +837,20 @@ fn fixture_page(name: &str) -> (PathBuf, String) {
             t.series.entry(name.into()).or_default().push((x, y));
         }
     }
-    t.metrics.insert("capacity".into(), 10.0);
+    t.metrics.insert(Metric::Capacity, 10.0);
     for (name, v) in [
-        ("attempts", 50.0),
-        ("allowed", admitted),
-        ("denied", 50.0 - admitted),
-        ("theoretical_allowed", admitted),
+        (Metric::Attempts, 50.0),
+        (Metric::Allowed, admitted),
+        (Metric::Denied, 50.0 - admitted),
+        (Metric::TheoreticalAllowed, admitted),
     ] {
-        t.metrics.insert(name.into(), v);
+        t.metrics.insert(name, v);
     }
-    t.gates.push(Gate {
-        name: "a. a full bucket admits a burst of exactly its capacity (10)".into(),
-        pass: true,
-    });
+    t.gates.push(Gate::promise(
+        "a. a full bucket admits a burst of exactly its capacity (10)",
+        GateKind::Limiter,
+        true,
+    ));
     rl.results.push(t);
     rl.write(&dir).unwrap();
     let store = Store::new(&dir);
@@ -802,8 +885,12 @@ fn the_page_from_fixture_records_has_every_section_and_its_svgs_parse() {
     ] {
         assert!(page.contains(heading), "no {heading} section");
     }
-    // Nothing dropped: an unknown kind still shows its figures; the derived error-rate gate fails.
-    assert!(page.contains("custom/thing_nobody_knows") && page.contains("widgets 42"));
+    // A record of an unknown kind is named in a warning, not half-shown; the derived error-rate
+    // gate fails.
+    assert!(
+        page.contains("custom_kind-20990101T000000Z.json") && page.contains("unknown variant"),
+        "no warning about the unknown kind"
+    );
     assert!(page.contains("error rate &lt; 1 %"));
     // Each sweep on its own axis, with its own knee.
     assert!(page.contains("knee: 50 users"));
@@ -981,18 +1068,23 @@ fn the_service_overhead_is_a_ratio_to_its_sql_with_the_429_cost_beside_it_and_no
         "no gate on an absolute overhead"
     );
     let ef = &entries[0];
-    assert!((ef.metrics["overhead_ratio"] - 1.25).abs() < 0.01);
-    assert!(ef.metrics.contains_key("overhead_p50_ms") && ef.metrics.contains_key("p99_ms"));
-    assert!(!ef.metrics.contains_key("criterion_median_ms"));
-    assert_eq!(entries[1].metrics["server_total_p50_ms"], 0.06);
+    assert!((ef.metrics[&Metric::OverheadRatio] - 1.25).abs() < 0.01);
+    assert!(
+        ef.metrics.contains_key(&Metric::OverheadP50Ms) && ef.metrics.contains_key(&Metric::P99_MS)
+    );
+    assert!(!ef.metrics.contains_key(&Metric::CriterionMedianMs));
+    assert_eq!(
+        entries[1].metrics[&Metric::ServerStageP50("total".into())],
+        0.06
+    );
     // A very slow service is reported, never failed.
     let slow =
         http_search::entries(&[http_pass(Bench::EfSearch(40), 9.0, Some(1.0), &[])]).unwrap();
-    assert!(slow[0].gates.is_empty() && slow[0].metrics["overhead_ratio"] > 8.0);
+    assert!(slow[0].gates.is_empty() && slow[0].metrics[&Metric::OverheadRatio] > 8.0);
     assert!(
         report::gates_of(&RunRecord {
             results: slow,
-            ..RunRecord::new("http_search", Environment::default(), serde_json::json!({}))
+            ..RunRecord::new(Environment::default(), Parameters::of(Kind::HttpSearch))
         })
         .is_empty()
     );
@@ -1000,9 +1092,11 @@ fn the_service_overhead_is_a_ratio_to_its_sql_with_the_429_cost_beside_it_and_no
     // The page: the ratio, and the 429 row beside it.
     let dir = temp_dir("overhead");
     let mut rec = RunRecord::new(
-        "http_search",
         Environment::default(),
-        serde_json::json!({"quick": true}),
+        Parameters::HttpSearch(HttpSearchParameters {
+            quick: true,
+            ..HttpSearchParameters::default()
+        }),
     );
     rec.results = entries;
     rec.write(&dir).unwrap();
@@ -1031,7 +1125,7 @@ fn report_pair_compares_two_benchmarks_of_one_run_round_by_round() {
         let mut e = entry(name, &lognormal_ns(1000, 5), &[]);
         e.rounds = p50
             .iter()
-            .map(|v| [("p50_ms".to_string(), *v), ("qps".to_string(), 1.0 / v)].into())
+            .map(|v| [(Metric::P50_MS, *v), (Metric::Qps, 1.0 / v)].into())
             .collect();
         e
     };
@@ -1146,7 +1240,10 @@ fn a_calibrated_current_side_on_another_dataset_is_judged_by_its_mean() {
     );
     assert!(err.contains("p50_ms"), "{err}");
     let (history, _) = store.history(
-        &store.load_baseline("a", "hnsw", false).unwrap().unwrap(),
+        &store
+            .load_baseline("a", Kind::Hnsw, false)
+            .unwrap()
+            .unwrap(),
         &c,
         20,
     );

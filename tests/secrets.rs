@@ -372,11 +372,18 @@ fn records_written_before_redaction_are_shown_redacted() {
         page.contains("capbench:***@127.0.0.1:9"),
         "the target is shown redacted"
     );
-    // A record written now with the same parameters is stored redacted, still naming its hosts.
+    // A record written now holding every form (in the typed fields where such text can land: the
+    // target, and the reasons the environment went unread) is stored redacted, still naming its
+    // hosts.
+    let p = &record["parameters"];
+    let text = |k: &str| p[k].as_str().unwrap().to_string();
     let fresh = capbench::record::RunRecord::new(
-        "load",
         capbench::record::Environment::default(),
-        record["parameters"].clone(),
+        capbench::record::Parameters::Load(capbench::record::LoadParameters {
+            target: text("database"),
+            environment_unread: vec![text("target"), text("redis"), text("libpq")],
+            ..Default::default()
+        }),
     );
     let path = fresh.write(&reports.join("fresh")).unwrap();
     let stored = std::fs::read_to_string(path).unwrap();

@@ -148,11 +148,11 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
                 .iter_mut()
                 .filter(|r| r.name == format!("capacity/users/{GATE_USERS}"))
             {
-                let p99 = r.metrics.get("p99_ms").copied().unwrap_or(f64::MAX);
-                r.gates.push(crate::record::Gate {
-                    name: format!("p99 < {GATE_P99_MS} ms with {GATE_USERS} users"),
-                    pass: p99 < GATE_P99_MS,
-                });
+                let p99 = r.metric(&crate::record::Metric::P99_MS);
+                r.gates.push(crate::gates::seeds_p99(
+                    Some(&format!("with {GATE_USERS} users")),
+                    p99,
+                ));
             }
         }
         match record.as_mut() {
@@ -164,7 +164,9 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
         }
     }
     if let Some(mut record) = record {
-        record.kind = "capacity".into();
+        if let crate::record::Parameters::Load(p) = record.parameters {
+            record.parameters = crate::record::Parameters::Capacity(p);
+        }
         if !bench_args.test {
             crate::report::publish(&record, args)?;
         }

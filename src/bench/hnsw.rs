@@ -22,7 +22,9 @@ use crate::config::Config;
 use crate::dataset;
 use crate::db::truth::{self, GroundTruth};
 use crate::db::{self, index, schema, search};
-use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use crate::record::{
+    self, Environment, HnswParameters, Metric, Metrics, Parameters, ResultEntry, RunRecord,
+};
 use crate::setup::{self, DatasetChange, Needs};
 
 mod pgbench;
@@ -74,7 +76,7 @@ pub struct HnswPass {
     pub recall_mean: f64,
     pub recall_min: f64,
     /// Each measurement round's figures ([`Rounds::per_round`]).
-    pub rounds: Vec<std::collections::BTreeMap<String, f64>>,
+    pub rounds: Vec<Metrics>,
     pub criterion_median_ms: Option<f64>,
     pub pgbench: Option<PgbenchResult>,
 }
@@ -468,15 +470,14 @@ async fn write_record(
         .with_postgres(&mut prepared.conn)
         .await?;
     let mut rec = RunRecord::new(
-        "hnsw",
         environment,
-        serde_json::json!({
-            "ef_search": config.bench.ef_search,
-            "queries": prepared.queries.len(),
-            "k": prepared.truth.k,
-            "quick": config.bench.quick,
-            "rounds": config.bench.rounds,
-            "prewarmed": prepared.prewarmed,
+        Parameters::Hnsw(HnswParameters {
+            ef_search: config.bench.ef_search.clone(),
+            queries: prepared.queries.len(),
+            k: prepared.truth.k,
+            quick: config.bench.quick,
+            rounds: Some(config.bench.rounds),
+            prewarmed: Some(prepared.prewarmed),
         }),
     );
     rec.dataset = Some(serde_json::json!({
@@ -486,32 +487,29 @@ async fn write_record(
     for r in results {
         let l = &r.latency;
         let mut metrics = l.metrics();
-        metrics.insert("ef_search".into(), f64::from(r.ef_search));
-        metrics.insert("qps".into(), r.qps);
-        metrics.insert("recall_mean".into(), r.recall_mean);
-        metrics.insert("recall_min".into(), r.recall_min);
+        metrics.insert(Metric::EfSearch, f64::from(r.ef_search));
+        metrics.insert(Metric::Qps, r.qps);
+        metrics.insert(Metric::RecallMean, r.recall_mean);
+        metrics.insert(Metric::RecallMin, r.recall_min);
         if let Some(m) = r.criterion_median_ms {
-            metrics.insert("criterion_median_ms".into(), m);
+            metrics.insert(Metric::CriterionMedianMs, m);
         }
         if let Some(pg) = r.pgbench {
-            metrics.insert("pgbench_latency_avg_ms".into(), pg.latency_avg_ms);
-            metrics.insert("pgbench_tps".into(), pg.tps);
+            metrics.insert(Metric::PgbenchLatencyAvgMs, pg.latency_avg_ms);
+            metrics.insert(Metric::PgbenchTps, pg.tps);
         }
         rec.results.push(ResultEntry {
             name: r.mode.id(r.ef_search),
             metrics,
             histogram: Some(record::encode_histogram(&r.histogram)?),
-            gates: vec![Gate {
-                name: format!("p99 < {GATE_P99_MS} ms"),
-                pass: r.latency.p99_ms < GATE_P99_MS,
-            }],
+            gates: vec![crate::gates::seeds_p99(None, Some(r.latency.p99_ms))],
             rounds: r.rounds.clone(),
             ..ResultEntry::default()
         });
     }
     if let Some(r) = &prepared.reference {
         let mut metrics = LatencySummary::of(r.histogram()).metrics();
-        metrics.insert("qps".into(), r.qps());
+        metrics.insert(Metric::Qps, r.qps());
         rec.reference = Some(REFERENCE_ID.to_string());
         rec.results.push(ResultEntry {
             name: REFERENCE_ID.to_string(),

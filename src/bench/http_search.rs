@@ -20,7 +20,9 @@ use serde_json::json;
 use crate::bench::{BenchArgs, LatencySummary, criterion, criterion_median_ms, time_async};
 use crate::config::Config;
 use crate::db::{self, search};
-use crate::record::{self, Environment, ResultEntry, RunRecord};
+use crate::record::{
+    self, Environment, HttpSearchParameters, Metric, Parameters, ResultEntry, RunRecord,
+};
 use crate::server::{AppState, LocalService};
 use crate::setup::{self, Needs};
 
@@ -477,13 +479,16 @@ async fn write_record(
 ) -> Result<RunRecord> {
     let (environment, _) = Environment::of_servers("http_search", db_url, redis_url).await;
     let mut rec = RunRecord::new(
-        "http_search",
         environment,
-        json!({
-            "quick": config.bench.quick,
-            "target": config.service.target_url.as_deref().map_or("in-process".into(), crate::secrets::redact),
-            "queries": SEARCH_QUERIES,
-            "limit": PAGE,
+        Parameters::HttpSearch(HttpSearchParameters {
+            quick: config.bench.quick,
+            target: config
+                .service
+                .target_url
+                .as_deref()
+                .map_or("in-process".into(), crate::secrets::redact),
+            queries: SEARCH_QUERIES.iter().map(|q| q.to_string()).collect(),
+            limit: PAGE as u32,
         }),
     );
     if db_url.is_some() {
@@ -504,22 +509,22 @@ pub fn entries(results: &[HttpPass]) -> Result<Vec<ResultEntry>> {
         .iter()
         .map(|r| {
             let mut metrics = r.latency.metrics();
-            metrics.insert("rps".into(), r.rps);
+            metrics.insert(Metric::Rps, r.rps);
             if let Some(m) = r.criterion_median_ms {
-                metrics.insert("criterion_median_ms".into(), m);
+                metrics.insert(Metric::CriterionMedianMs, m);
             }
             if let Some(s) = r.sql {
-                metrics.insert("sql_p50_ms".into(), s.p50_ms);
+                metrics.insert(Metric::SqlP50Ms, s.p50_ms);
             }
             if let Some(o) = r.overhead() {
-                metrics.insert("overhead_p50_ms".into(), o.ms);
-                metrics.insert("overhead_ratio".into(), o.ratio);
+                metrics.insert(Metric::OverheadP50Ms, o.ms);
+                metrics.insert(Metric::OverheadRatio, o.ratio);
             }
             if let Bench::EfSearch(ef) = r.bench {
-                metrics.insert("ef_search".into(), f64::from(ef));
+                metrics.insert(Metric::EfSearch, f64::from(ef));
             }
             for (name, ms) in &r.stages {
-                metrics.insert(format!("server_{name}_p50_ms"), *ms);
+                metrics.insert(Metric::ServerStageP50(name.clone()), *ms);
             }
             Ok(ResultEntry {
                 name: r.bench.id(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::ratelimit::{Decision, Limit, TokenBucket};
-use crate::record::{Gate, ResultEntry};
+use crate::record::{Gate, GateKind, Metric, Metrics, ResultEntry};
 
 /// The entry's name in the rate_limit record.
 pub const ID: &str = "rate_limit/timeline";
@@ -113,25 +113,23 @@ pub async fn run(tb: &TokenBucket, seconds: f64) -> Result<ResultEntry> {
         tb.reset(k).await?;
     }
     let mut gates = gates;
-    gates.push(Gate {
-        name: format!(
+    gates.push(Gate::promise(
+        format!(
             "c. over {duration:.1} s at {SEND_RATE}/s, admitted = a perfect bucket's ± 1 ({theory_allowed})"
         ),
-        pass: allowed.abs_diff(theory_allowed) <= 1,
-    });
-    let metrics: BTreeMap<String, f64> = [
-        ("capacity", LIMIT.capacity),
-        ("refill_per_second", LIMIT.per_second),
-        ("send_rate", SEND_RATE),
-        ("attempts", attempts as f64),
-        ("duration_s", duration),
-        ("allowed", allowed as f64),
-        ("denied", (attempts - allowed) as f64),
-        ("theoretical_allowed", theory_allowed as f64),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+        GateKind::Limiter,
+        allowed.abs_diff(theory_allowed) <= 1,
+    ));
+    let metrics = Metrics::from([
+        (Metric::Capacity, LIMIT.capacity),
+        (Metric::RefillPerSecond, LIMIT.per_second),
+        (Metric::SendRate, SEND_RATE),
+        (Metric::Attempts, attempts as f64),
+        (Metric::DurationS, duration),
+        (Metric::Allowed, allowed as f64),
+        (Metric::Denied, (attempts - allowed) as f64),
+        (Metric::TheoreticalAllowed, theory_allowed as f64),
+    ]);
     Ok(ResultEntry {
         name: ID.to_string(),
         metrics,
@@ -148,17 +146,18 @@ pub async fn run(tb: &TokenBucket, seconds: f64) -> Result<ResultEntry> {
 /// one token takes to come back.
 pub fn retry_after_gate(next: Option<Decision>, limit: Limit) -> Gate {
     let one_token = Duration::from_secs_f64(1.0 / limit.per_second);
-    Gate {
-        name: format!(
+    Gate::promise(
+        format!(
             "b. the next request is denied with Retry-After ≥ 1 s (the script's raw wait, at most one token's refill: {} s)",
             one_token.as_secs()
         ),
-        pass: next.is_some_and(|d| {
+        GateKind::Limiter,
+        next.is_some_and(|d| {
             !d.allowed
                 && d.retry_after >= Duration::from_secs(1)
                 && d.retry_after <= one_token + Duration::from_millis(1)
         }),
-    }
+    )
 }
 
 /// Promises a, b and d on keys of their own (c is judged on the timeline).
@@ -178,19 +177,19 @@ async fn promises(tb: &TokenBucket, burst_key: &str, other_key: &str) -> Vec<Gat
     let next = tb.check(burst_key, slow).await.ok();
     let other = tb.check(other_key, slow).await.ok();
     vec![
-        Gate {
-            name: format!(
+        Gate::promise(
+            format!(
                 "a. a full bucket admits a burst of exactly its capacity ({})",
                 LIMIT.capacity
             ),
-            pass: all_allowed
-                && burst == LIMIT.capacity as usize
-                && next.is_some_and(|d| !d.allowed),
-        },
+            GateKind::Limiter,
+            all_allowed && burst == LIMIT.capacity as usize && next.is_some_and(|d| !d.allowed),
+        ),
         retry_after_gate(next, slow),
-        Gate {
-            name: "d. another user's bucket is untouched (independent buckets)".into(),
-            pass: other.is_some_and(|d| d.allowed && d.remaining == LIMIT.capacity as u64 - 1),
-        },
+        Gate::promise(
+            "d. another user's bucket is untouched (independent buckets)",
+            GateKind::Limiter,
+            other.is_some_and(|d| d.allowed && d.remaining == LIMIT.capacity as u64 - 1),
+        ),
     ]
 }

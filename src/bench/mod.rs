@@ -9,7 +9,6 @@ pub mod http_search;
 pub mod limiter_timeline;
 pub mod rate_limit;
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use hdrhistogram::Histogram;
 
 use crate::config::Config;
+use crate::record::{Metric, Metrics, Stat};
 
 /// Criterion's timing loop for one async operation, on `rt`: each sample awaits `op` as many times
 /// as Criterion asks and is timed as a whole. The first error ends the benchmark — the samples left
@@ -310,20 +310,17 @@ impl LatencySummary {
 
 impl LatencySummary {
     /// The figures as run-record metrics (`count`, `p50_ms` … `max_ms`, `mean_ms`).
-    pub fn metrics(&self) -> BTreeMap<String, f64> {
-        [
-            ("count", self.count as f64),
-            ("p50_ms", self.p50_ms),
-            ("p90_ms", self.p90_ms),
-            ("p95_ms", self.p95_ms),
-            ("p99_ms", self.p99_ms),
-            ("p999_ms", self.p999_ms),
-            ("max_ms", self.max_ms),
-            ("mean_ms", self.mean_ms),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    pub fn metrics(&self) -> Metrics {
+        Metrics::from([
+            (Metric::Count, self.count as f64),
+            (Metric::P50_MS, self.p50_ms),
+            (Metric::Latency(Stat::P90), self.p90_ms),
+            (Metric::P95_MS, self.p95_ms),
+            (Metric::P99_MS, self.p99_ms),
+            (Metric::Latency(Stat::P999), self.p999_ms),
+            (Metric::Latency(Stat::Max), self.max_ms),
+            (Metric::MEAN_MS, self.mean_ms),
+        ])
     }
 }
 
@@ -391,7 +388,7 @@ pub fn read_criterion_median_ms(home: &std::path::Path, id: &str) -> Result<f64>
 #[derive(Debug, Clone)]
 pub struct Rounds {
     histogram: Histogram<u64>,
-    per_round: Vec<BTreeMap<String, f64>>,
+    per_round: Vec<Metrics>,
     seconds: f64,
 }
 
@@ -414,13 +411,17 @@ impl Rounds {
         self.seconds += seconds;
         let mut m = LatencySummary::of(round).metrics();
         m.retain(|k, _| {
-            matches!(
-                k.as_str(),
-                "count" | "p50_ms" | "p95_ms" | "p99_ms" | "mean_ms"
-            )
+            [
+                Metric::Count,
+                Metric::P50_MS,
+                Metric::P95_MS,
+                Metric::P99_MS,
+                Metric::MEAN_MS,
+            ]
+            .contains(k)
         });
-        m.insert("seconds".into(), seconds);
-        m.insert("qps".into(), round.len() as f64 / seconds.max(1e-9));
+        m.insert(Metric::Seconds, seconds);
+        m.insert(Metric::Qps, round.len() as f64 / seconds.max(1e-9));
         self.per_round.push(m);
         Ok(())
     }
@@ -436,7 +437,7 @@ impl Rounds {
     }
 
     /// Each round's figures, in order.
-    pub fn per_round(&self) -> &[BTreeMap<String, f64>] {
+    pub fn per_round(&self) -> &[Metrics] {
         &self.per_round
     }
 }
@@ -464,8 +465,8 @@ mod rounds_tests {
         assert_eq!(r.histogram().len(), 200);
         assert!((r.qps() - 100.0).abs() < 1e-9, "200 requests in 2 s");
         assert_eq!(r.per_round().len(), 2);
-        assert!((r.per_round()[0]["qps"] - 200.0).abs() < 1e-9);
-        assert!((r.per_round()[1]["p50_ms"] - 3.0).abs() < 0.01);
+        assert!((r.per_round()[0][&Metric::Qps] - 200.0).abs() < 1e-9);
+        assert!((r.per_round()[1][&Metric::P50_MS] - 3.0).abs() < 0.01);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::bench::{
 };
 use crate::config::Config;
 use crate::ratelimit::{Limit, TokenBucket};
-use crate::record::{self, Environment, Gate, ResultEntry, RunRecord};
+use crate::record::{
+    self, Environment, Gate, GateKind, Metric, Op, Parameters, RateLimitParameters, ResultEntry,
+    RunRecord,
+};
 use crate::stack;
 
 /// A bucket that never runs dry (the allowed path).
@@ -284,14 +287,14 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
 
 /// The timeline's admissions and promise gates, one line each.
 fn print_timeline(entry: &ResultEntry) {
-    let m = |k: &str| entry.metrics.get(k).copied().unwrap_or(f64::NAN);
+    let m = |k: Metric| entry.metrics.get(&k).copied().unwrap_or(f64::NAN);
     println!(
         "{}: {} of {} attempts admitted in {:.1} s (a perfect bucket: {})",
         entry.name,
-        m("allowed"),
-        m("attempts"),
-        m("duration_s"),
-        m("theoretical_allowed")
+        m(Metric::Allowed),
+        m(Metric::Attempts),
+        m(Metric::DurationS),
+        m(Metric::TheoreticalAllowed)
     );
     for g in &entry.gates {
         println!(
@@ -508,27 +511,33 @@ async fn write_record(
 ) -> Result<RunRecord> {
     let (environment, _) = Environment::of_servers("rate_limit", None, Some(url)).await;
     let mut rec = RunRecord::new(
-        "rate_limit",
         environment,
-        serde_json::json!({"quick": config.bench.quick, "pipeline": PIPELINE}),
+        Parameters::RateLimit(RateLimitParameters {
+            quick: config.bench.quick,
+            pipeline: PIPELINE,
+        }),
     );
     for r in results {
         let l = &r.latency;
         let mut metrics = l.metrics();
-        metrics.insert("evals_per_second".into(), r.rate);
+        metrics.insert(Metric::EvalsPerSecond, r.rate);
         if let Some(m) = r.criterion_median_ms {
-            metrics.insert("criterion_median_ms".into(), m);
+            metrics.insert(Metric::CriterionMedianMs, m);
         }
         let mut gates = Vec::new();
         if let (Some(c), Path::Allowed) = (compared, r.path) {
-            metrics.insert("redis_benchmark_p50_ms".into(), c.redis_benchmark_p50_ms);
-            metrics.insert("redis_benchmark_rps".into(), c.redis_benchmark_rps);
-            metrics.insert("interleaved_p50_ms".into(), c.capbench_p50_ms);
-            metrics.insert("ratio_vs_redis_benchmark".into(), c.ratio);
-            gates.push(Gate {
-                name: format!("p50 within {RATIO_TARGET}x of redis-benchmark"),
-                pass: c.ratio <= RATIO_TARGET,
-            });
+            metrics.insert(Metric::RedisBenchmarkP50Ms, c.redis_benchmark_p50_ms);
+            metrics.insert(Metric::RedisBenchmarkRps, c.redis_benchmark_rps);
+            metrics.insert(Metric::InterleavedP50Ms, c.capbench_p50_ms);
+            metrics.insert(Metric::RatioVsRedisBenchmark, c.ratio);
+            gates.push(Gate::check(
+                format!("p50 within {RATIO_TARGET}x of redis-benchmark"),
+                GateKind::Comparison,
+                Metric::RatioVsRedisBenchmark,
+                Op::Le,
+                RATIO_TARGET,
+                Some(c.ratio),
+            ));
         }
         rec.results.push(ResultEntry {
             name: r.path.id(),

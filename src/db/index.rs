@@ -172,7 +172,7 @@ pub async fn build(
 }
 
 /// Sizes of what a search touches, and whether it was loaded into shared_buffers.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prewarmed {
     pub index_bytes: i64,
     pub table_bytes: i64,

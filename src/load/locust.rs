@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
-use super::stats::{PERCENTILES, Stats};
+use super::stats::{PERCENTILES, Stats, quantile};
 
 /// Locust 2.x `_stats.csv` header.
 pub const STATS_HEADER: &str = "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%";
@@ -72,11 +72,11 @@ fn stats_rows(stats: &Stats) -> Vec<Vec<String>> {
                 num(stats.rps(e)),
                 num(e.failures as f64 / secs),
             ];
-            row.extend(PERCENTILES.iter().map(|(q, _)| {
+            row.extend(PERCENTILES.iter().map(|(s, _)| {
                 if e.requests == 0 {
                     "N/A".to_string()
                 } else {
-                    num(e.ms(*q))
+                    num(e.ms(quantile(*s)))
                 }
             }));
             row

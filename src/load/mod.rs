@@ -34,10 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::json;
 
 use crate::cpu_idle::CpuIdle;
-use crate::record::{Environment, RunRecord};
+use crate::record::{Environment, Kind, Parameters, RunRecord};
 pub use args::LoadArgs;
 use model::{ClosedPlan, Ending, Finished, OpenPlan, Progress};
 pub use reach::Reach;
@@ -190,7 +189,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         verdicts: Vec::new(),
         knee: None,
         swept: !args.sweep.is_empty(),
-        record: RunRecord::new("load", Environment::default(), json!({})),
+        record: RunRecord::new(Environment::default(), Parameters::of(Kind::Load)),
     };
     if !args.sweep.is_empty() {
         let per_level = args.run_time.unwrap_or(Duration::from_secs(10));

@@ -4,9 +4,10 @@
 use std::io::IsTerminal;
 
 use super::model::{self, Ending, Finished};
-use super::stats::{Entry, PERCENTILES, Stats};
+use super::stats::{Entry, PERCENTILES, Stats, quantile};
 use super::threshold::THRESHOLD_EXIT_CODE;
 use super::{LoadOutcome, NOTHING_MEASURED_EXIT_CODE, sweep};
+use crate::record::Stat;
 
 /// How the live progress line is shown.
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ impl Progress {
             self.label,
             second,
             last.map_or(0.0, |r| r.rps),
-            last.map_or(0.0, |r| r.percentiles[0]),
-            last.map_or(0.0, |r| r.percentiles[7]),
+            last.map_or(0.0, |r| r.percentile(Stat::P50)),
+            last.map_or(0.0, |r| r.percentile(Stat::P99)),
             t.requests,
             t.failures,
             t.error_rate() * 100.0
@@ -106,11 +107,11 @@ pub fn print_table(stats: &Stats, open_model: bool) {
     let row = |e: &Entry, label: &str, uncorrected: bool| {
         let cells: String = PERCENTILES
             .iter()
-            .map(|(q, _)| {
+            .map(|(s, _)| {
                 let v = if uncorrected {
-                    e.uncorrected_ms(*q)
+                    e.uncorrected_ms(quantile(*s))
                 } else {
-                    e.ms(*q)
+                    e.ms(quantile(*s))
                 };
                 format!("{:>8}", fmt_ms(v))
             })

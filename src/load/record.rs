@@ -9,40 +9,39 @@ use serde_json::json;
 
 use super::args::LoadArgs;
 use super::scenario::Target;
-use super::stats::{Entry, PERCENTILES, Stats};
+use super::stats::{Entry, PERCENTILES, Stats, quantile};
+use super::threshold::ThresholdCheck;
 use super::{LoadOutcome, sweep};
-use crate::record::{Environment, Gate, ResultEntry, RunRecord, encode_histogram};
+use crate::record::{
+    Environment, LoadModel, LoadParameters, Metric, Metrics, Parameters, ResultEntry, RunRecord,
+    Stat, encode_histogram,
+};
 
 /// The figures of one entry as run-record metrics.
-pub fn metrics_of(stats: &Stats, e: &Entry, open_model: bool) -> BTreeMap<String, f64> {
-    let mut m = BTreeMap::new();
-    let keys = [
-        "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p999", "p9999", "max",
-    ];
-    for ((q, _), k) in PERCENTILES.iter().zip(keys) {
-        m.insert(format!("{k}_ms"), e.ms(*q));
+pub fn metrics_of(stats: &Stats, e: &Entry, open_model: bool) -> Metrics {
+    let mut m = Metrics::new();
+    for (s, _) in PERCENTILES {
+        m.insert(Metric::Latency(s), e.ms(quantile(s)));
         if open_model {
-            m.insert(format!("uncorrected_{k}_ms"), e.uncorrected_ms(*q));
+            m.insert(Metric::Uncorrected(s), e.uncorrected_ms(quantile(s)));
         }
     }
-    m.insert("mean_ms".into(), e.mean_ms());
-    m.insert("min_ms".into(), e.min_ms());
-    m.insert("count".into(), e.requests as f64);
-    m.insert("failures".into(), e.failures as f64);
-    m.insert("error_rate".into(), e.error_rate());
-    m.insert("rps".into(), stats.rps(e));
+    m.insert(Metric::MEAN_MS, e.mean_ms());
+    m.insert(Metric::Latency(Stat::Min), e.min_ms());
+    m.insert(Metric::Count, e.requests as f64);
+    m.insert(Metric::Failures, e.failures as f64);
+    m.insert(Metric::ErrorRate, e.error_rate());
+    m.insert(Metric::Rps, stats.rps(e));
     for (status, n) in &e.statuses {
-        m.insert(format!("status_{status}"), *n as f64);
+        m.insert(Metric::Status(*status), *n as f64);
     }
     if open_model && e.method.is_empty() {
-        m.insert(
-            "schedule_lateness_p50_ms".into(),
-            stats.lateness.value_at_quantile(0.5) as f64 / 1e6,
-        );
-        m.insert(
-            "schedule_lateness_p99_ms".into(),
-            stats.lateness.value_at_quantile(0.99) as f64 / 1e6,
-        );
+        for s in [Stat::P50, Stat::P99] {
+            m.insert(
+                Metric::ScheduleLateness(s),
+                stats.lateness.value_at_quantile(quantile(s)) as f64 / 1e6,
+            );
+        }
     }
     m
 }
@@ -59,29 +58,31 @@ pub(super) async fn build_record(
 ) -> Result<RunRecord> {
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
-        "sweep"
+        LoadModel::Sweep
     } else if args.rate.is_some() {
-        "open"
+        LoadModel::Open
     } else {
-        "closed"
+        LoadModel::Closed
     };
     let mut rec = RunRecord::new(
-        "load",
         environment,
-        json!({
-            "model": model,
-            "target": match target { Target::Http { base, .. } => crate::secrets::redact(base), Target::Database { url, .. } => crate::secrets::redact(url) },
-            "in_process": args.target.is_none() && args.config.service.target_url.is_none(),
-            "scenario": args.scenario.to_string(),
-            "users": args.users,
-            "rate": args.rate,
-            "sweep": args.sweep,
-            "slo_p99_ms": args.slo_p99,
-            "run_time_s": args.run_time.map(|d| d.as_secs_f64()),
-            "max_requests": args.max_requests,
-            "ef_search": args.config.service.search_ef_search,
-            "quick": args.config.bench.quick,
-            "environment_unread": unread,
+        Parameters::Load(LoadParameters {
+            model,
+            target: match target {
+                Target::Http { base, .. } => crate::secrets::redact(base),
+                Target::Database { url, .. } => crate::secrets::redact(url),
+            },
+            in_process: args.target.is_none() && args.config.service.target_url.is_none(),
+            scenario: args.scenario.to_string(),
+            users: args.users,
+            rate: args.rate,
+            sweep: args.sweep.clone(),
+            slo_p99_ms: args.slo_p99,
+            run_time_s: args.run_time.map(|d| d.as_secs_f64()),
+            max_requests: args.max_requests,
+            ef_search: args.config.service.search_ef_search,
+            quick: args.config.bench.quick,
+            environment_unread: unread,
         }),
     );
     rec.interrupted = outcome.interrupted().is_some();
@@ -120,10 +121,7 @@ pub(super) async fn build_record(
                     None => is_total,
                     Some(n) => !is_total && n == &e.name,
                 })
-                .map(|v| Gate {
-                    name: v.threshold.text.clone(),
-                    pass: v.pass,
-                })
+                .map(ThresholdCheck::gate)
                 .collect();
             if is_total {
                 entry.series = history_series(stats);
@@ -144,7 +142,9 @@ pub fn history_series(stats: &Stats) -> BTreeMap<String, Vec<(f64, f64)>> {
         ),
         (
             "p99_ms_per_second",
-            rows.iter().map(|r| (r.elapsed, r.percentiles[7])).collect(),
+            rows.iter()
+                .map(|r| (r.elapsed, r.percentile(Stat::P99)))
+                .collect(),
         ),
     ]
     .into_iter()

@@ -8,22 +8,27 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 
 use super::failure::Failure;
-use crate::record;
+use crate::record::{self, Stat};
 
 /// Locust's percentile columns, in its order and with its headers.
-pub const PERCENTILES: [(f64, &str); 11] = [
-    (0.50, "50%"),
-    (0.66, "66%"),
-    (0.75, "75%"),
-    (0.80, "80%"),
-    (0.90, "90%"),
-    (0.95, "95%"),
-    (0.98, "98%"),
-    (0.99, "99%"),
-    (0.999, "99.9%"),
-    (0.9999, "99.99%"),
-    (1.0, "100%"),
+pub const PERCENTILES: [(Stat, &str); 11] = [
+    (Stat::P50, "50%"),
+    (Stat::P66, "66%"),
+    (Stat::P75, "75%"),
+    (Stat::P80, "80%"),
+    (Stat::P90, "90%"),
+    (Stat::P95, "95%"),
+    (Stat::P98, "98%"),
+    (Stat::P99, "99%"),
+    (Stat::P999, "99.9%"),
+    (Stat::P9999, "99.99%"),
+    (Stat::Max, "100%"),
 ];
+
+/// The quantile of one of [`PERCENTILES`] (max is 1).
+pub fn quantile(s: Stat) -> f64 {
+    s.quantile().unwrap_or(1.0)
+}
 
 /// Locust's window for the "current" percentiles of the history (seconds).
 const WINDOW_SECONDS: usize = 10;
@@ -210,7 +215,7 @@ pub struct HistoryRow {
     pub name: String,
     pub rps: f64,
     pub fps: f64,
-    /// Locust's percentiles over the last 10 s (ms).
+    /// Locust's percentiles over the last 10 s (ms), in the order of [`PERCENTILES`].
     pub percentiles: [f64; 11],
     pub total_requests: u64,
     pub total_failures: u64,
@@ -219,6 +224,16 @@ pub struct HistoryRow {
     pub total_min_ms: f64,
     pub total_max_ms: f64,
     pub total_mean_bytes: f64,
+}
+
+impl HistoryRow {
+    /// Percentile `s` (one of [`PERCENTILES`]) over the last 10 s, ms; 0 for another statistic.
+    pub fn percentile(&self, s: Stat) -> f64 {
+        PERCENTILES
+            .iter()
+            .position(|(p, _)| *p == s)
+            .map_or(0.0, |i| self.percentiles[i])
+    }
 }
 
 /// Everything a run measured.
@@ -325,8 +340,8 @@ impl Stats {
             let window = e.window_histogram();
             let (n, f) = e.tick();
             let mut percentiles = [0.0; 11];
-            for (slot, (q, _)) in percentiles.iter_mut().zip(PERCENTILES) {
-                *slot = quantile_ms(&window, q);
+            for (slot, (s, _)) in percentiles.iter_mut().zip(PERCENTILES) {
+                *slot = quantile_ms(&window, quantile(s));
             }
             rows.push(HistoryRow {
                 unix_seconds,

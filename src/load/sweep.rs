@@ -6,7 +6,7 @@ use anyhow::Result;
 use super::model::Finished;
 use super::stats::Stats;
 use super::threshold::DEFAULT_MAX_ERROR_RATE;
-use crate::record::{self, Gate, ResultEntry};
+use crate::record::{self, Gate, GateKind, Metric, Metrics, ResultEntry};
 
 /// One level's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,14 +119,17 @@ pub fn entries(
     group: &str,
     unit: &str,
 ) -> Result<Vec<ResultEntry>> {
+    let (Some(level), Some(knee_level)) = (Metric::level(unit), Metric::knee_level(unit)) else {
+        anyhow::bail!("a sweep over '{unit}': no such level metric");
+    };
     let mut out = Vec::new();
     for (users, done) in finished {
         let users = users.unwrap_or(0);
         let stats = &done.stats;
         let mut metrics = super::record::metrics_of(stats, &stats.total, false);
-        metrics.insert(unit.into(), users as f64);
+        metrics.insert(level.clone(), users as f64);
         metrics.insert(
-            "meets_slo".into(),
+            Metric::MeetsSlo,
             f64::from(u8::from(Level::of(users, stats).meets(slo_p99_ms))),
         );
         out.push(ResultEntry {
@@ -139,19 +142,20 @@ pub fn entries(
             rounds: Vec::new(),
         });
     }
-    let mut metrics = std::collections::BTreeMap::from([("slo_p99_ms".to_string(), slo_p99_ms)]);
+    let mut metrics = Metrics::from([(Metric::SloP99Ms, slo_p99_ms)]);
     if let Some(k) = knee {
-        metrics.insert(format!("knee_{unit}"), k.users as f64);
-        metrics.insert("knee_rps".into(), k.rps);
-        metrics.insert("knee_p99_ms".into(), k.p99_ms);
+        metrics.insert(knee_level, k.users as f64);
+        metrics.insert(Metric::KneeRps, k.rps);
+        metrics.insert(Metric::KneeP99Ms, k.p99_ms);
     }
     out.push(ResultEntry {
         name: format!("{group}/knee"),
         metrics,
-        gates: vec![Gate {
-            name: format!("some level meets {}", objective(slo_p99_ms)),
-            pass: knee.is_some(),
-        }],
+        gates: vec![Gate::promise(
+            format!("some level meets {}", objective(slo_p99_ms)),
+            GateKind::Capacity,
+            knee.is_some(),
+        )],
         ..ResultEntry::default()
     });
     Ok(out)

@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::stats::{Entry, Stats};
+pub use crate::record::Op;
+use crate::record::{Gate, GateKind, Metric, Stat};
 
 /// The exit code of a run whose thresholds did not all hold (k6's).
 pub const THRESHOLD_EXIT_CODE: u8 = 99;
@@ -14,7 +16,8 @@ pub const THRESHOLD_EXIT_CODE: u8 = 99;
 pub use crate::gates::MAX_ERROR_RATE as DEFAULT_MAX_ERROR_RATE;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Metric {
+/// What a threshold measures (its value is in the unit the bound was parsed to).
+pub enum Measure {
     /// Latency percentile, 0..=1 (1 is max).
     Percentile(f64),
     MeanMs,
@@ -26,39 +29,11 @@ pub enum Metric {
     Failures,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl Op {
-    fn holds(self, actual: f64, bound: f64) -> bool {
-        match self {
-            Op::Lt => actual < bound,
-            Op::Le => actual <= bound,
-            Op::Gt => actual > bound,
-            Op::Ge => actual >= bound,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        }
-    }
-}
-
 /// One criterion, as the user wrote it and parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     pub text: String,
-    pub metric: Metric,
+    pub metric: Measure,
     /// A request name, or `None` for all requests (Aggregated).
     pub name: Option<String>,
     pub op: Op,
@@ -127,28 +102,28 @@ impl FromStr for Threshold {
     }
 }
 
-fn parse_metric(m: &str) -> Option<Metric> {
+fn parse_metric(m: &str) -> Option<Measure> {
     Some(match m.to_ascii_lowercase().as_str() {
-        "max" | "p100" => Metric::Percentile(1.0),
-        "min" => Metric::MinMs,
-        "avg" | "mean" => Metric::MeanMs,
-        "med" | "median" => Metric::Percentile(0.5),
-        "error_rate" | "errors" | "failure_rate" => Metric::ErrorRate,
-        "rps" | "throughput" => Metric::Rps,
-        "requests" | "count" => Metric::Requests,
-        "failures" => Metric::Failures,
+        "max" | "p100" => Measure::Percentile(1.0),
+        "min" => Measure::MinMs,
+        "avg" | "mean" => Measure::MeanMs,
+        "med" | "median" => Measure::Percentile(0.5),
+        "error_rate" | "errors" | "failure_rate" => Measure::ErrorRate,
+        "rps" | "throughput" => Measure::Rps,
+        "requests" | "count" => Measure::Requests,
+        "failures" => Measure::Failures,
         other => {
             let p: f64 = other.strip_prefix('p')?.parse().ok()?;
             if !(0.0..100.0).contains(&p) || p == 0.0 {
                 return None;
             }
-            Metric::Percentile((p * 1e7).round() / 1e9)
+            Measure::Percentile((p * 1e7).round() / 1e9)
         }
     })
 }
 
 /// Parses a value in the metric's unit.
-fn parse_value(metric: Metric, v: &str) -> Result<f64, String> {
+fn parse_value(metric: Measure, v: &str) -> Result<f64, String> {
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(v.len());
@@ -158,23 +133,23 @@ fn parse_value(metric: Metric, v: &str) -> Result<f64, String> {
         .map_err(|_| format!("'{v}' does not start with a number"))?;
     let unit = unit.to_ascii_lowercase();
     match metric {
-        Metric::Percentile(_) | Metric::MeanMs | Metric::MinMs => match unit.as_str() {
+        Measure::Percentile(_) | Measure::MeanMs | Measure::MinMs => match unit.as_str() {
             "ms" | "" => Ok(x),
             "s" => Ok(x * 1e3),
             "us" | "µs" => Ok(x / 1e3),
             _ => Err(format!("'{unit}' is not a time unit (us, ms, s)")),
         },
-        Metric::ErrorRate => match unit.as_str() {
+        Measure::ErrorRate => match unit.as_str() {
             "%" => Ok(x / 100.0),
             "" if x <= 1.0 => Ok(x),
             "" => Err("an error rate is a fraction (0.01) or a percentage (1%)".into()),
             _ => Err(format!("'{unit}' is not a rate unit (%)")),
         },
-        Metric::Rps => match unit.as_str() {
+        Measure::Rps => match unit.as_str() {
             "" | "/s" => Ok(x),
             _ => Err(format!("'{unit}' is not a throughput unit (/s)")),
         },
-        Metric::Requests | Metric::Failures => match unit.as_str() {
+        Measure::Requests | Measure::Failures => match unit.as_str() {
             "" => Ok(x),
             _ => Err(format!("'{unit}': a count has no unit")),
         },
@@ -196,9 +171,9 @@ impl ThresholdCheck {
         let t = &self.threshold;
         let actual = match (self.actual, t.metric) {
             (None, _) => "no such requests".to_string(),
-            (Some(a), Metric::ErrorRate) => format!("{:.3}%", a * 100.0),
-            (Some(a), Metric::Rps) => format!("{a:.1}/s"),
-            (Some(a), Metric::Requests | Metric::Failures) => format!("{a:.0}"),
+            (Some(a), Measure::ErrorRate) => format!("{:.3}%", a * 100.0),
+            (Some(a), Measure::Rps) => format!("{a:.1}/s"),
+            (Some(a), Measure::Requests | Measure::Failures) => format!("{a:.0}"),
             (Some(a), _) => format!("{a:.3} ms"),
         };
         format!(
@@ -207,11 +182,35 @@ impl ThresholdCheck {
             if self.pass { "PASS" } else { "FAIL" },
             t.op.as_str(),
             match t.metric {
-                Metric::ErrorRate => format!("{}%", t.bound * 100.0),
-                Metric::Percentile(_) | Metric::MeanMs | Metric::MinMs => format!("{} ms", t.bound),
+                Measure::ErrorRate => format!("{}%", t.bound * 100.0),
+                Measure::Percentile(_) | Measure::MeanMs | Measure::MinMs =>
+                    format!("{} ms", t.bound),
                 _ => format!("{}", t.bound),
             }
         )
+    }
+}
+
+impl ThresholdCheck {
+    /// The check as a record's gate: its kind, and the record's metric with the bound and the
+    /// measured value (a percentile the record does not name, e.g. p97, keeps no check).
+    pub fn gate(&self) -> Gate {
+        let t = &self.threshold;
+        let (kind, metric) = match t.metric {
+            Measure::Percentile(q) => {
+                (GateKind::Latency, Stat::of_quantile(q).map(Metric::Latency))
+            }
+            Measure::MeanMs => (GateKind::Latency, Some(Metric::MEAN_MS)),
+            Measure::MinMs => (GateKind::Latency, Some(Metric::Latency(Stat::Min))),
+            Measure::ErrorRate => (GateKind::ErrorRate, Some(Metric::ErrorRate)),
+            Measure::Failures => (GateKind::ErrorRate, Some(Metric::Failures)),
+            Measure::Rps => (GateKind::Throughput, Some(Metric::Rps)),
+            Measure::Requests => (GateKind::Throughput, Some(Metric::Count)),
+        };
+        match metric {
+            Some(m) => Gate::check(t.text.clone(), kind, m, t.op, t.bound, self.actual),
+            None => Gate::promise(t.text.clone(), kind, self.pass),
+        }
     }
 }
 
@@ -220,7 +219,7 @@ impl Threshold {
     pub fn default_error_rate() -> Self {
         Threshold {
             text: format!("error_rate<{}% (default)", DEFAULT_MAX_ERROR_RATE * 100.0),
-            metric: Metric::ErrorRate,
+            metric: Measure::ErrorRate,
             name: None,
             op: Op::Lt,
             bound: DEFAULT_MAX_ERROR_RATE,
@@ -229,13 +228,13 @@ impl Threshold {
 
     fn value(&self, e: &Entry, stats: &Stats) -> f64 {
         match self.metric {
-            Metric::Percentile(q) => e.ms(q),
-            Metric::MeanMs => e.mean_ms(),
-            Metric::MinMs => e.min_ms(),
-            Metric::ErrorRate => e.error_rate(),
-            Metric::Rps => stats.rps(e),
-            Metric::Requests => e.requests as f64,
-            Metric::Failures => e.failures as f64,
+            Measure::Percentile(q) => e.ms(q),
+            Measure::MeanMs => e.mean_ms(),
+            Measure::MinMs => e.min_ms(),
+            Measure::ErrorRate => e.error_rate(),
+            Measure::Rps => stats.rps(e),
+            Measure::Requests => e.requests as f64,
+            Measure::Failures => e.failures as f64,
         }
     }
 
@@ -263,17 +262,17 @@ mod tests {
         let t: Threshold = "p99<50ms".parse().unwrap();
         assert_eq!(
             (t.metric, t.op, t.bound, t.name),
-            (Metric::Percentile(0.99), Op::Lt, 50.0, None)
+            (Measure::Percentile(0.99), Op::Lt, 50.0, None)
         );
         let t: Threshold = "p99.9 <= 2s".parse().unwrap();
         assert_eq!(
             (t.metric, t.op, t.bound),
-            (Metric::Percentile(0.999), Op::Le, 2000.0)
+            (Measure::Percentile(0.999), Op::Le, 2000.0)
         );
         let t: Threshold = "error_rate<1%".parse().unwrap();
-        assert_eq!((t.metric, t.bound), (Metric::ErrorRate, 0.01));
+        assert_eq!((t.metric, t.bound), (Measure::ErrorRate, 0.01));
         let t: Threshold = "rps>100".parse().unwrap();
-        assert_eq!((t.metric, t.op, t.bound), (Metric::Rps, Op::Gt, 100.0));
+        assert_eq!((t.metric, t.op, t.bound), (Measure::Rps, Op::Gt, 100.0));
         let t: Threshold = "p95[/api/v1/traces/search [realistic]]<=2s"
             .parse()
             .unwrap();

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 
 use super::compare::{self, Options};
-use super::store::{self, Store, Stored, is_quick};
+use super::store::{self, Store, Stored};
 use super::{EXIT_REGRESSION, Findings, baseline_label, fail_on_regression_env, html, noise};
-use crate::record::{self, RunRecord};
+use crate::record::{self, Kind, Metric, RunRecord};
 
 /// Comparisons for the page: each kind's latest run against baseline `name` of its kind and mode
 /// when given, otherwise against the previous run of the same kind and mode.
@@ -25,9 +25,9 @@ pub fn page_view(store: &Store, baseline: Option<&str>, options: &Options) -> ht
         ..html::View::default()
     };
     for (kind, current) in latest {
-        let quick = is_quick(&current.record);
+        let quick = current.record.quick();
         let base: Option<(String, Stored)> = match baseline {
-            Some(name) => match store.load_baseline(name, &kind, quick) {
+            Some(name) => match store.load_baseline(name, kind, quick) {
                 Ok(Some(b)) => Some((baseline_label(name, quick), b)),
                 Ok(None) => {
                     view.comparison_notes.push(format!(
@@ -45,7 +45,7 @@ pub fn page_view(store: &Store, baseline: Option<&str>, options: &Options) -> ht
             None => runs
                 .iter()
                 .rev()
-                .filter(|s| s.record.kind == *kind && is_quick(&s.record) == quick)
+                .filter(|s| s.record.kind() == kind && s.record.quick() == quick)
                 .nth(1)
                 .map(|s| (s.label(), s.clone())),
         };
@@ -222,7 +222,7 @@ fn pair(store: &Store, args: &ReportArgs, options: &Options) -> Result<Vec<Strin
         stored.record.created_at
     )];
     let confidence = 1.0 - options.significance_level;
-    for metric in ["p50_ms", "p99_ms", "qps"] {
+    for metric in &[Metric::P50_MS, Metric::P99_MS, Metric::Qps] {
         if let Some(p) = noise::Paired::of(ea, eb, metric, confidence) {
             lines.push(format!("  {}", p.text()));
         }
@@ -275,16 +275,16 @@ fn compare_specs(
         ),
         ..html::View::default()
     };
-    let of_kind = |records: &[Stored], kind: &str| -> Vec<Stored> {
+    let of_kind = |records: &[Stored], kind: Kind| -> Vec<Stored> {
         records
             .iter()
-            .filter(|s| s.record.kind == kind)
+            .filter(|s| s.record.kind() == kind)
             .cloned()
             .collect()
     };
     let mut compared_records = Vec::new();
     for (label, records) in &resolved[1..] {
-        let mut kinds: Vec<&str> = records.iter().map(|s| s.record.kind.as_str()).collect();
+        let mut kinds: Vec<Kind> = records.iter().map(|s| s.record.kind()).collect();
         kinds.dedup();
         kinds.sort();
         kinds.dedup();

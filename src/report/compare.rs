@@ -35,7 +35,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::Value;
 
 use super::noise::{self, Adjustment, History, Test};
-use crate::record::{self, ResultEntry, RunRecord};
+use crate::record::{self, Metric, ResultEntry, RunRecord};
 
 mod options;
 mod sample;
@@ -46,7 +46,6 @@ pub use sample::Sample;
 pub(crate) use sample::seed;
 pub use verdict::{
     BenchmarkVerdict, Comparison, MetricChange, NoiseFloor, OptionsShown, Rule, Verdict, number,
-    primary, rule,
 };
 
 /// comparable with the baseline ([`noise::comparable`]), `current` not among them.
@@ -81,15 +80,12 @@ pub fn compare_runs(
     sides: (Vec<noise::PastRun>, Vec<noise::PastRun>),
 ) -> Result<Comparison> {
     anyhow::ensure!(
-        baseline.kind == current.kind,
+        baseline.kind() == current.kind(),
         "cannot compare a {} record with a {} record",
-        baseline.kind,
-        current.kind
+        baseline.kind(),
+        current.kind()
     );
-    let (bq, cq) = (
-        super::store::is_quick(baseline),
-        super::store::is_quick(current),
-    );
+    let (bq, cq) = (baseline.quick(), current.quick());
     anyhow::ensure!(
         bq == cq,
         "{current_label} is a {} and {baseline_label} a {}: quick mode (CAPBENCH_QUICK=1, a 20K × 256 \
@@ -138,7 +134,7 @@ pub fn compare_runs(
         .map(|e| e.name.clone())
         .collect();
     Ok(Comparison {
-        kind: current.kind.clone(),
+        kind: current.kind(),
         baseline_label: baseline_label.to_string(),
         current_label: current_label.to_string(),
         baseline_created_at: baseline.created_at.clone(),
@@ -174,7 +170,7 @@ fn decide(changes: &mut [MetricChange], options: &Options) {
     let rejected = noise::benjamini_hochberg(&p, options.significance_level);
     for (&i, rejected) in judged.iter().zip(rejected) {
         let c = &mut changes[i];
-        let higher_better = rule(&c.metric) == Some(Rule::HigherBetter);
+        let higher_better = c.metric.rule() == Some(Rule::HigherBetter);
         let worse = if higher_better {
             c.change < -options.noise_threshold
         } else {
@@ -252,12 +248,12 @@ fn noise_floor(
     let mut spread = Vec::new();
     let mut raw = Vec::new();
     for metric in [
-        "p50_ms",
-        "p99_ms",
-        "qps",
-        "rps",
-        "evals_per_second",
-        "knee_rps",
+        Metric::P50_MS,
+        Metric::P99_MS,
+        Metric::Qps,
+        Metric::Rps,
+        Metric::EvalsPerSecond,
+        Metric::KneeRps,
     ] {
         let sds: Vec<f64> = changes
             .iter()
@@ -271,7 +267,7 @@ fn noise_floor(
             let sds: Vec<f64> = a
                 .fits
                 .iter()
-                .filter(|((_, m), _)| m == metric)
+                .filter(|((_, m), _)| m == &metric)
                 .map(|(_, f)| f.raw_sd)
                 .collect();
             if let Some(m) = median(sds) {
@@ -294,7 +290,7 @@ fn noise_floor(
 
 /// The mean of ln(metric) over a side's runs, and how many there were; `None` for fewer than two
 /// (the side's own record is then its figure).
-fn side_mean(side: &[noise::PastRun], entry: &str, metric: &str) -> Option<(f64, usize)> {
+fn side_mean(side: &[noise::PastRun], entry: &str, metric: &Metric) -> Option<(f64, usize)> {
     let logs: Vec<f64> = side
         .iter()
         .filter_map(|r| Some(r.points.get(entry)?.get(metric)?.ln))
@@ -323,7 +319,7 @@ fn compare_sides(
     let hists = hists.filter(|(b, c)| b.n > 0 && c.n > 0);
     let mut out = Vec::new();
     for (metric, &cur) in &current.metrics {
-        let (Some(&base), Some(rule)) = (baseline.metrics.get(metric), rule(metric)) else {
+        let (Some(&base), Some(rule)) = (baseline.metrics.get(metric), metric.rule()) else {
             continue;
         };
         let mut change = MetricChange {
@@ -336,7 +332,7 @@ fn compare_sides(
             ci: None,
             p_value: None,
             spread: None,
-            primary: primary(metric),
+            primary: metric.is_primary(),
             runs: (1, 1),
             verdict: Verdict::NoChange,
             method: "noise",
@@ -458,14 +454,14 @@ fn compare_sides(
 /// for a rate of serial requests, that of 1 / the mean latency). (0, ∞) when neither is known.
 pub fn own_variance(
     entry: &ResultEntry,
-    metric: &str,
+    metric: &Metric,
     sample: Option<&Sample>,
     resamples: usize,
     rng: &mut Xoshiro256PlusPlus,
 ) -> (f64, f64) {
     let rounds = noise::rounds_variance(entry, metric);
     let boot = sample.and_then(|s| {
-        let r = match rule(metric)? {
+        let r = match metric.rule()? {
             r @ (Rule::Quantile(_) | Rule::Mean) => r,
             Rule::HigherBetter => Rule::Mean,
             _ => return None,
@@ -496,8 +492,8 @@ fn relative(base: f64, cur: f64) -> f64 {
 pub fn differences(baseline: &RunRecord, current: &RunRecord) -> Vec<String> {
     let mut a = BTreeMap::new();
     let mut b = BTreeMap::new();
-    flatten("parameters", &baseline.parameters, &mut a);
-    flatten("parameters", &current.parameters, &mut b);
+    flatten("parameters", &baseline.parameters.fields(), &mut a);
+    flatten("parameters", &current.parameters.fields(), &mut b);
     flatten(
         "dataset",
         baseline.dataset.as_ref().unwrap_or(&Value::Null),

@@ -33,11 +33,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::record::{self, Gate, RunRecord};
+use crate::record::{self, Gate, GateKind, Metric, RunRecord};
 use compare::{Comparison, Options};
-use store::{Store, is_quick};
+use store::Store;
 
-use crate::gates::MAX_ERROR_RATE;
 #[cfg(feature = "html")]
 use crate::gates::P99_MS as GATE_P99_MS;
 
@@ -63,17 +62,11 @@ pub fn gates_of(r: &RunRecord) -> Vec<Finding> {
                 gate: g.clone(),
             });
         }
-        let has_error_gate = e
-            .gates
-            .iter()
-            .any(|g| g.name.to_lowercase().contains("error") || g.name.contains("fail"));
-        if let (Some(&rate), false) = (e.metrics.get("error_rate"), has_error_gate) {
+        let has_error_gate = e.gates.iter().any(|g| g.kind == GateKind::ErrorRate);
+        if let (Some(&rate), false) = (e.metrics.get(&Metric::ErrorRate), has_error_gate) {
             out.push(Finding {
                 entry: e.name.clone(),
-                gate: Gate {
-                    name: "error rate < 1 %".into(),
-                    pass: rate < MAX_ERROR_RATE,
-                },
+                gate: crate::gates::error_rate(rate),
             });
         }
     }
@@ -204,7 +197,7 @@ pub fn publish_in(
     let options = Options::from_args(args)?;
     let path = record.write(&store.root)?;
     println!("run record: {}", path.display());
-    let quick = is_quick(record);
+    let quick = record.quick();
     let label = path
         .file_name()
         .map_or_else(|| "this run".into(), |n| n.to_string_lossy().into_owned());
@@ -212,7 +205,7 @@ pub fn publish_in(
     let mut comparisons = Vec::new();
     let mut missing = None;
     if let Some(name) = &flags.baseline {
-        match store.load_baseline(name, &record.kind, quick) {
+        match store.load_baseline(name, record.kind(), quick) {
             Ok(Some(base)) => {
                 let (history, warnings) = store.history(&base, record, options.window);
                 for w in warnings {
@@ -232,7 +225,7 @@ pub fn publish_in(
             Ok(None) => {
                 let msg = format!(
                     "capbench has no baseline '{name}' for {} ({}): save one with --save-baseline {name}",
-                    record.kind,
+                    record.kind(),
                     store.baseline_dir(name, quick).display()
                 );
                 if flags.lenient {
@@ -268,11 +261,11 @@ pub fn publish_in(
     }
     let findings = Findings::of(&[record], &comparisons);
     if !findings.is_empty() {
-        println!("{}: {}", record.kind, findings.summary());
+        println!("{}: {}", record.kind(), findings.summary());
         if fail_on_regression {
             bail!(
                 "{} (CAPBENCH_FAIL_ON_REGRESSION is set): {}",
-                record.kind,
+                record.kind(),
                 findings.summary()
             );
         }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{ResultEntry, RunRecord};
+use crate::record::{Metric, ResultEntry, RunRecord};
 
 /// One run's figure for one metric of one benchmark, on a log scale, with the variance of that
 /// estimate within its run (0 when the run had no rounds to tell).
@@ -46,7 +46,7 @@ pub struct Point {
 impl Point {
     /// Metric `metric` of `entry`: its value, and the spread of its per-round values when the
     /// entry was measured in two rounds or more. `None` for a missing or non-positive value.
-    pub fn of(entry: &ResultEntry, metric: &str) -> Option<Self> {
+    pub fn of(entry: &ResultEntry, metric: &Metric) -> Option<Self> {
         Self::with_sample(entry, metric, None)
     }
 
@@ -54,7 +54,7 @@ impl Point {
     /// histogram `sample` ([`super::compare::own_variance`]).
     pub fn with_sample(
         entry: &ResultEntry,
-        metric: &str,
+        metric: &Metric,
         sample: Option<&super::compare::Sample>,
     ) -> Option<Self> {
         let v = *entry.metrics.get(metric)?;
@@ -78,7 +78,7 @@ impl Point {
 
 /// The variance of the mean of ln(per-round value) — the run's standard error² from its rounds —
 /// and its degrees of freedom; `None` with fewer than two rounds carrying the metric.
-pub fn rounds_variance(entry: &ResultEntry, metric: &str) -> Option<(f64, f64)> {
+pub fn rounds_variance(entry: &ResultEntry, metric: &Metric) -> Option<(f64, f64)> {
     let logs: Vec<f64> = entry
         .rounds
         .iter()
@@ -99,14 +99,14 @@ pub fn rounds_variance(entry: &ResultEntry, metric: &str) -> Option<(f64, f64)> 
 /// of `reference`, over rounds measured together (`None` unless both have the same two or more).
 pub fn rounds_covariance(
     entry: &ResultEntry,
-    metric: &str,
+    metric: &Metric,
     reference: &ResultEntry,
 ) -> Option<f64> {
     let pairs: Vec<(f64, f64)> = entry
         .rounds
         .iter()
         .zip(&reference.rounds)
-        .filter_map(|(x, r)| Some((*x.get(metric)?, *r.get(REFERENCE_METRIC)?)))
+        .filter_map(|(x, r)| Some((*x.get(metric)?, *r.get(&REFERENCE_METRIC)?)))
         .filter(|(x, r)| x.is_finite() && r.is_finite() && *x > 0.0 && *r > 0.0)
         .map(|(x, r)| (x.ln(), r.ln()))
         .collect();
@@ -132,7 +132,7 @@ pub struct PastRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<String>,
     /// Benchmark → metric → point.
-    pub points: BTreeMap<String, BTreeMap<String, Point>>,
+    pub points: BTreeMap<String, BTreeMap<Metric, Point>>,
     /// The run's reference entry ([`RunRecord::reference`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
@@ -140,13 +140,13 @@ pub struct PastRun {
 
 impl PastRun {
     /// `metric` of benchmark `entry` in this run.
-    pub fn point(&self, entry: &str, metric: &str) -> Option<Point> {
+    pub fn point(&self, entry: &str, metric: &Metric) -> Option<Point> {
         self.points.get(entry)?.get(metric).copied()
     }
 
     /// This run's reference figure ([`REFERENCE_METRIC`] of its reference entry).
     pub fn reference_point(&self) -> Option<Point> {
-        self.point(self.reference.as_deref()?, REFERENCE_METRIC)
+        self.point(self.reference.as_deref()?, &REFERENCE_METRIC)
     }
 
     /// The judged metrics of every entry of `record`.
@@ -170,7 +170,7 @@ impl PastRun {
                     .keys()
                     .filter(|m| {
                         matches!(
-                            super::compare::rule(m),
+                            m.rule(),
                             Some(
                                 super::compare::Rule::Quantile(_)
                                     | super::compare::Rule::Mean
@@ -283,7 +283,7 @@ impl History {
 
     /// The spread of `metric` of benchmark `entry`, from the runs that measured it; `None` with
     /// fewer than `min_runs` of them.
-    pub fn spread(&self, entry: &str, metric: &str, min_runs: usize) -> Option<Spread> {
+    pub fn spread(&self, entry: &str, metric: &Metric, min_runs: usize) -> Option<Spread> {
         let points: Vec<Point> = self
             .runs
             .iter()
@@ -311,7 +311,7 @@ impl History {
 /// The reference's figure that stands for the machine's speed in a run: the mean latency of its
 /// round trips (measured on this machine, it follows the run-level shift of the searches more
 /// closely than its median: ρ ≈ 0.9 over 14 quick runs, docs/regression.md).
-pub const REFERENCE_METRIC: &str = "mean_ms";
+pub const REFERENCE_METRIC: Metric = Metric::MEAN_MS;
 
 /// How one benchmark's metric follows the reference, learnt from the history.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -359,7 +359,7 @@ pub struct Adjustment {
     pub reference_change: f64,
     /// (entry, metric) → fit, for the pairs the adjustment takes effect on.
     #[serde(skip)]
-    pub fits: BTreeMap<(String, String), Fit>,
+    pub fits: BTreeMap<(String, Metric), Fit>,
     /// ln r₀: the baseline side's reference.
     anchor: f64,
 }
@@ -413,7 +413,7 @@ impl Adjustment {
             return Some(adj);
         }
         // Did the reference itself move? Judged against its own spread, as measured.
-        if let Some(s) = history.spread(&name, REFERENCE_METRIC, needed) {
+        if let Some(s) = history.spread(&name, &REFERENCE_METRIC, needed) {
             let var = s.total_sd * s.total_sd * (1.0 / kb as f64 + 1.0 / kc as f64);
             let test = Test::new(cur - anchor, &[(var, s.dof)]);
             if test.p < REFERENCE_MOVED_P {
@@ -421,7 +421,7 @@ impl Adjustment {
                 return Some(adj);
             }
         }
-        let keys: BTreeSet<(String, String)> = sides
+        let keys: BTreeSet<(String, Metric)> = sides
             .1
             .iter()
             .flat_map(|r| {
@@ -473,13 +473,11 @@ impl Adjustment {
     }
 
     /// The fit used for `metric` of `entry`, when the adjustment applies to it.
-    pub fn fit_of(&self, entry: &str, metric: &str) -> Option<Fit> {
+    pub fn fit_of(&self, entry: &str, metric: &Metric) -> Option<Fit> {
         if self.state != AdjustmentState::Applied {
             return None;
         }
-        self.fits
-            .get(&(entry.to_string(), metric.to_string()))
-            .copied()
+        self.fits.get(&(entry.to_string(), metric.clone())).copied()
     }
 
     /// `run` with every fitted figure net of its reference; a figure of a run without a
@@ -537,7 +535,7 @@ impl Adjustment {
                 let betas: Vec<f64> = self
                     .fits
                     .iter()
-                    .filter(|((_, m), _)| m.ends_with("_ms"))
+                    .filter(|((_, m), _)| m.unit() == crate::record::Unit::Milliseconds)
                     .map(|(_, f)| f.beta)
                     .collect();
                 let (lo, hi) = betas
@@ -575,18 +573,9 @@ impl Adjustment {
 /// noise: same kind and mode, dataset, CPU, core count, server versions and settings, and
 /// parameters (ignoring which ef_search values were selected, and the prewarm's byte counts).
 pub fn comparable(a: &RunRecord, b: &RunRecord) -> bool {
-    let params = |r: &RunRecord| {
-        let mut p = r.parameters.clone();
-        if let Some(o) = p.as_object_mut() {
-            o.remove("ef_search");
-            o.remove("prewarmed");
-        }
-        p
-    };
     let (ea, eb) = (&a.environment, &b.environment);
-    a.kind == b.kind
+    a.parameters.same_test(&b.parameters)
         && a.dataset == b.dataset
-        && params(a) == params(b)
         && ea.cpu_model == eb.cpu_model
         && ea.cores == eb.cores
         && ea.postgres_version == eb.postgres_version

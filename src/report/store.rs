@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::noise;
-use crate::record::RunRecord;
+use crate::record::{Kind, RunRecord};
 
 /// How many of the latest comparable runs are saved with a baseline as its noise.
 pub const NOISE_WINDOW_SAVED: usize = 50;
@@ -34,15 +34,6 @@ impl Stored {
             |n| n.to_string_lossy().into_owned(),
         )
     }
-}
-
-/// Whether a record came from a quick-mode (smoke) run: `parameters.quick == true`.
-pub fn is_quick(record: &RunRecord) -> bool {
-    record
-        .parameters
-        .get("quick")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false)
 }
 
 /// "quick mode" or "full run", for messages.
@@ -98,9 +89,9 @@ impl Store {
     /// ([`RunRecord::to_json`]).
     pub fn save_baseline(&self, name: &str, record: &RunRecord) -> Result<(PathBuf, Vec<String>)> {
         check_baseline_name(name)?;
-        let dir = self.baseline_dir(name, is_quick(record));
+        let dir = self.baseline_dir(name, record.quick());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{}.json", record.kind));
+        let path = dir.join(format!("{}.json", record.kind()));
         let mut saved = record.clone();
         let mut kept = Vec::new();
         if path.exists() {
@@ -138,7 +129,7 @@ impl Store {
     /// Baseline `name`'s record of `kind` for a run of the given mode. `Ok(None)` when the baseline
     /// has no record of that kind; an error naming the mismatch when the baseline exists only for
     /// the other mode.
-    pub fn load_baseline(&self, name: &str, kind: &str, quick: bool) -> Result<Option<Stored>> {
+    pub fn load_baseline(&self, name: &str, kind: Kind, quick: bool) -> Result<Option<Stored>> {
         check_baseline_name(name)?;
         let path = self.baseline_dir(name, quick).join(format!("{kind}.json"));
         if path.exists() {
@@ -210,7 +201,7 @@ impl Store {
                 .map(|s| &s.record)
                 .filter(|r| {
                     r.calibration.as_ref() == Some(id)
-                        && r.kind == exclude.kind
+                        && r.kind() == exclude.kind()
                         && r.created_at <= exclude.created_at
                         && *r != exclude
                 })

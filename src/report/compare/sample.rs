@@ -6,11 +6,12 @@ use rand_distr::{Beta, Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::Rule;
+use crate::record::Metric;
 
 /// A stable seed from the names (FNV-1a), so verdicts do not depend on order or on the run.
-pub(crate) fn seed(entry: &str, metric: &str) -> u64 {
+pub(crate) fn seed(entry: &str, metric: &Metric) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in entry.bytes().chain([0]).chain(metric.bytes()) {
+    for b in entry.bytes().chain([0]).chain(metric.to_string().bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -5,7 +5,7 @@
 //! but 1.6 % (slope 1.36). Each trial draws a fresh history of 20 runs (the window), a
 //! baseline and a current run (or several per side).
 use super::*;
-use crate::record::Environment;
+use crate::record::{Environment, Metrics};
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
@@ -54,7 +54,7 @@ fn normal(rng: &mut Xoshiro256PlusPlus) -> f64 {
     rng.sample::<f64, _>(StandardNormal)
 }
 
-fn mean_of(rounds: &[BTreeMap<String, f64>], m: &str) -> f64 {
+fn mean_of(rounds: &[Metrics], m: &Metric) -> f64 {
     (rounds.iter().map(|x| x[m].ln()).sum::<f64>() / rounds.len() as f64).exp()
 }
 
@@ -70,44 +70,47 @@ fn run(
 ) -> RunRecord {
     let shift = machine.reference_sd * normal(rng);
     let common = machine.beta * shift + machine.common_sd * normal(rng);
-    let mut r = RunRecord::new("hnsw", Environment::default(), serde_json::json!({}));
+    let mut r = RunRecord::new(
+        Environment::default(),
+        crate::record::Parameters::of(crate::record::Kind::Hnsw),
+    );
     r.created_at = format!("2026-01-01T{:02}:{:02}:00Z", at / 60, at % 60);
     r.calibration = calibration.map(str::to_string);
     for b in 0..BENCHMARKS {
         let base = 0.3 * (1.0 + b as f64 / 3.0) * slowdown;
         let offset = common + machine.offset_sd * normal(rng);
-        let rounds: Vec<BTreeMap<String, f64>> = (0..ROUNDS)
+        let rounds: Vec<Metrics> = (0..ROUNDS)
             .map(|_| {
                 let p50 = base * (offset + machine.round_sd_p50 * normal(rng)).exp();
                 let p99 = 3.0 * base * (offset + machine.round_sd_p99 * normal(rng)).exp();
                 [
-                    ("p50_ms".to_string(), p50),
-                    ("p99_ms".to_string(), p99),
-                    ("qps".to_string(), 1000.0 / (p50 * 1.1)),
+                    (Metric::P50_MS, p50),
+                    (Metric::P99_MS, p99),
+                    (Metric::Qps, 1000.0 / (p50 * 1.1)),
                 ]
                 .into()
             })
             .collect();
         r.results.push(ResultEntry {
             name: format!("hnsw/ef_search/{b}"),
-            metrics: ["p50_ms", "p99_ms", "qps"]
+            metrics: [Metric::P50_MS, Metric::P99_MS, Metric::Qps]
                 .iter()
-                .map(|m| (m.to_string(), mean_of(&rounds, m)))
+                .map(|m| (m.clone(), mean_of(&rounds, m)))
                 .collect(),
             rounds,
             ..ResultEntry::default()
         });
     }
     if machine.reference_sd > 0.0 {
-        let rounds: Vec<BTreeMap<String, f64>> = (0..ROUNDS)
+        let rounds: Vec<Metrics> = (0..ROUNDS)
             .map(|_| {
                 let mean = 0.016 * (shift + machine.round_sd_reference * normal(rng)).exp();
-                [("mean_ms".to_string(), mean)].into()
+                [(Metric::MEAN_MS, mean)].into()
             })
             .collect();
         r.results.push(ResultEntry {
             name: REFERENCE.into(),
-            metrics: [("mean_ms".to_string(), mean_of(&rounds, "mean_ms"))].into(),
+            metrics: [(Metric::MEAN_MS, mean_of(&rounds, &Metric::MEAN_MS))].into(),
             rounds,
             ..ResultEntry::default()
         });

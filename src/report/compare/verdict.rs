@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+pub use crate::record::Rule;
+use crate::record::{Kind, Metric};
 use crate::report::noise::{Adjustment, Spread};
 
 /// The outcome for one metric, or for one benchmark.
@@ -29,68 +31,11 @@ impl Verdict {
     }
 }
 
-/// How a metric is judged.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rule {
-    /// A latency percentile (lower is better).
-    Quantile(f64),
-    /// The mean latency (lower is better).
-    Mean,
-    /// Throughput and the like (higher is better).
-    HigherBetter,
-    /// A latency without a histogram (lower is better).
-    LowerBetter,
-    /// recall@10: an absolute change beyond `recall_threshold` always counts.
-    Recall,
-    /// Failed requests / all: an absolute change beyond `error_rate_threshold` counts.
-    ErrorRate,
-    /// Not judged.
-    Info,
-}
-
-/// The rule for metric `name`; `None` for figures that describe the setup, not the result
-/// (counts, ef_search, users, the SLO).
-pub fn rule(name: &str) -> Option<Rule> {
-    Some(match name {
-        "count" | "ef_search" | "users" | "slo_p99_ms" | "capacity" | "refill_per_second"
-        | "send_rate" | "attempts" | "duration_s" => return None,
-        "p50_ms" => Rule::Quantile(0.50),
-        "p95_ms" => Rule::Quantile(0.95),
-        "p99_ms" => Rule::Quantile(0.99),
-        "mean_ms" => Rule::Mean,
-        "qps" | "rps" | "evals_per_second" | "knee_rps" | "knee_users" | "knee_connections" => {
-            Rule::HigherBetter
-        }
-        "recall_mean" => Rule::Recall,
-        "error_rate" => Rule::ErrorRate,
-        _ => Rule::Info,
-    })
-}
-
-/// Whether metric `name` decides its benchmark's verdict: p50, p99, the rates, recall and the
-/// error rate. The others are shown with their intervals but do not vote (fewer decisions, more
-/// power for the ones that matter).
-pub fn primary(name: &str) -> bool {
-    matches!(
-        name,
-        "p50_ms"
-            | "p99_ms"
-            | "qps"
-            | "rps"
-            | "evals_per_second"
-            | "knee_rps"
-            | "knee_users"
-            | "knee_connections"
-            | "recall_mean"
-            | "error_rate"
-    )
-}
-
 /// One metric of one benchmark, before and after.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MetricChange {
     pub entry: String,
-    pub metric: String,
+    pub metric: Metric,
     pub baseline: f64,
     pub current: f64,
     /// Relative change (current / baseline − 1) for most metrics; absolute for recall and error rate.
@@ -202,7 +147,7 @@ impl NoiseFloor {
 /// Two runs of one kind compared.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Comparison {
-    pub kind: String,
+    pub kind: Kind,
     pub baseline_label: String,
     pub current_label: String,
     pub baseline_created_at: String,

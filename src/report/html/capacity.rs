@@ -9,10 +9,10 @@ use maud::{Render, html};
 use super::super::charts::{Chart, Series, Style, color};
 use super::super::compare::number;
 use super::super::store::Stored;
-use super::helpers::{Figure, Source, Text, metric, multiples, side_by_side};
+use super::helpers::{Figure, Source, Text, multiples, side_by_side};
 use super::hnsw::series_of;
 use super::latency::{LatencyTable, histograms, spectrum};
-use crate::record::{ResultEntry, RunRecord};
+use crate::record::{self, Metric, ResultEntry, RunRecord};
 
 /// What the section shows: the latest capacity and load records.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +94,8 @@ fn sweeps(r: &RunRecord) -> Vec<Sweep<'_>> {
             let Some((group, n)) = e.name.rsplit_once(&format!("/{unit}/")) else {
                 continue;
             };
-            let Some(n) = metric(e, unit).or_else(|| n.parse().ok()) else {
+            let level = Metric::level(unit);
+            let Some(n) = level.and_then(|m| e.metric(&m)).or_else(|| n.parse().ok()) else {
                 continue;
             };
             match out.iter_mut().find(|s| s.group == group && s.unit == unit) {
@@ -122,26 +123,26 @@ fn knee_of(sweep: &Sweep) -> Knee {
     let Some(k) = sweep.knee else {
         return Knee::Absent;
     };
-    let Some(level) = metric(k, &format!("knee_{}", sweep.unit)) else {
+    let Some(level) = Metric::knee_level(sweep.unit).and_then(|m| k.metric(&m)) else {
         return Knee::Missed;
     };
     let never_broke = !sweep.levels.is_empty()
         && sweep
             .levels
             .iter()
-            .all(|(_, e)| metric(e, "meets_slo").is_some_and(|m| m >= 0.5));
+            .all(|(_, e)| e.metric(&Metric::MeetsSlo).is_some_and(|m| m >= 0.5));
     match sweep.levels.last() {
         Some(&(last, e)) if never_broke => Knee::NotReached(Level {
             level: last.round() as u64,
             unit: sweep.unit,
-            rps: metric(e, "rps").unwrap_or(0.0),
-            p99_ms: metric(e, "p99_ms").unwrap_or(0.0),
+            rps: e.metric(&Metric::Rps).unwrap_or(0.0),
+            p99_ms: e.metric(&Metric::P99_MS).unwrap_or(0.0),
         }),
         _ => Knee::Found(Level {
             level: level.round() as u64,
             unit: sweep.unit,
-            rps: metric(k, "knee_rps").unwrap_or(0.0),
-            p99_ms: metric(k, "knee_p99_ms").unwrap_or(0.0),
+            rps: k.metric(&Metric::KneeRps).unwrap_or(0.0),
+            p99_ms: k.metric(&Metric::KneeP99Ms).unwrap_or(0.0),
         }),
     }
 }
@@ -166,7 +167,7 @@ fn sweep_shown(sweep: &Sweep) -> SweepShown {
     };
     let slo = sweep
         .knee
-        .and_then(|k| metric(k, "slo_p99_ms"))
+        .and_then(|k| k.metric(&Metric::SloP99Ms))
         .unwrap_or(super::super::GATE_P99_MS);
     let mut qps = Chart {
         title: format!("Throughput vs {axis}"),
@@ -175,13 +176,13 @@ fn sweep_shown(sweep: &Sweep) -> SweepShown {
         y_from_zero: true,
         series: vec![Series::new(
             "achieved RPS",
-            series_of(levels, "rps"),
+            series_of(levels, &Metric::Rps),
             Style::LinePoints,
             color(0),
         )],
         ..Chart::default()
     };
-    let p99 = series_of(levels, "p99_ms");
+    let p99 = series_of(levels, &Metric::P99_MS);
     let log = wide(&p99);
     let mut lat = Chart {
         title: format!("Latency vs {axis} (SLO: p99 ≤ {} ms)", number(slo)),
@@ -196,7 +197,7 @@ fn sweep_shown(sweep: &Sweep) -> SweepShown {
         series: vec![
             Series::new(
                 "p50",
-                series_of(levels, "p50_ms"),
+                series_of(levels, &Metric::P50_MS),
                 Style::LinePoints,
                 color(0),
             ),
@@ -329,10 +330,10 @@ fn over_time(r: &RunRecord, sweeps: &[Sweep]) -> Vec<OverTime> {
 }
 
 impl Capacity {
-    pub fn of(latest: &BTreeMap<String, &Stored>) -> Self {
-        let kinds = ["capacity", "load"]
+    pub fn of(latest: &BTreeMap<record::Kind, &Stored>) -> Self {
+        let kinds = [record::Kind::Capacity, record::Kind::Load]
             .into_iter()
-            .filter_map(|kind| Some((kind, latest.get(kind).copied()?)))
+            .filter_map(|kind| Some((kind, latest.get(&kind).copied()?)))
             .map(|(kind, s)| {
                 let spectra: Vec<_> = histograms(&s.record)
                     .into_iter()
@@ -340,13 +341,16 @@ impl Capacity {
                     .collect();
                 let sweeps = sweeps(&s.record);
                 Kind {
-                    kind: Text::new(kind),
+                    kind: Text::new(kind.as_str()),
                     source: Source::of(s),
                     sweeps: sweeps.iter().map(sweep_shown).collect(),
                     over_time: over_time(&s.record, &sweeps),
                     spectrum: (!spectra.is_empty())
                         .then(|| spectrum(&format!("{kind}: latency by percentile"), &spectra)),
-                    table: LatencyTable::of(&s.record, &["users", "rps", "error_rate"]),
+                    table: LatencyTable::of(
+                        &s.record,
+                        &[Metric::Users, Metric::Rps, Metric::ErrorRate],
+                    ),
                 }
             })
             .collect();

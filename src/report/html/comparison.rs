@@ -108,7 +108,7 @@ fn kind(c: &Compared) -> Kind {
             .into_iter()
             .map(|m| Row {
                 entry: Text::new(&m.entry),
-                metric: Text::new(&m.metric),
+                metric: Text::new(m.metric.to_string()),
                 baseline: Num(Some(figure(&m.metric, m.baseline))),
                 current: Num(Some(figure(&m.metric, m.current))),
                 change: Text::new(m.change_text()),

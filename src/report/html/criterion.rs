@@ -5,8 +5,9 @@ use std::path::Path;
 
 use maud::{Render, html};
 
-use super::super::store::{Stored, is_quick};
+use super::super::store::Stored;
 use super::helpers::Text;
+use crate::record::Kind;
 
 /// What the section shows: the links that exist, or where Criterion would write.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +19,7 @@ pub struct Criterion {
 }
 
 impl Criterion {
-    pub fn of(root: &Path, latest: &BTreeMap<String, &Stored>) -> Self {
+    pub fn of(root: &Path, latest: &BTreeMap<Kind, &Stored>) -> Self {
         let mut links = Vec::new();
         for dir in ["criterion", "criterion-quick"] {
             let rel = format!("{dir}/report/index.html");
@@ -30,7 +31,7 @@ impl Criterion {
             }
         }
         for s in latest.values() {
-            let dir = if is_quick(&s.record) {
+            let dir = if s.record.quick() {
                 "criterion-quick"
             } else {
                 "criterion"

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use maud::{Render, html};
 
-use super::super::store::{Stored, is_quick, mode_name};
+use super::super::store::{Stored, mode_name};
 use super::helpers::Text;
-use crate::record::RunRecord;
+use crate::record::{Kind, RunRecord};
 
 /// What the section shows: nothing when nothing was measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ type Field = fn(&RunRecord) -> String;
 /// The fields shown, in order.
 const FIELDS: &[(&str, Field)] = &[
     ("created", |r| r.created_at.clone()),
-    ("mode", |r| mode_name(is_quick(r)).to_string()),
+    ("mode", |r| mode_name(r.quick()).to_string()),
     ("CPU", |r| {
         format!(
             "{} ({} cores)",
@@ -75,14 +75,14 @@ const FIELDS: &[(&str, Field)] = &[
             .as_ref()
             .map_or_else(|| "-".into(), |d| d.to_string())
     }),
-    ("parameters", |r| r.parameters.to_string()),
+    ("parameters", |r| r.parameters.fields().to_string()),
     ("schema_version", |r| r.schema_version.to_string()),
 ];
 
 impl Environment {
-    pub fn of(latest: &BTreeMap<String, &Stored>) -> Self {
+    pub fn of(latest: &BTreeMap<Kind, &Stored>) -> Self {
         Self {
-            kinds: latest.keys().map(Text::from).collect(),
+            kinds: latest.keys().map(|k| Text::new(k.as_str())).collect(),
             rows: FIELDS
                 .iter()
                 .map(|(name, field)| Row {

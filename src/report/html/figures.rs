@@ -7,6 +7,7 @@ use maud::{Render, html};
 
 use super::super::store::Stored;
 use super::helpers::{Source, Text, figure, gates_text};
+use crate::record;
 
 /// What the section shows: one table per kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,12 +30,12 @@ pub struct Row {
 }
 
 impl Figures {
-    pub fn of(latest: &BTreeMap<String, &Stored>) -> Self {
+    pub fn of(latest: &BTreeMap<record::Kind, &Stored>) -> Self {
         Self(
             latest
                 .iter()
                 .map(|(kind, s)| Kind {
-                    kind: Text::new(kind),
+                    kind: Text::new(kind.as_str()),
                     source: Source::of(s),
                     rows: s
                         .record

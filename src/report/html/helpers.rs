@@ -5,8 +5,8 @@ use maud::{Markup, PreEscaped, Render, html};
 
 use super::super::charts::{self, Bars, Chart, Spectrum};
 use super::super::compare::number;
-use super::super::store::{Stored, is_quick};
-use crate::record::ResultEntry;
+use super::super::store::Stored;
+use crate::record::{Metric, ResultEntry};
 use crate::secrets;
 
 /// Text the page shows: every secret this process has seen is removed when it is made
@@ -49,39 +49,10 @@ impl Render for Text {
     }
 }
 
-/// A finite metric of an entry.
-pub fn metric(e: &ResultEntry, name: &str) -> Option<f64> {
-    e.metrics.get(name).copied().filter(|v| v.is_finite())
-}
-
-/// Whether metric `name` counts something (requests, attempts, rows, users…): the page shows it
-/// as an integer, never as `200.00`.
-pub fn is_count(name: &str) -> bool {
-    matches!(
-        name,
-        "count"
-            | "requests"
-            | "failures"
-            | "rows"
-            | "attempts"
-            | "allowed"
-            | "denied"
-            | "theoretical_allowed"
-            | "capacity"
-            | "users"
-            | "connections"
-            | "knee_users"
-            | "knee_connections"
-            | "ef_search"
-            | "queries"
-            | "meets_slo"
-    ) || name.starts_with("status_")
-}
-
-/// The figure of metric `name` as the page shows it: a count as an integer (`200`, never
-/// `200.00`; a mean of counts keeps its fraction), anything else through [`number`].
-pub fn figure(name: &str, v: f64) -> String {
-    if is_count(name) && (v - v.round()).abs() < 1e-9 {
+/// The figure of metric `m` as the page shows it: a count as an integer (`200`, never `200.00`;
+/// a mean of counts keeps its fraction), anything else through [`number`].
+pub fn figure(m: &Metric, v: f64) -> String {
+    if m.is_count() && (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")
     } else {
         number(v)
@@ -98,9 +69,9 @@ impl Num {
         Self(v.map(number))
     }
 
-    /// Metric `name` of `e`, a count as an integer ([`figure`]).
-    pub fn metric(e: &ResultEntry, name: &str) -> Self {
-        Self(metric(e, name).map(|v| figure(name, v)))
+    /// Metric `m` of `e`, a count as an integer ([`figure`]).
+    pub fn metric(e: &ResultEntry, m: &Metric) -> Self {
+        Self(e.metric(m).map(|v| figure(m, v)))
     }
 }
 
@@ -159,7 +130,7 @@ impl Source {
         Self {
             label: Text::new(s.label()),
             created_at: Text::new(&s.record.created_at),
-            quick: is_quick(&s.record),
+            quick: s.record.quick(),
         }
     }
 }
@@ -298,27 +269,27 @@ mod tests {
     #[test]
     fn counts_are_shown_as_integers_and_other_figures_keep_their_digits() {
         assert_eq!(number(200.0), "200.00", "what the page showed for a count");
-        assert_eq!(figure("attempts", 200.0), "200");
-        assert_eq!(figure("allowed", 89.0), "89");
-        assert_eq!(figure("status_429", 3.0), "3");
-        assert_eq!(figure("users", 50.0), "50");
+        assert_eq!(figure(&Metric::Attempts, 200.0), "200");
+        assert_eq!(figure(&Metric::Allowed, 89.0), "89");
+        assert_eq!(figure(&Metric::Status(429), 3.0), "3");
+        assert_eq!(figure(&Metric::Users, 50.0), "50");
         assert_eq!(
-            figure("count", 2.5),
+            figure(&Metric::Count, 2.5),
             "2.500",
             "a mean of counts keeps its fraction"
         );
-        assert_eq!(figure("p99_ms", 12.0), "12.00");
-        assert_eq!(figure("rps", 200.0), "200.00");
+        assert_eq!(figure(&Metric::P99_MS, 12.0), "12.00");
+        assert_eq!(figure(&Metric::Rps, 200.0), "200.00");
         let e = ResultEntry {
-            metrics: [("requests".to_string(), 1234.0)].into(),
+            metrics: [(Metric::Count, 1234.0)].into(),
             ..ResultEntry::default()
         };
         assert_eq!(
-            Num::metric(&e, "requests").render().into_string(),
+            Num::metric(&e, &Metric::Count).render().into_string(),
             "<td class=\"n\">1234</td>"
         );
         assert_eq!(
-            Num::metric(&e, "p50_ms").render().into_string(),
+            Num::metric(&e, &Metric::P50_MS).render().into_string(),
             "<td class=\"n\">-</td>"
         );
     }

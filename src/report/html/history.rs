@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use maud::{Render, html};
 
 use super::super::charts::{Chart, Series, Style, Ticks, color};
-use super::super::store::{Stored, is_quick};
-use super::helpers::{Figure, Text, metric, side_by_side};
+use super::super::store::Stored;
+use super::helpers::{Figure, Text, side_by_side};
+use crate::record::{self, Metric, Unit};
 
 /// At most this many runs of a kind are followed.
 const RUNS: usize = 40;
@@ -34,31 +35,23 @@ pub struct Run {
 }
 
 /// (metric, y label) of the key metrics followed across runs.
-fn history_metrics(kind: &str) -> Vec<(&'static str, &'static str)> {
+fn history_metrics(kind: record::Kind) -> [(Metric, &'static str); 2] {
+    let p99 = (Metric::P99_MS, "p99 latency (ms)");
     match kind {
-        "hnsw" => vec![("p99_ms", "p99 latency (ms)"), ("recall_mean", "recall@10")],
-        "http_search" => vec![
-            ("p99_ms", "p99 latency (ms)"),
-            ("rps", "requests per second"),
+        record::Kind::Hnsw => [p99, (Metric::RecallMean, "recall@10")],
+        record::Kind::HttpSearch | record::Kind::Load => {
+            [p99, (Metric::Rps, "requests per second")]
+        }
+        record::Kind::RateLimit => [
+            (Metric::P50_MS, "p50 latency (ms)"),
+            (Metric::EvalsPerSecond, "evaluations per second"),
         ],
-        "rate_limit" => vec![
-            ("p50_ms", "p50 latency (ms)"),
-            ("evals_per_second", "evaluations per second"),
-        ],
-        "capacity" => vec![
-            ("knee_rps", "RPS at the knee"),
-            ("p99_ms", "p99 latency (ms)"),
-        ],
-        "load" => vec![
-            ("p99_ms", "p99 latency (ms)"),
-            ("rps", "requests per second"),
-        ],
-        _ => vec![("p99_ms", "p99 latency (ms)")],
+        record::Kind::Capacity => [(Metric::KneeRps, "RPS at the knee"), p99],
     }
 }
 
 /// Metric `m` of each entry (the first [`ENTRIES`] that have it) across `same`, run by run.
-fn chart(kind: &str, same: &[&Stored], m: &str, label: &str) -> Option<Figure> {
+fn chart(kind: record::Kind, same: &[&Stored], m: &Metric, label: &str) -> Option<Figure> {
     let mut names: Vec<&str> = Vec::new();
     for s in same {
         for e in &s.record.results {
@@ -83,13 +76,13 @@ fn chart(kind: &str, same: &[&Stored], m: &str, label: &str) -> Option<Figure> {
                 .enumerate()
                 .filter_map(|(j, s)| {
                     let e = s.record.results.iter().find(|e| &e.name == name)?;
-                    Some(((j + 1) as f64, metric(e, m)?))
+                    Some(((j + 1) as f64, e.metric(m)?))
                 })
                 .collect();
             Series::new(*name, pts, Style::LinePoints, color(i))
         })
         .collect();
-    let log_y = m.ends_with("_ms") && {
+    let log_y = m.unit() == Unit::Milliseconds && {
         let (lo, hi) = series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
@@ -106,23 +99,23 @@ fn chart(kind: &str, same: &[&Stored], m: &str, label: &str) -> Option<Figure> {
             label.to_string()
         },
         log_y,
-        y_from_zero: !log_y && m != "recall_mean",
+        y_from_zero: !log_y && *m != Metric::RecallMean,
         series,
         x_ticks: Ticks::Integers,
-        legend_lower_right: m == "recall_mean",
+        legend_lower_right: *m == Metric::RecallMean,
         ..Chart::default()
     };
     Some(Figure::xy(chart))
 }
 
 impl History {
-    pub fn of(runs: &[Stored], latest: &BTreeMap<String, &Stored>) -> Self {
+    pub fn of(runs: &[Stored], latest: &BTreeMap<record::Kind, &Stored>) -> Self {
         let mut kinds = Vec::new();
         for (kind, last) in latest {
-            let quick = is_quick(&last.record);
+            let quick = last.record.quick();
             let same: Vec<&Stored> = runs
                 .iter()
-                .filter(|s| &s.record.kind == kind && is_quick(&s.record) == quick)
+                .filter(|s| s.record.kind() == *kind && s.record.quick() == quick)
                 .collect();
             let same = &same[same.len().saturating_sub(RUNS)..];
             if same.len() < 2 {
@@ -136,9 +129,9 @@ impl History {
                     same[0].record.created_at,
                     same[same.len() - 1].record.created_at
                 )),
-                charts: history_metrics(kind)
+                charts: history_metrics(*kind)
                     .into_iter()
-                    .filter_map(|(m, label)| chart(kind, same, m, label))
+                    .filter_map(|(m, label)| chart(*kind, same, &m, label))
                     .collect(),
                 runs: same
                     .iter()

@@ -7,8 +7,8 @@ use maud::{Render, html};
 
 use super::super::charts::{Chart, Series, Style, color};
 use super::super::store::Stored;
-use super::helpers::{Figure, Num, Source, Text, metric, pass_cell, side_by_side};
-use crate::record::{ResultEntry, RunRecord};
+use super::helpers::{Figure, Num, Source, Text, pass_cell, side_by_side};
+use crate::record::{Metric, ResultEntry, RunRecord, Stat};
 
 /// What the section shows: nothing without an hnsw record.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +33,10 @@ pub struct Row {
 /// (group, ef_search) of an entry named `<group>/ef_search/<ef>`.
 pub fn ef_entry(e: &ResultEntry) -> Option<(&str, f64)> {
     let (group, ef) = e.name.split_once("/ef_search/")?;
-    Some((group, metric(e, "ef_search").or_else(|| ef.parse().ok())?))
+    Some((
+        group,
+        e.metric(&Metric::EfSearch).or_else(|| ef.parse().ok())?,
+    ))
 }
 
 fn by_group(r: &RunRecord) -> BTreeMap<&str, Vec<(f64, &ResultEntry)>> {
@@ -50,10 +53,10 @@ fn by_group(r: &RunRecord) -> BTreeMap<&str, Vec<(f64, &ResultEntry)>> {
 }
 
 /// The (x, metric `m`) points of entries keyed by x.
-pub fn series_of(entries: &[(f64, &ResultEntry)], m: &str) -> Vec<(f64, f64)> {
+pub fn series_of(entries: &[(f64, &ResultEntry)], m: &Metric) -> Vec<(f64, f64)> {
     entries
         .iter()
-        .filter_map(|(x, e)| Some((*x, metric(e, m)?)))
+        .filter_map(|(x, e)| Some((*x, e.metric(m)?)))
         .collect()
 }
 
@@ -92,38 +95,39 @@ fn charts_of(r: &RunRecord) -> Vec<Figure> {
         };
         lat.series.push(Series::new(
             format!("{group} p50"),
-            series_of(entries, "p50_ms"),
+            series_of(entries, &Metric::P50_MS),
             dash,
             color(2 * i),
         ));
         lat.series.push(Series::new(
             format!("{group} p99"),
-            series_of(entries, "p99_ms"),
+            series_of(entries, &Metric::P99_MS),
             dash,
             color(1 + 2 * i),
         ));
         recall.series.push(Series::new(
             format!("{group} mean"),
-            series_of(entries, "recall_mean"),
+            series_of(entries, &Metric::RecallMean),
             dash,
             color(2 * i),
         ));
         recall.series.push(Series::new(
             format!("{group} worst query"),
-            series_of(entries, "recall_min"),
+            series_of(entries, &Metric::RecallMin),
             Style::Points,
             color(1 + 2 * i),
         ));
         let pts: Vec<(f64, f64)> = entries
             .iter()
-            .filter_map(|(_, e)| Some((metric(e, "recall_mean")?, metric(e, "qps")?)))
+            .filter_map(|(_, e)| Some((e.metric(&Metric::RecallMean)?, e.metric(&Metric::Qps)?)))
             .collect();
         trade
             .series
             .push(Series::new(*group, pts, Style::LinePoints, color(2 * i)));
         if i == 0 {
             for (ef, e) in entries {
-                if let (Some(r), Some(q)) = (metric(e, "recall_mean"), metric(e, "qps")) {
+                if let (Some(r), Some(q)) = (e.metric(&Metric::RecallMean), e.metric(&Metric::Qps))
+                {
                     // Points that (nearly) coincide share one label instead of overlapping.
                     match trade
                         .notes
@@ -155,15 +159,15 @@ impl Hnsw {
                     .map(|e| Row {
                         name: Text::new(&e.name),
                         cells: [
-                            "criterion_median_ms",
-                            "p50_ms",
-                            "p95_ms",
-                            "p99_ms",
-                            "p999_ms",
-                            "max_ms",
-                            "qps",
-                            "recall_mean",
-                            "recall_min",
+                            Metric::CriterionMedianMs,
+                            Metric::P50_MS,
+                            Metric::P95_MS,
+                            Metric::P99_MS,
+                            Metric::Latency(Stat::P999),
+                            Metric::Latency(Stat::Max),
+                            Metric::Qps,
+                            Metric::RecallMean,
+                            Metric::RecallMin,
                         ]
                         .iter()
                         .map(|m| Num::metric(e, m))

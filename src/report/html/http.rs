@@ -8,10 +8,10 @@ use maud::{Render, html};
 use super::super::charts::{Bars, color};
 use super::super::compare::number;
 use super::super::store::Stored;
-use super::helpers::{Figure, Num, Source, Text, metric, section_of, side_by_side};
+use super::helpers::{Figure, Num, Source, Text, section_of, side_by_side};
 use super::hnsw::ef_entry;
 use super::latency::{LatencyTable, histograms, spectrum};
-use crate::record::{self, ResultEntry, RunRecord};
+use crate::record::{self, Metric, ResultEntry, RunRecord};
 
 /// What the section shows: nothing without an http_search record.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +50,8 @@ fn overhead(r: &RunRecord) -> Vec<OverheadRow> {
     r.results
         .iter()
         .filter_map(|e| {
-            let sql = metric(e, "sql_p50_ms").filter(|v| *v > 0.0)?;
-            let p50 = metric(e, "p50_ms")?;
+            let sql = e.metric(&Metric::SqlP50Ms).filter(|v| *v > 0.0)?;
+            let p50 = e.metric(&Metric::P50_MS)?;
             Some(OverheadRow {
                 entry: Text::new(&e.name),
                 cells: vec![
@@ -59,7 +59,7 @@ fn overhead(r: &RunRecord) -> Vec<OverheadRow> {
                     Num::of(Some(sql)),
                     Num::of(Some(p50 - sql)),
                 ],
-                ratio: metric(e, "overhead_ratio").unwrap_or(p50 / sql),
+                ratio: e.metric(&Metric::OverheadRatio).unwrap_or(p50 / sql),
             })
         })
         .collect()
@@ -69,16 +69,19 @@ fn rejected(r: &RunRecord) -> Option<Rejected> {
     let e = r.results.iter().find(|e| e.name.ends_with("/rejected"))?;
     Some(Rejected {
         entry: Text::new(&e.name),
-        p50: Num::metric(e, "p50_ms"),
-        in_service: Text::new(metric(e, "server_total_p50_ms").map_or_else(
-            || "end to end (the answer carries no Server-Timing)".into(),
-            |t| {
-                format!(
-                    "{} ms of it in the service (Server-Timing total)",
-                    number(t)
-                )
-            },
-        )),
+        p50: Num::metric(e, &Metric::P50_MS),
+        in_service: Text::new(
+            e.metric(&Metric::ServerStageP50("total".into()))
+                .map_or_else(
+                    || "end to end (the answer carries no Server-Timing)".into(),
+                    |t| {
+                        format!(
+                            "{} ms of it in the service (Server-Timing total)",
+                            number(t)
+                        )
+                    },
+                ),
+        ),
     })
 }
 
@@ -89,7 +92,7 @@ fn charts_of(r: &RunRecord, hnsw: Option<&Stored>) -> Vec<Figure> {
         let efs: BTreeSet<u64> = r
             .results
             .iter()
-            .filter_map(|e| metric(e, "ef_search"))
+            .filter_map(|e| e.metric(&Metric::EfSearch))
             .map(|v| v as u64)
             .collect();
         for e in &hn.record.results {
@@ -106,7 +109,7 @@ fn charts_of(r: &RunRecord, hnsw: Option<&Stored>) -> Vec<Figure> {
     let split: Vec<&ResultEntry> = r
         .results
         .iter()
-        .filter(|e| e.metrics.contains_key("sql_p50_ms"))
+        .filter(|e| e.metrics.contains_key(&Metric::SqlP50Ms))
         .collect();
     let mut out = Vec::new();
     if !hists.is_empty() {
@@ -124,11 +127,11 @@ fn charts_of(r: &RunRecord, hnsw: Option<&Stored>) -> Vec<Figure> {
             .collect();
         let sql: Vec<f64> = split
             .iter()
-            .map(|e| metric(e, "sql_p50_ms").unwrap_or(0.0))
+            .map(|e| e.metric(&Metric::SqlP50Ms).unwrap_or(0.0))
             .collect();
         let over: Vec<f64> = split
             .iter()
-            .map(|e| metric(e, "overhead_p50_ms").unwrap_or(0.0).max(0.0))
+            .map(|e| e.metric(&Metric::OverheadP50Ms).unwrap_or(0.0).max(0.0))
             .collect();
         out.push(Figure::bars(Bars {
             title: "Where a search's p50 goes: SQL vs the service".into(),
@@ -156,7 +159,12 @@ impl Http {
             rejected: rejected(&s.record),
             table: LatencyTable::of(
                 &s.record,
-                &["rps", "sql_p50_ms", "overhead_p50_ms", "overhead_ratio"],
+                &[
+                    Metric::Rps,
+                    Metric::SqlP50Ms,
+                    Metric::OverheadP50Ms,
+                    Metric::OverheadRatio,
+                ],
             ),
         }))
     }

@@ -5,7 +5,7 @@ use maud::{Render, html};
 
 use super::super::charts::Spectrum;
 use super::helpers::{Figure, Num, Text, gates_text};
-use crate::record::{self, ResultEntry, RunRecord};
+use crate::record::{self, Metric, ResultEntry, RunRecord, Stat};
 
 /// Table of latency figures plus some extra metrics, one row per entry that has a p50.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,23 +23,30 @@ pub struct LatencyRow {
 }
 
 impl LatencyTable {
-    pub fn of(r: &RunRecord, extra: &[&str]) -> Self {
+    pub fn of(r: &RunRecord, extra: &[Metric]) -> Self {
         let rows = r
             .results
             .iter()
-            .filter(|e| e.metrics.contains_key("p50_ms"))
+            .filter(|e| e.metrics.contains_key(&Metric::P50_MS))
             .map(|e| LatencyRow {
                 entry: Text::new(&e.name),
                 cells: extra
                     .iter()
-                    .chain(&["p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"])
+                    .chain(&[
+                        Metric::P50_MS,
+                        Metric::Latency(Stat::P90),
+                        Metric::P95_MS,
+                        Metric::P99_MS,
+                        Metric::Latency(Stat::P999),
+                        Metric::Latency(Stat::Max),
+                    ])
                     .map(|m| Num::metric(e, m))
                     .collect(),
                 gates: gates_text(e),
             })
             .collect();
         Self {
-            extra: extra.iter().map(Text::new).collect(),
+            extra: extra.iter().map(|m| Text::new(m.to_string())).collect(),
             rows,
         }
     }

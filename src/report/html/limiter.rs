@@ -6,9 +6,9 @@ use maud::{Render, html};
 use super::super::charts::{Chart, Series, Style, color};
 use super::super::compare::number;
 use super::super::store::Stored;
-use super::helpers::{Figure, Source, Text, figure, metric, pass_cell, section_of, side_by_side};
+use super::helpers::{Figure, Source, Text, figure, pass_cell, section_of, side_by_side};
 use super::latency::{LatencyTable, histograms, spectrum};
-use crate::record::ResultEntry;
+use crate::record::{Metric, ResultEntry};
 
 /// The promises the tests check rather than the bench: (promise, where).
 const PROMISES_BY_TESTS: &[(&str, &str)] = &[
@@ -63,13 +63,13 @@ fn timeline(t: &ResultEntry) -> Timeline {
             denied.push((x, y))
         }
     }
-    let cap = metric(t, "capacity").unwrap_or(10.0);
+    let cap = t.metric(&Metric::Capacity).unwrap_or(10.0);
     let tokens = Chart {
         title: format!(
             "Bucket over time: capacity {}, refill {}/s, {} attempts/s",
-            figure("capacity", cap),
-            number(metric(t, "refill_per_second").unwrap_or(0.0)),
-            number(metric(t, "send_rate").unwrap_or(0.0))
+            figure(&Metric::Capacity, cap),
+            number(t.metric(&Metric::RefillPerSecond).unwrap_or(0.0)),
+            number(t.metric(&Metric::SendRate).unwrap_or(0.0))
         ),
         x_label: "time since the first attempt (s)".into(),
         y_label: "tokens left after the attempt".into(),
@@ -114,13 +114,13 @@ fn timeline(t: &ResultEntry) -> Timeline {
         ],
         ..Chart::default()
     };
-    let count = |m: &str| figure(m, metric(t, m).unwrap_or(0.0));
+    let count = |m: Metric| figure(&m, t.metric(&m).unwrap_or(0.0));
     Timeline {
         charts: vec![Figure::xy(tokens), Figure::xy(cumulative)],
-        attempts: count("attempts"),
-        allowed: count("allowed"),
-        denied: count("denied"),
-        theoretical_allowed: count("theoretical_allowed"),
+        attempts: count(Metric::Attempts),
+        allowed: count(Metric::Allowed),
+        denied: count(Metric::Denied),
+        theoretical_allowed: count(Metric::TheoreticalAllowed),
     }
 }
 
@@ -147,9 +147,9 @@ impl Limiter {
                 table: LatencyTable::of(
                     &s.record,
                     &[
-                        "evals_per_second",
-                        "criterion_median_ms",
-                        "redis_benchmark_p50_ms",
+                        Metric::EvalsPerSecond,
+                        Metric::CriterionMedianMs,
+                        Metric::RedisBenchmarkP50Ms,
                     ],
                 ),
             }
@@ -221,17 +221,15 @@ mod tests {
         let t = ResultEntry {
             name: "rate_limit/timeline".into(),
             metrics: [
-                ("capacity", 10.0),
-                ("refill_per_second", 20.0),
-                ("send_rate", 50.0),
-                ("attempts", 200.0),
-                ("allowed", 89.0),
-                ("denied", 111.0),
-                ("theoretical_allowed", 90.0),
+                (Metric::Capacity, 10.0),
+                (Metric::RefillPerSecond, 20.0),
+                (Metric::SendRate, 50.0),
+                (Metric::Attempts, 200.0),
+                (Metric::Allowed, 89.0),
+                (Metric::Denied, 111.0),
+                (Metric::TheoreticalAllowed, 90.0),
             ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+            .into(),
             ..ResultEntry::default()
         };
         let shown = timeline(&t);

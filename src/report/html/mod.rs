@@ -34,6 +34,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
 use super::compare::Comparison;
 use super::store::{Store, Stored, write_atomically};
+use crate::record::Kind;
 use helpers::Text;
 
 /// What the page shows besides the records: the comparisons and what they are against.
@@ -57,10 +58,10 @@ pub fn write_index(store: &Store, view: &View) -> Result<PathBuf> {
 }
 
 /// The latest record of each kind.
-pub fn latest_by_kind(runs: &[Stored]) -> BTreeMap<String, &Stored> {
+pub fn latest_by_kind(runs: &[Stored]) -> BTreeMap<Kind, &Stored> {
     let mut latest = BTreeMap::new();
     for s in runs {
-        latest.insert(s.record.kind.clone(), s); // runs are oldest first
+        latest.insert(s.record.kind(), s); // runs are oldest first
     }
     latest
 }
@@ -126,7 +127,7 @@ impl Page {
     /// The page of the records `runs` (oldest first) under `root`.
     pub fn of(root: &Path, runs: &[Stored], warnings: &[String], view: &View) -> Self {
         let latest = latest_by_kind(runs);
-        let kind = |k: &str| latest.get(k).copied();
+        let kind = |k: Kind| latest.get(&k).copied();
         Self {
             generated: Text::new(
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -135,10 +136,10 @@ impl Page {
             runs_dir: Text::new(root.join("runs").display().to_string()),
             warnings: warnings.iter().map(Text::from).collect(),
             verdicts: verdicts::Verdicts::of(&latest, view),
-            hnsw: hnsw::Hnsw::of(kind("hnsw")),
+            hnsw: hnsw::Hnsw::of(kind(Kind::Hnsw)),
             capacity: capacity::Capacity::of(&latest),
-            http: http::Http::of(kind("http_search"), kind("hnsw")),
-            limiter: limiter::Limiter::of(kind("rate_limit")),
+            http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
+            limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
             history: history::History::of(runs, &latest),
             comparison: comparison::Comparison::of(view),
             environment: environment::Environment::of(&latest),
@@ -207,10 +208,10 @@ pub fn render(root: &Path, runs: &[Stored], warnings: &[String], view: &View) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Environment, Gate, ResultEntry, RunRecord};
+    use crate::record::{Environment, Metric, Parameters, ResultEntry, RunRecord};
 
-    fn stored(kind: &str, results: Vec<ResultEntry>) -> Stored {
-        let mut record = RunRecord::new(kind, Environment::default(), serde_json::json!({}));
+    fn stored(kind: Kind, results: Vec<ResultEntry>) -> Stored {
+        let mut record = RunRecord::new(Environment::default(), Parameters::of(kind));
         record.created_at = "2026-01-01T00:00:00Z".into();
         record.results = results;
         Stored {
@@ -224,14 +225,11 @@ mod tests {
         crate::secrets::remember("page-test-s3cret");
         let entry = ResultEntry {
             name: "custom/<script>alert(1)</script> postgres://u:page-test-s3cret@h".into(),
-            metrics: [("requests".to_string(), 200.0)].into(),
-            gates: vec![Gate {
-                name: "p99 < 50 ms".into(),
-                pass: false,
-            }],
+            metrics: [(Metric::Count, 200.0)].into(),
+            gates: vec![crate::gates::seeds_p99(None, Some(60.0))],
             ..ResultEntry::default()
         };
-        let runs = vec![stored("custom", vec![entry])];
+        let runs = vec![stored(Kind::Load, vec![entry])];
         let page = Page::of(
             Path::new("/r"),
             &runs,
@@ -240,7 +238,7 @@ mod tests {
         );
         assert_eq!(page.records, 1);
         assert_eq!(page.verdicts.gates.len(), 1);
-        assert_eq!(page.figures.0[0].rows[0].metrics.as_str(), "requests 200");
+        assert_eq!(page.figures.0[0].rows[0].metrics.as_str(), "count 200");
         let html = page.render().into_string();
         assert!(html.starts_with("<!DOCTYPE html><html lang=\"en\">"));
         for (id, _) in NAV {
@@ -249,7 +247,7 @@ mod tests {
         assert!(!html.contains("<script"), "record text is escaped");
         assert!(html.contains("&lt;script&gt;"));
         assert!(!html.contains("page-test-s3cret"), "no secret on the page");
-        assert!(html.contains("requests 200") && !html.contains("200.00"));
+        assert!(html.contains("count 200") && !html.contains("200.00"));
         assert!(html.contains("<p class=\"warn\">a warning</p>"));
     }
 

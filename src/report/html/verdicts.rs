@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use maud::{Render, html};
 
 use super::super::compare::Verdict;
-use super::super::store::{Stored, is_quick};
+use super::super::store::Stored;
 use super::super::{Finding, gates_of};
 use super::View;
 use super::helpers::{Text, figure, pass_cell, rows_of};
+use crate::record::Kind;
 
 /// What the section shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,28 +46,26 @@ pub struct Summary {
 }
 
 impl Verdicts {
-    pub fn of(latest: &BTreeMap<String, &Stored>, view: &View) -> Self {
+    pub fn of(latest: &BTreeMap<Kind, &Stored>, view: &View) -> Self {
         let mut gates = Vec::new();
         for (kind, s) in latest {
-            let mut groups: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+            // Gate text → (whether it is the seeds' p99 gate, entries, failing entries).
+            let mut groups: BTreeMap<String, (bool, usize, Vec<String>)> = BTreeMap::new();
             for Finding { entry, gate } in gates_of(&s.record) {
                 let g = groups.entry(gate.name.clone()).or_default();
-                g.0 += 1;
+                g.0 |= crate::gates::is_seeds_p99(&gate);
+                g.1 += 1;
                 if !gate.pass {
-                    g.1.push(entry);
+                    g.2.push(entry);
                 }
             }
             let scale = match rows_of(s) {
                 Some(r) if r < 100_000 => format!(" (at {r} rows; the seeds' gate is at 100K)"),
                 _ => String::new(),
             };
-            for (gate, (total, failing)) in groups {
-                let scale = if gate.contains("50 ms") {
-                    &scale[..]
-                } else {
-                    ""
-                };
-                let quick = if is_quick(&s.record) { " (quick)" } else { "" };
+            for (gate, (seeds_p99, total, failing)) in groups {
+                let scale = if seeds_p99 { &scale[..] } else { "" };
+                let quick = if s.record.quick() { " (quick)" } else { "" };
                 gates.push(GateRow {
                     gate: Text::new(format!("{gate}{scale}")),
                     run: Text::new(format!("{kind}{quick}")),

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::Test;
-use crate::record::ResultEntry;
+use crate::record::{Metric, ResultEntry};
 
 /// Two benchmarks of one run compared round by round: the rounds were interleaved (A B A B…), so
 /// whatever moved the machine during a round moved both, and their ratio cancels it.
@@ -11,7 +11,7 @@ use crate::record::ResultEntry;
 pub struct Paired {
     pub a: String,
     pub b: String,
-    pub metric: String,
+    pub metric: Metric,
     /// Rounds both measured.
     pub rounds: usize,
     /// Geometric mean over rounds of b / a, minus 1 (+0.20: b's figure is 20 % higher).
@@ -25,7 +25,7 @@ pub struct Paired {
 impl Paired {
     /// `b` against `a` on `metric` (e.g. `p50_ms`), from the entries' rounds; `None` with fewer
     /// than two rounds both carry.
-    pub fn of(a: &ResultEntry, b: &ResultEntry, metric: &str, confidence: f64) -> Option<Self> {
+    pub fn of(a: &ResultEntry, b: &ResultEntry, metric: &Metric, confidence: f64) -> Option<Self> {
         let logs: Vec<f64> = a
             .rounds
             .iter()
@@ -45,7 +45,7 @@ impl Paired {
         Some(Self {
             a: a.name.clone(),
             b: b.name.clone(),
-            metric: metric.to_string(),
+            metric: metric.clone(),
             rounds: logs.len(),
             change: mean.exp_m1(),
             ci: t.interval(confidence),

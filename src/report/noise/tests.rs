@@ -1,4 +1,5 @@
 use super::*;
+use crate::record::Metrics;
 
 #[test]
 fn benjamini_hochberg_rejects_the_step_up_set() {
@@ -39,10 +40,10 @@ fn a_t_test_matches_the_tables() {
 fn entry_with_rounds(name: &str, value: f64, rounds: &[f64]) -> ResultEntry {
     ResultEntry {
         name: name.into(),
-        metrics: [("p50_ms".to_string(), value)].into(),
+        metrics: [(Metric::P50_MS, value)].into(),
         rounds: rounds
             .iter()
-            .map(|v| [("p50_ms".to_string(), *v)].into())
+            .map(|v| [(Metric::P50_MS, *v)].into())
             .collect(),
         ..ResultEntry::default()
     }
@@ -57,8 +58,8 @@ fn the_spread_comes_from_successive_differences_and_a_step_costs_one() {
         points: [(
             "e".to_string(),
             [(
-                "p50_ms".to_string(),
-                Point::of(&entry_with_rounds("e", v, &[]), "p50_ms").unwrap(),
+                Metric::P50_MS,
+                Point::of(&entry_with_rounds("e", v, &[]), &Metric::P50_MS).unwrap(),
             )]
             .into(),
         )]
@@ -71,7 +72,7 @@ fn the_spread_comes_from_successive_differences_and_a_step_costs_one() {
         runs: alternating.clone(),
         ..History::default()
     };
-    let s = h.spread("e", "p50_ms", 3).unwrap();
+    let s = h.spread("e", &Metric::P50_MS, 3).unwrap();
     // Every successive difference is ln 1.1: MSSD = ln²1.1 / 2.
     assert!(
         (s.total_sd - 1.1f64.ln() / 2f64.sqrt()).abs() < 1e-9,
@@ -85,22 +86,22 @@ fn the_spread_comes_from_successive_differences_and_a_step_costs_one() {
             .collect(),
         ..History::default()
     };
-    let st = step.spread("e", "p50_ms", 3).unwrap();
+    let st = step.spread("e", &Metric::P50_MS, 3).unwrap();
     assert!(st.total_sd < s.total_sd / 2.0, "{st:?}");
     // Too few runs: no spread.
-    assert!(h.spread("e", "p50_ms", 10).is_none());
-    assert!(h.spread("other", "p50_ms", 3).is_none());
+    assert!(h.spread("e", &Metric::P50_MS, 10).is_none());
+    assert!(h.spread("other", &Metric::P50_MS, 3).is_none());
 }
 
 #[test]
 fn rounds_give_the_runs_own_standard_error() {
     let e = entry_with_rounds("e", 1.0, &[1.0, 1.2, 1.0, 1.2]);
-    let (var, dof) = rounds_variance(&e, "p50_ms").unwrap();
+    let (var, dof) = rounds_variance(&e, &Metric::P50_MS).unwrap();
     let l = 1.2f64.ln();
     // Four rounds at 0 and ln 1.2: sample variance l²/3; over √4.
     assert!((var - l * l / 3.0 / 4.0).abs() < 1e-12, "{var}");
     assert_eq!(dof, 3.0);
-    assert!(rounds_variance(&entry_with_rounds("e", 1.0, &[1.0]), "p50_ms").is_none());
+    assert!(rounds_variance(&entry_with_rounds("e", 1.0, &[1.0]), &Metric::P50_MS).is_none());
 }
 
 #[test]
@@ -129,32 +130,31 @@ fn history_keeps_the_latest_window_once() {
 /// A run whose search (p50 0.3 ms) and reference (mean 0.016 ms) share the drift `u`: the
 /// search moves by `beta`·u, plus `own`; the reference by u. Rounds of ±1 % around each.
 fn drifting_run(at: usize, u: f64, own: f64, beta: f64) -> RunRecord {
-    let rounds = |v: f64, m: &str| -> Vec<BTreeMap<String, f64>> {
+    let rounds = |v: f64, m: &Metric| -> Vec<Metrics> {
         [0.99, 1.01, 1.0, 0.995, 1.005]
             .iter()
-            .map(|f| [(m.to_string(), v * f)].into())
+            .map(|f| [(m.clone(), v * f)].into())
             .collect()
     };
     let search = 0.3 * (beta * u + own).exp();
     let reference = 0.016 * u.exp();
     let mut r = RunRecord::new(
-        "hnsw",
         crate::record::Environment::default(),
-        serde_json::json!({}),
+        crate::record::Parameters::of(crate::record::Kind::Hnsw),
     );
     r.created_at = format!("2026-01-01T00:{at:02}:00Z");
     r.reference = Some("ref".into());
     r.results = vec![
         ResultEntry {
             name: "search".into(),
-            metrics: [("p50_ms".to_string(), search)].into(),
-            rounds: rounds(search, "p50_ms"),
+            metrics: [(Metric::P50_MS, search)].into(),
+            rounds: rounds(search, &Metric::P50_MS),
             ..ResultEntry::default()
         },
         ResultEntry {
             name: "ref".into(),
-            metrics: [(REFERENCE_METRIC.to_string(), reference)].into(),
-            rounds: rounds(reference, REFERENCE_METRIC),
+            metrics: [(REFERENCE_METRIC, reference)].into(),
+            rounds: rounds(reference, &REFERENCE_METRIC),
             ..ResultEntry::default()
         },
     ];
@@ -193,13 +193,13 @@ fn a_drift_the_reference_follows_is_taken_out() {
     .unwrap();
     let a = c.adjustment.as_ref().unwrap();
     assert!(a.applied(), "{}", a.text());
-    let fit = a.fit_of("search", "p50_ms").unwrap();
+    let fit = a.fit_of("search", &Metric::P50_MS).unwrap();
     assert!((fit.beta - 1.4).abs() < 0.1, "slope {}", fit.beta);
     assert!(fit.adjusted_sd < fit.raw_sd / 3.0, "{fit:?}");
     let p50 = c
         .changes
         .iter()
-        .find(|m| m.entry == "search" && m.metric == "p50_ms")
+        .find(|m| m.entry == "search" && m.metric == Metric::P50_MS)
         .unwrap();
     // As measured it is 12 % faster; net of the drift, the same (its own part: 0.3 %).
     assert!(
@@ -226,7 +226,7 @@ fn a_drift_the_reference_follows_is_taken_out() {
     let p50 = c
         .changes
         .iter()
-        .find(|m| m.entry == "search" && m.metric == "p50_ms")
+        .find(|m| m.entry == "search" && m.metric == Metric::P50_MS)
         .unwrap();
     assert_eq!(p50.verdict, crate::report::compare::Verdict::Regressed);
     let (lo, hi) = p50.ci.unwrap();
@@ -239,7 +239,7 @@ fn a_reference_that_moved_beyond_its_noise_is_not_taken_out() {
     let baseline = runs.last().unwrap().clone();
     // A per-statement cost: the round trip +60 %, the search +3 % (the same 10 µs on each).
     let mut current = drifting_run(20, 0.47, 0.0, 0.0);
-    current.results[0].metrics.insert("p50_ms".into(), 0.31);
+    current.results[0].metrics.insert(Metric::P50_MS, 0.31);
     let history = History::of(&runs, 20);
     let c = crate::report::compare::compare(
         &baseline,
@@ -282,13 +282,13 @@ fn rounds_measured_together_give_their_covariance() {
     let mut r = entry_with_rounds("r", 1.0, &[]);
     r.rounds = [1.0, 2.0, 4.0]
         .iter()
-        .map(|v| [(REFERENCE_METRIC.to_string(), *v)].into())
+        .map(|v| [(REFERENCE_METRIC, *v)].into())
         .collect();
     // ln: 0, ln 2, 2 ln 2 — sample variance (ln 2)², over 3 rounds.
-    let cov = rounds_covariance(&x, "p50_ms", &r).unwrap();
+    let cov = rounds_covariance(&x, &Metric::P50_MS, &r).unwrap();
     assert!((cov - 2f64.ln().powi(2) / 3.0).abs() < 1e-12, "{cov}");
     r.rounds.pop();
-    assert_eq!(rounds_covariance(&x, "p50_ms", &r), None);
+    assert_eq!(rounds_covariance(&x, &Metric::P50_MS, &r), None);
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn drift_shared_by_both_sides_cancels() {
     let drift = [1.0, 1.3, 0.7, 1.1, 0.9];
     let a = entry_with_rounds("a", 0.5, &drift.map(|d| 0.5 * d));
     let b = entry_with_rounds("b", 0.6, &drift.map(|d| 0.6 * d));
-    let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
+    let p = Paired::of(&a, &b, &Metric::P50_MS, 0.95).unwrap();
     assert!((p.change - 0.2).abs() < 1e-9, "{p:?}");
     assert!(
         (p.ci.0 - 0.2).abs() < 1e-9 && (p.ci.1 - 0.2).abs() < 1e-9,
@@ -311,7 +311,15 @@ fn drift_shared_by_both_sides_cancels() {
     );
     // With a little noise of its own, the interval widens but still excludes 0.
     let b = entry_with_rounds("b", 0.6, &[0.61, 0.77, 0.41, 0.66, 0.53]);
-    let p = Paired::of(&a, &b, "p50_ms", 0.95).unwrap();
+    let p = Paired::of(&a, &b, &Metric::P50_MS, 0.95).unwrap();
     assert!(p.ci.0 > 0.1 && p.ci.1 < 0.3, "{p:?}");
-    assert!(Paired::of(&a, &entry_with_rounds("c", 0.5, &[0.5]), "p50_ms", 0.95).is_none());
+    assert!(
+        Paired::of(
+            &a,
+            &entry_with_rounds("c", 0.5, &[0.5]),
+            &Metric::P50_MS,
+            0.95
+        )
+        .is_none()
+    );
 }

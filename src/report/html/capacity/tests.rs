@@ -1,26 +1,28 @@
 //! The knee of a sweep (found, not reached, missed) and the small multiples of its levels.
 
 use super::*;
-use crate::record::{Environment, RunRecord};
+use crate::record::{Environment, Metrics, RunRecord};
 
 /// A `load --sweep` record of `levels` (users, p99 ms, meets_slo) with its knee entry as
 /// load::sweep writes it, ten per-second points per level.
 fn sweep_record(levels: &[(f64, f64, Option<f64>)], knee_users: Option<f64>) -> RunRecord {
     let mut r = RunRecord::new(
-        "load",
         Environment::default(),
-        serde_json::json!({"model": "sweep"}),
+        crate::record::Parameters::Load(crate::record::LoadParameters {
+            model: crate::record::LoadModel::Sweep,
+            ..Default::default()
+        }),
     );
     for &(users, p99, meets) in levels {
-        let mut metrics: BTreeMap<String, f64> = [
-            ("users".to_string(), users),
-            ("rps".to_string(), users * 10.0),
-            ("p50_ms".to_string(), p99 / 3.0),
-            ("p99_ms".to_string(), p99),
+        let mut metrics: Metrics = [
+            (Metric::Users, users),
+            (Metric::Rps, users * 10.0),
+            (Metric::P50_MS, p99 / 3.0),
+            (Metric::P99_MS, p99),
         ]
         .into();
         if let Some(m) = meets {
-            metrics.insert("meets_slo".into(), m);
+            metrics.insert(Metric::MeetsSlo, m);
         }
         let series = ["rps_per_second", "p99_ms_per_second"]
             .into_iter()
@@ -33,11 +35,11 @@ fn sweep_record(levels: &[(f64, f64, Option<f64>)], knee_users: Option<f64>) -> 
             ..ResultEntry::default()
         });
     }
-    let mut metrics = BTreeMap::from([("slo_p99_ms".to_string(), 50.0)]);
+    let mut metrics = BTreeMap::from([(Metric::SloP99Ms, 50.0)]);
     if let Some(u) = knee_users {
-        metrics.insert("knee_users".into(), u);
-        metrics.insert("knee_rps".into(), u * 10.0);
-        metrics.insert("knee_p99_ms".into(), 20.0);
+        metrics.insert(Metric::KneeUsers, u);
+        metrics.insert(Metric::KneeRps, u * 10.0);
+        metrics.insert(Metric::KneeP99Ms, 20.0);
     }
     r.results.push(ResultEntry {
         name: "load/knee".into(),

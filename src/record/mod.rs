@@ -1,5 +1,16 @@
 //! Versioned JSON run records: what was measured, on what, with which parameters — with the full
 //! HDR histograms, so any percentile can be recomputed later. Written to `target-reports/runs/`.
+//!
+//! A record is typed through and through: its kind and that kind's [`Parameters`], each entry's
+//! figures keyed by [`Metric`] (which knows its unit and how a comparison judges it), and its
+//! [`Gate`]s with a [`GateKind`] and the [`Check`] they made. Schema version 1 (untyped gates) is
+//! read through [`v1::upgrade`].
+
+mod environment;
+mod gate;
+mod metric;
+mod parameters;
+pub mod v1;
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
@@ -10,12 +21,19 @@ use base64::Engine;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+
+pub use environment::Environment;
+pub use gate::{Check, Gate, GateKind, Op};
+pub use metric::{Metric, Metrics, Rule, Stat, Unit, UnknownMetric};
+pub use parameters::{
+    HnswParameters, HttpSearchParameters, Kind, LoadModel, LoadParameters, Parameters,
+    RateLimitParameters,
+};
 
 use crate::secrets;
 
-/// The schema of the records this build writes; readers refuse newer ones.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema of the records this build writes; readers refuse newer ones and upgrade older ones.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Where reports and records live (outside `target/`, so history survives `cargo clean`).
 pub fn reports_dir() -> PathBuf {
@@ -48,15 +66,14 @@ pub fn calibration_id() -> Option<String> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub schema_version: u32,
-    /// Which bench wrote it: `hnsw`, `http_search`, `rate_limit`, `capacity`, `load`.
-    pub kind: String,
+    /// Which bench wrote it (`kind`) and what it was asked to do (`parameters`).
+    #[serde(flatten)]
+    pub parameters: Parameters,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub environment: Environment,
     /// Dataset fingerprint and parameters, when a dataset was involved.
     pub dataset: Option<serde_json::Value>,
-    /// The run's own parameters (ef_search list, query count, quick mode, …).
-    pub parameters: serde_json::Value,
     pub results: Vec<ResultEntry>,
     /// The run was ended early by a signal (Ctrl-C, SIGTERM): its results cover the time it ran.
     #[serde(default)]
@@ -77,8 +94,8 @@ pub struct RunRecord {
 pub struct ResultEntry {
     /// The benchmark ID, e.g. `hnsw/ef_search/40`.
     pub name: String,
-    /// Named figures: `p50_ms`, `p99_ms`, `qps`, `recall_mean`, …
-    pub metrics: BTreeMap<String, f64>,
+    /// Its figures: `p50_ms`, `p99_ms`, `qps`, `recall_mean`, …
+    pub metrics: Metrics,
     /// The latency histogram (nanoseconds), HdrHistogram V2 + DEFLATE, base64.
     pub histogram: Option<String>,
     /// Launch gates checked on this result.
@@ -91,154 +108,13 @@ pub struct ResultEntry {
     /// `qps`). Their spread is the run's own estimate of its noise, drift included (see
     /// [`crate::report::compare`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rounds: Vec<BTreeMap<String, f64>>,
+    pub rounds: Vec<Metrics>,
 }
 
-/// A pass/fail criterion, e.g. the seeds' `p99 < 50 ms`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Gate {
-    pub name: String,
-    pub pass: bool,
-}
-
-/// What the numbers were measured on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Environment {
-    pub cpu_model: String,
-    pub cores: usize,
-    pub memory_bytes: u64,
-    pub os: String,
-    pub git_commit: Option<String>,
-    pub postgres_version: Option<String>,
-    pub pgvector_version: Option<String>,
-    /// Server settings that shape the numbers (shared_buffers, work_mem, jit, …).
-    pub postgres_settings: BTreeMap<String, String>,
-    pub redis_version: Option<String>,
-    /// The kernel's CPU wake-up latency limit in force while measuring (µs; 0 = idle CPUs poll),
-    /// when readable. See [`crate::cpu_idle`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_dma_latency_us: Option<i32>,
-}
-
-impl Environment {
-    /// The machine and the checkout (no server).
-    pub fn of_machine() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let field = |text: &str, key: &str, sep: char| {
-            text.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_once(sep))
-                .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        };
-        let memory_kb: u64 = field(&meminfo, "MemTotal", ':')
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-            .unwrap_or(0);
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short=12", "HEAD"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        Self {
-            cpu_model: field(&cpuinfo, "model name", ':').unwrap_or_else(|| "unknown".into()),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_bytes: memory_kb * 1024,
-            os: format!(
-                "{} (kernel {})",
-                field(&os_release, "PRETTY_NAME", '=')
-                    .unwrap_or_else(|| std::env::consts::OS.into()),
-                kernel.trim()
-            ),
-            git_commit,
-            cpu_dma_latency_us: crate::cpu_idle::current_limit_us(),
-            ..Self::default()
-        }
-    }
-
-    /// This machine, and the versions and settings of the servers at `db_url` and `redis_url`,
-    /// each read within the connect timeout; with what could not be read, and why (also said on
-    /// stderr, prefixed by `who`). A server gone or silent since the run costs the record a field,
-    /// never the measurement.
-    pub async fn of_servers(
-        who: &str,
-        db_url: Option<&str>,
-        redis_url: Option<&str>,
-    ) -> (Self, Vec<String>) {
-        let mut environment = Self::of_machine();
-        let mut unread = Vec::new();
-        if let Some(url) = db_url {
-            let base = environment.clone();
-            let read = async {
-                let mut conn = crate::db::connect(url).await?;
-                base.with_postgres(&mut conn).await
-            };
-            match within_connect_timeout(read).await {
-                Ok(e) => environment = e,
-                Err(why) => unread.push(format!("PostgreSQL version and settings: {why}")),
-            }
-        }
-        if let Some(url) = redis_url {
-            let base = environment.clone();
-            let shown = crate::secrets::redact(url);
-            let read = async {
-                base.with_redis(url)
-                    .await
-                    .with_context(|| format!("reading Redis at {shown}"))
-            };
-            match within_connect_timeout(read).await {
-                Ok(e) => environment = e,
-                Err(why) => unread.push(format!("Redis version: {why}")),
-            }
-        }
-        for what in &unread {
-            crate::say!("{who}: the run record lacks the {what}");
-        }
-        (environment, unread)
-    }
-
-    /// Adds the version of the Redis server at `url`.
-    pub async fn with_redis(mut self, url: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await?;
-        self.redis_version = info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .map(|v| v.trim().to_string());
-        Ok(self)
-    }
-
-    /// Adds the PostgreSQL server's versions and the settings that matter.
-    pub async fn with_postgres(mut self, conn: &mut PgConnection) -> Result<Self> {
-        let info = crate::db::ServerInfo::read(conn).await?;
-        self.postgres_version = Some(info.postgres_version);
-        self.pgvector_version = Some(info.pgvector_version);
-        let settings: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
-        )
-        .bind(&[
-            "shared_buffers",
-            "effective_cache_size",
-            "maintenance_work_mem",
-            "work_mem",
-            "jit",
-            "max_parallel_workers_per_gather",
-            "max_connections",
-            "wal_level",
-            "hnsw.ef_search",
-        ][..])
-        .fetch_all(conn)
-        .await
-        .context("reading server settings")?;
-        self.postgres_settings = settings.into_iter().collect();
-        Ok(self)
+impl ResultEntry {
+    /// Its figure `m`, when it has a finite one.
+    pub fn metric(&self, m: &Metric) -> Option<f64> {
+        self.metrics.get(m).copied().filter(|v| v.is_finite())
     }
 }
 
@@ -266,14 +142,13 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>> {
 }
 
 impl RunRecord {
-    pub fn new(kind: &str, environment: Environment, parameters: serde_json::Value) -> Self {
+    pub fn new(environment: Environment, parameters: Parameters) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
-            kind: kind.to_string(),
+            parameters,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             environment,
             dataset: None,
-            parameters,
             results: Vec::new(),
             interrupted: false,
             calibration: calibration_id(),
@@ -305,7 +180,7 @@ impl RunRecord {
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let text = self.to_json()?;
         let stamp = self.created_at.replace([':', '-'], "");
-        let base = format!("{}-{stamp}", self.kind);
+        let base = format!("{}-{stamp}", self.kind());
         let (tmp, mut file) = create_new_numbered(&runs, |n| {
             format!(".{base}.{}.{n}.partial", std::process::id())
         })?;
@@ -318,25 +193,42 @@ impl RunRecord {
         let _ = std::fs::remove_file(&tmp);
         claimed
     }
-    /// Reads a record, refusing a schema this build does not know.
+    /// Which bench wrote it.
+    pub fn kind(&self) -> Kind {
+        self.parameters.kind()
+    }
+
+    /// Whether it came from a quick-mode (smoke) run.
+    pub fn quick(&self) -> bool {
+        self.parameters.quick()
+    }
+
+    /// Reads a record, refusing a schema this build does not know; a version-1 record is upgraded
+    /// ([`v1::upgrade`]).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
+        Self::from_json(value).with_context(|| path.display().to_string())
+    }
+
+    /// A record from its stored JSON, of any schema version this build knows.
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
         let version = value
             .get("schema_version")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        if version > u64::from(SCHEMA_VERSION) {
-            bail!(
-                "{} has schema_version {version}, newer than this capbench understands ({SCHEMA_VERSION}): update capbench",
-                path.display()
-            );
-        }
+        let value = match version {
+            1 => v1::upgrade(value),
+            2 => value,
+            0 => bail!("not a capbench run record (no schema_version)"),
+            newer => bail!(
+                "schema_version {newer}, newer than this capbench understands ({SCHEMA_VERSION}): update capbench"
+            ),
+        };
         // Records written before redaction was complete may hold a password: shown redacted.
-        serde_json::from_value(redacted(value))
-            .with_context(|| format!("{} is not a capbench run record", path.display()))
+        serde_json::from_value(redacted(value)).context("not a capbench run record")
     }
 }
 
@@ -432,21 +324,5 @@ fn redact_texts(value: serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other,
-    }
-}
-
-/// `read`'s result, or why there is none (its error, or no answer within the connect timeout), as
-/// one line.
-async fn within_connect_timeout<T>(
-    read: impl std::future::Future<Output = Result<T>>,
-) -> Result<T, String> {
-    let limit = crate::db::connect_timeout();
-    match tokio::time::timeout(limit, read).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(crate::one_line(&e)),
-        Err(_) => Err(format!(
-            "no answer within {} (--connect-timeout)",
-            humantime::format_duration(limit)
-        )),
     }
 }

@@ -1,0 +1,255 @@
+//! What a run was asked to do, one type per kind of record. On disk these are the record's `kind`
+//! and `parameters` fields (the same names schema version 1 used, so its records read as these).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::index::Prewarmed;
+
+/// Which bench (or `load`) wrote a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Hnsw,
+    HttpSearch,
+    RateLimit,
+    Capacity,
+    Load,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Hnsw,
+        Kind::HttpSearch,
+        Kind::RateLimit,
+        Kind::Capacity,
+        Kind::Load,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Hnsw => "hnsw",
+            Kind::HttpSearch => "http_search",
+            Kind::RateLimit => "rate_limit",
+            Kind::Capacity => "capacity",
+            Kind::Load => "load",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind '{s}' (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// A record's kind and its parameters, which only make sense together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "parameters", rename_all = "snake_case")]
+pub enum Parameters {
+    Hnsw(HnswParameters),
+    HttpSearch(HttpSearchParameters),
+    RateLimit(RateLimitParameters),
+    /// `cargo bench capacity`: `load` sweeps over HTTP and over the database.
+    Capacity(LoadParameters),
+    Load(LoadParameters),
+}
+
+/// `cargo bench hnsw`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswParameters {
+    /// The ef_search values measured.
+    pub ef_search: Vec<u32>,
+    /// Queries in the query set, and k of recall@k.
+    pub queries: usize,
+    pub k: usize,
+    pub quick: bool,
+    /// Interleaved measurement rounds (not recorded by builds before rounds existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u32>,
+    /// What was loaded into shared_buffers before measuring (sizes in bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prewarmed: Option<Prewarmed>,
+}
+
+/// `cargo bench http_search`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSearchParameters {
+    pub quick: bool,
+    /// `in-process`, or the service's URL (redacted).
+    pub target: String,
+    /// The search texts sent.
+    pub queries: Vec<String>,
+    /// Results per page.
+    pub limit: u32,
+}
+
+/// `cargo bench rate_limit`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitParameters {
+    pub quick: bool,
+    /// Script evaluations per pipeline in the throughput pass.
+    pub pipeline: usize,
+}
+
+/// How `load` generated its load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadModel {
+    /// A fixed number of users, each waiting for its answer.
+    #[default]
+    Closed,
+    /// Requests started at a fixed arrival rate.
+    Open,
+    /// Closed-model levels, one after another, until the objective breaks.
+    Sweep,
+}
+
+/// `load` (and the capacity bench's sweeps).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoadParameters {
+    pub model: LoadModel,
+    /// The service's URL or the database's connection string, redacted.
+    pub target: String,
+    /// The service was started inside the `load` process.
+    pub in_process: bool,
+    pub scenario: String,
+    pub users: u64,
+    /// Requests/s in the open model.
+    pub rate: Option<f64>,
+    /// The sweep's levels (users or connections).
+    pub sweep: Vec<u64>,
+    /// The sweep's objective.
+    pub slo_p99_ms: f64,
+    pub run_time_s: Option<f64>,
+    pub max_requests: u64,
+    /// The service's (or the database target's) ef_search.
+    pub ef_search: u32,
+    pub quick: bool,
+    /// What of the servers' environment could not be read, and why.
+    pub environment_unread: Vec<String>,
+}
+
+impl Parameters {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Parameters::Hnsw(_) => Kind::Hnsw,
+            Parameters::HttpSearch(_) => Kind::HttpSearch,
+            Parameters::RateLimit(_) => Kind::RateLimit,
+            Parameters::Capacity(_) => Kind::Capacity,
+            Parameters::Load(_) => Kind::Load,
+        }
+    }
+
+    /// Kind `kind` with default parameters (for records built by hand, e.g. in tests).
+    pub fn of(kind: Kind) -> Self {
+        match kind {
+            Kind::Hnsw => Parameters::Hnsw(HnswParameters::default()),
+            Kind::HttpSearch => Parameters::HttpSearch(HttpSearchParameters::default()),
+            Kind::RateLimit => Parameters::RateLimit(RateLimitParameters::default()),
+            Kind::Capacity => Parameters::Capacity(LoadParameters::default()),
+            Kind::Load => Parameters::Load(LoadParameters::default()),
+        }
+    }
+
+    /// The parameters alone (without the kind), as they are stored.
+    pub fn fields(&self) -> serde_json::Value {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|mut v| v.get_mut("parameters").map(serde_json::Value::take))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether the run was a quick-mode (smoke) run.
+    pub fn quick(&self) -> bool {
+        match self {
+            Parameters::Hnsw(p) => p.quick,
+            Parameters::HttpSearch(p) => p.quick,
+            Parameters::RateLimit(p) => p.quick,
+            Parameters::Capacity(p) | Parameters::Load(p) => p.quick,
+        }
+    }
+
+    /// The same test, so that two runs' difference is noise: equal parameters, except which
+    /// ef_search values an hnsw run selected and what its prewarm found (the same entries are
+    /// compared, whatever else ran beside them), and what of a load run's environment was
+    /// unreadable.
+    pub fn same_test(&self, other: &Parameters) -> bool {
+        self.normalised() == other.normalised()
+    }
+
+    fn normalised(&self) -> Parameters {
+        let mut p = self.clone();
+        match &mut p {
+            Parameters::Hnsw(h) => {
+                h.ef_search.clear();
+                h.prewarmed = None;
+            }
+            Parameters::Capacity(l) | Parameters::Load(l) => l.environment_unread.clear(),
+            Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_and_parameters_are_stored_side_by_side() {
+        let p = Parameters::RateLimit(RateLimitParameters {
+            quick: true,
+            pipeline: 100,
+        });
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "rate_limit", "parameters": {"quick": true, "pipeline": 100}})
+        );
+        assert_eq!(serde_json::from_value::<Parameters>(json).unwrap(), p);
+        assert!(p.quick() && p.kind() == Kind::RateLimit);
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>(), Ok(k));
+            assert_eq!(Parameters::of(k).kind(), k);
+        }
+        assert!("bench".parse::<Kind>().unwrap_err().contains("one of hnsw"));
+    }
+
+    #[test]
+    fn the_same_test_ignores_only_what_does_not_change_the_test() {
+        let hnsw = |ef: Vec<u32>, queries| {
+            Parameters::Hnsw(HnswParameters {
+                ef_search: ef,
+                queries,
+                k: 10,
+                ..HnswParameters::default()
+            })
+        };
+        assert!(hnsw(vec![40], 100).same_test(&hnsw(vec![40, 80], 100)));
+        assert!(!hnsw(vec![40], 100).same_test(&hnsw(vec![40], 200)));
+        let load = Parameters::Load(LoadParameters::default());
+        let capacity = Parameters::Capacity(LoadParameters::default());
+        assert!(!load.same_test(&capacity), "another kind is another test");
+    }
+}
