@@ -32,7 +32,9 @@
 //! - [`load`]: the `load` binary — virtual users (closed model) or an arrival rate (open model,
 //!   corrected for coordinated omission) against the service, any deployment, or the database;
 //!   thresholds, sweeps and their knee, Locust's CSV files.
-//! - [`record`]: versioned JSON run records with HDR histograms, in `target-reports/runs/`.
+//! - [`record`]: versioned JSON run records (schema 2: typed parameters per kind, metrics keyed by
+//!   [`record::Metric`], gates with their checks; version 1 upgraded on reading) with HDR histograms,
+//!   in `target-reports/runs/`.
 //! - [`report`]: publishing a run (record to `runs/`, `--save-baseline`/`--baseline`), `compare`
 //!   (verdicts from bootstrap intervals on the HDR histograms), `store` (runs, baselines, quick kept
 //!   apart), `charts` (plotters SVG) and `html` (`target-reports/index.html`); the `report` binary.
