@@ -14,15 +14,15 @@ use crate::record::{Metric, ResultEntry};
 const PROMISES_BY_TESTS: &[(&str, &str)] = &[
     (
         "e. a realistic agent (15 searches in 30 s at 60/min) is never blocked",
-        "tests/ratelimit.rs, tests/service.rs",
+        "tests/it/ratelimit.rs, tests/it/service.rs",
     ),
     (
         "f. N ≫ C concurrent requests on a bucket of C admit exactly C",
-        "tests/ratelimit.rs, tests/service.rs",
+        "tests/it/ratelimit.rs, tests/it/service.rs",
     ),
     (
         "g. deleting the key resets the bucket (never FLUSHALL)",
-        "tests/ratelimit.rs, tests/service.rs",
+        "tests/it/ratelimit.rs, tests/it/service.rs",
     ),
 ];
 

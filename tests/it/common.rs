@@ -1,6 +1,5 @@
 //! Shared by the integration tests: a fresh database of its own for each test, on the real
 //! PostgreSQL+pgvector of the embedded stack (or the server of DATABASE_URL) — never the dataset's.
-#![allow(dead_code)]
 
 use capbench::config::{Config, DatasetParams, IndexParams};
 use capbench::server::{AppState, LocalService};

@@ -1,7 +1,7 @@
 //! Setup against real PostgreSQL+pgvector: binary COPY round trip, index, idempotence, rebuilds,
 //! atomicity under interruption, and the errors for bad databases. Each test has a database of its own.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

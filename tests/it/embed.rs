@@ -2,7 +2,7 @@
 //! machine has no route to api.openai.com): what it sends, what it accepts, what it refuses — and the
 //! service using it end to end, on real PostgreSQL+pgvector and Redis.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,7 @@
 //! The HNSW bench's parts: query set, recall, ground truth against PostgreSQL's exact search, the
 //! plan check, HDR percentiles, run records, and lazy setup when the filter selects nothing.
 
-mod common;
+use crate::common;
 
 use capbench::bench::hnsw::{self, Mode};
 use capbench::bench::{BenchArgs, LatencySummary};

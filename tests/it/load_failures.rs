@@ -3,7 +3,7 @@
 //! gone before the record is written, a panic in the open model's schedule. Each ends within its
 //! bound, with an exit code that says what happened and the measurement kept.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -5,7 +5,7 @@
 //! server's authentication method); forms that cannot connect must fail with one `error:` line.
 //! Tiny datasets and 1 s runs keep it quick; each test has its own reports directory.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

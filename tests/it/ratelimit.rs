@@ -2,7 +2,7 @@
 //! Small buckets and fast refill keep them quick; every test owns its keys and resets them by
 //! deleting them (never FLUSHALL).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

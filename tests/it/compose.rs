@@ -20,7 +20,7 @@ fn conf_settings() -> BTreeMap<String, String> {
 }
 
 fn compose_settings() -> BTreeMap<String, String> {
-    include_str!("../docker-compose.capacity.yml")
+    include_str!("../../docker-compose.capacity.yml")
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- --"))
         .map(|s| {
@@ -67,7 +67,7 @@ fn compose_file_agrees_with_postgres_conf() {
 
 #[test]
 fn compose_gives_parallel_hnsw_builds_enough_shared_memory() {
-    let compose = include_str!("../docker-compose.capacity.yml");
+    let compose = include_str!("../../docker-compose.capacity.yml");
     let shm = compose
         .lines()
         .find_map(|l| l.trim().strip_prefix("shm_size:"))

@@ -4,7 +4,7 @@
 //! capacity the test sets), and the loopback-only rule — checked where connections go, after
 //! redirects and URL parameters (127.0.0.2 stands for a remote host; no packet leaves loopback).
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;

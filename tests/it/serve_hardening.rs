@@ -3,7 +3,7 @@
 //! unknown keys, and servers that accept TCP and never answer. Against real PostgreSQL+pgvector
 //! and Redis; the binary where the behaviour belongs to the process (logs, signals, limits).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! The real `setup` binary: bad input gets one clear line and a non-zero exit code; a good run
 //! loads, and the same run again does nothing.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

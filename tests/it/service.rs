@@ -1,7 +1,7 @@
 //! The reference service over real HTTP, against real PostgreSQL+pgvector and Redis: the seeds' API
 //! contract, bad input, the limiter's promises through HTTP, Redis and database outages, shutdown.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
