@@ -8,39 +8,8 @@
 //! (`load`, which can run the service in process) → the report (`report`) → the benches (`bench`);
 //! the binaries sit on top and wire them (`load`'s binary hands it the report's `publish`).
 //!
-//! - [`config`]: the one clap `Config` (every flag also an environment variable) shared by the
-//!   binaries and the benches.
-//! - [`cpu_idle`]: holding idle CPUs in polling while benches measure (`/dev/cpu_dma_latency`).
-//! - [`secrets`]: redacting URLs and connection strings, and scrubbing every secret seen from
-//!   printed lines, logs, run records and report pages.
-//! - [`logging`]: the `tracing` subscriber every binary installs (`RUST_LOG`, text or JSON).
-//! - [`stack`]: the embedded default — a private PostgreSQL+pgvector and Redis under
-//!   `target/capbench/`, started or reused on demand; or the servers of `DATABASE_URL` / `REDIS_URL`.
-//! - [`dataset`]: the deterministic clustered vectors (1,000 unit base vectors + Gaussian noise),
-//!   their fake metadata and the dataset fingerprint.
-//! - [`embed`]: the `Embedder` trait — deterministic (offline, from the dataset) and
-//!   OpenAI-compatible.
-//! - [`workload`]: what the workloads send — the seeds' search queries and their vectors.
-//! - [`gates`]: the seeds' launch gates (p99 < 50 ms, 20 users, < 1 % errors), in one place.
-//! - [`db`]: everything said to PostgreSQL — `schema` (setup/schema.sql), `load` (binary COPY),
-//!   `index` (HNSW build and catalog), `search` (THE search query).
-//! - [`setup`]: the `setup` binary's job — load the dataset once, atomically, and report it; the
-//!   query set's ground truth.
-//! - [`ratelimit`]: the Lua token bucket (setup/token_bucket.lua) from Rust.
-//! - [`server`]: the reference search service (the seeds' API on axum) — `serve`, and in-process
-//!   for tests and benches.
-//! - [`load`]: the `load` binary — virtual users (closed model) or an arrival rate (open model,
-//!   corrected for coordinated omission) against the service, any deployment, or the database;
-//!   thresholds, sweeps and their knee, Locust's CSV files.
-//! - [`record`]: versioned JSON run records (schema 2: typed parameters per kind, metrics keyed by
-//!   [`record::Metric`], gates with their checks; version 1 upgraded on reading) with HDR histograms,
-//!   in `target-reports/runs/`.
-//! - [`report`]: publishing a run (record to `runs/`, `--save-baseline`/`--baseline`), `compare`
-//!   (verdicts from bootstrap intervals on the HDR histograms), `store` (runs, baselines, quick kept
-//!   apart), `charts` (plotters SVG) and `html` (`target-reports/index.html`); the `report` binary.
-//! - [`bench`](mod@bench): the Criterion benches' logic (`benches/*.rs` are one-liners): `hnsw`, `rate_limit`,
-//!   `http_search`, `limiter_timeline` (the limiter's allowed/denied timeline and promise gates), and
-//!   what they share (lazy filter, quick mode, percentiles).
+//! What each module and file holds: `docs/layout.md`, the one file-by-file
+//! map; each module's own documentation says the rest.
 //!
 //! The binaries in `src/bin/` are thin: parse arguments, call the library, turn errors into one line
 //! and a non-zero exit code.

@@ -6,7 +6,7 @@ use maud::{Markup, PreEscaped, Render, html};
 use super::super::charts::{self, Bars, Chart, Spectrum};
 use super::super::compare::number;
 use super::super::store::Stored;
-use crate::record::{Metric, ResultEntry};
+use crate::record::{Kind, Metric, ResultEntry};
 use crate::secrets;
 
 /// Text the page shows: every secret this process has seen is removed when it is made
@@ -226,25 +226,19 @@ impl Render for Figure {
     }
 }
 
-/// Charts side by side.
 /// A section that shows one kind of record: its heading, then `content`, or — with no such record
-/// yet — the command that makes one.
-pub fn section_of(
-    id: &str,
-    title: &str,
-    kind: &str,
-    command: &str,
-    content: Option<Markup>,
-) -> Markup {
+/// yet — the bench that makes one (`cargo bench KIND`).
+pub fn section_of(id: &str, title: &str, kind: Kind, content: Option<Markup>) -> Markup {
     html! {
         h2 id=(id) { (title) }
         @match content {
-            None => p { "No " (kind) " record yet (" code { (command) } ")." },
+            None => p { "No " (kind.as_str()) " record yet (" code { "cargo bench " (kind.as_str()) } ")." },
             Some(c) => (c),
         }
     }
 }
 
+/// Charts side by side.
 pub fn side_by_side(figures: &[Figure]) -> Markup {
     html! {
         @if !figures.is_empty() {

@@ -7,8 +7,8 @@ use maud::{Render, html};
 
 use super::super::charts::{Chart, Series, Style, color};
 use super::super::store::Stored;
-use super::helpers::{Figure, Num, Source, Text, pass_cell, side_by_side};
-use crate::record::{Metric, ResultEntry, RunRecord, Stat};
+use super::helpers::{Figure, Num, Source, Text, pass_cell, section_of, side_by_side};
+use crate::record::{Kind, Metric, ResultEntry, RunRecord, Stat};
 
 /// What the section shows: nothing without an hnsw record.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,34 +182,36 @@ impl Hnsw {
 
 impl Render for Hnsw {
     fn render_to(&self, buffer: &mut String) {
-        html! {
-            h2 id="hnsw" { "HNSW: latency and recall per ef_search" }
-            @match &self.0 {
-                None => p { "No hnsw record yet (" code { "cargo bench hnsw" } ")." },
-                Some(s) => {
-                    (s.source)
-                    (side_by_side(&s.charts))
-                    div.scroll { table {
-                        tr {
-                            th { "benchmark" } th { "criterion median" } th { "p50" } th { "p95" }
-                            th { "p99" } th { "p99.9" } th { "max" } th { "QPS" } th { "recall@10" }
-                            th { "worst" } th { "p99 < 50 ms" }
-                        }
-                        @for r in &s.rows {
-                            tr {
-                                td { (r.name) }
-                                @for c in &r.cells { (c) }
-                                @match r.gate { Some(pass) => (pass_cell(pass)), None => td { "-" } }
-                            }
-                        }
-                    } }
-                    p.note {
-                        "Latencies in ms from one pass over the query set (HDR histogram); \
-                         recall@10 against the exact top-10."
+        let content = self.0.as_ref().map(|s| {
+            html! {
+            (s.source)
+            (side_by_side(&s.charts))
+            div.scroll { table {
+                tr {
+                    th { "benchmark" } th { "criterion median" } th { "p50" } th { "p95" }
+                    th { "p99" } th { "p99.9" } th { "max" } th { "QPS" } th { "recall@10" }
+                    th { "worst" } th { "p99 < 50 ms" }
+                }
+                @for r in &s.rows {
+                    tr {
+                        td { (r.name) }
+                        @for c in &r.cells { (c) }
+                        @match r.gate { Some(pass) => (pass_cell(pass)), None => td { "-" } }
                     }
                 }
+            } }
+            p.note {
+                "Latencies in ms from one pass over the query set (HDR histogram); \
+                 recall@10 against the exact top-10."
             }
-        }
+            }
+        });
+        section_of(
+            "hnsw",
+            "HNSW: latency and recall per ef_search",
+            Kind::Hnsw,
+            content,
+        )
         .render_to(buffer);
     }
 }

@@ -218,8 +218,7 @@ impl Render for Http {
         section_of(
             "http",
             "Search over HTTP: percentile spectrum, SQL vs service",
-            "http_search",
-            "cargo bench http_search",
+            crate::record::Kind::HttpSearch,
             content,
         )
         .render_to(buffer);

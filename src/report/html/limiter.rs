@@ -204,8 +204,7 @@ impl Render for Limiter {
         section_of(
             "limiter",
             "Rate limiter: promises, cost, timeline",
-            "rate_limit",
-            "cargo bench rate_limit",
+            crate::record::Kind::RateLimit,
             content,
         )
         .render_to(buffer);
