@@ -1,6 +1,11 @@
 //! The seeds' user kinds and the targets they talk to. A virtual user is a kind (what it sends and
 //! how long it waits) plus its own API key (HTTP) or connection (database).
 
+pub mod compile;
+pub mod file;
+pub mod template;
+pub mod vars;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
