@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::Reach;
-use super::scenario::{Kind, Mix};
+use super::scenario::Spec;
 use super::threshold::Threshold;
 use crate::config::Config;
 
@@ -32,11 +32,16 @@ pub struct LoadArgs {
     /// Stop after this many requests, whatever the time.
     #[arg(long, env = "CAPBENCH_MAX_REQUESTS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_requests: u64,
-    /// User kinds, with weights: search (SearchLoadUser), burst (BurstAgent), realistic
-    /// (RealisticAgent), e.g. `search:3,burst:1`.
+    /// What the users do: the seeds' built-in kinds search (SearchLoadUser), burst (BurstAgent),
+    /// realistic (RealisticAgent), or scenario files (docs/scenarios/), with weights, e.g.
+    /// `search:3,burst:1` or `docs/scenarios/rag.toml`.
     #[arg(long, env = "CAPBENCH_SCENARIO", default_value = "search")]
-    pub scenario: Mix,
-    /// Replace every kind's wait between requests (e.g. `0` to saturate).
+    pub scenario: Spec,
+    /// Seeds the scenario's random choices (weighted tasks, random variables, waits between):
+    /// the same seed, the same requests.
+    #[arg(long, env = "CAPBENCH_SCENARIO_SEED", default_value_t = 1)]
+    pub scenario_seed: u64,
+    /// Replace every kind's wait between tasks (e.g. `0` to saturate).
     #[arg(long, env = "CAPBENCH_WAIT", value_parser = parse_duration)]
     pub wait: Option<Duration>,
     /// Open model: a constant arrival rate (`500/s`, `500`), latency measured from each request's
@@ -184,11 +189,6 @@ impl LoadArgs {
         }
         if self.rate.is_some() && !self.sweep.is_empty() {
             bail!("--rate (open model) and --sweep (closed model) do not combine: choose one");
-        }
-        if self.rate.is_some() && self.scenario.has(Kind::Realistic) {
-            bail!(
-                "the realistic scenario is a pattern in time (15 searches, then idle): use it with --users, not --rate"
-            );
         }
         if !self.sweep.is_empty() && !self.thresholds.is_empty() {
             bail!("thresholds judge one run; a sweep is judged by its knee against --slo-p99");

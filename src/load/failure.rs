@@ -10,9 +10,15 @@ use std::fmt;
 pub enum Failure {
     /// An answer with a status its request does not expect: `HTTP 503`.
     Status(u16),
-    /// A burst user's answer other than 200 or 429 (the seeds' BurstAgent words it so):
-    /// `Unexpected status 500`.
-    UnexpectedStatus(u16),
+    /// An answer its request's `expect` does not accept: a status with the scenario's own
+    /// failure text (the seeds' BurstAgent: `Unexpected status 500`), a body without the text or
+    /// the JSON pointer it must have, a body that is not JSON.
+    Expectation(String),
+    /// A value to extract that the answer does not have: `no /api_key in the answer`.
+    Extraction(String),
+    /// A request that uses a value not extracted yet (its extraction failed or has not run): the
+    /// variable's name. Not sent.
+    Unset(String),
     /// The request (or reading its answer) outlasted --timeout, or the connect timeout; the
     /// transport's error chain.
     Timeout(String),
@@ -26,15 +32,13 @@ pub enum Failure {
     Body(String),
     /// Any other transport error; its chain.
     Request(String),
-    /// The key answer was JSON without an `api_key`.
-    NoApiKey,
     /// THE search SQL failed, or no pooled connection came in time (open model); the error as one
     /// line.
     Database(String),
     /// A database user without a connection.
     NoConnection,
-    /// A user could not get ready (closed model): its database connection, its ef_search, or a
-    /// key answer that is not JSON; the error as one line.
+    /// A database user could not get ready (closed model): its connection or its ef_search; the
+    /// error as one line.
     NotReady(String),
 }
 
@@ -60,15 +64,19 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Status(s) => write!(f, "HTTP {s}"),
-            Failure::UnexpectedStatus(s) => write!(f, "Unexpected status {s}"),
+            Failure::Unset(name) => write!(
+                f,
+                "no value for {{{{{name}}}}} yet (its extraction has not succeeded)"
+            ),
             Failure::Timeout(m)
             | Failure::Connect(m)
             | Failure::Redirect(m)
             | Failure::Body(m)
             | Failure::Request(m)
+            | Failure::Expectation(m)
+            | Failure::Extraction(m)
             | Failure::Database(m)
             | Failure::NotReady(m) => f.write_str(m),
-            Failure::NoApiKey => f.write_str("no api_key in the answer"),
             Failure::NoConnection => f.write_str("no connection"),
         }
     }
@@ -96,8 +104,18 @@ mod tests {
     fn each_failure_reads_as_locust_files_show_it() {
         let cases = [
             (Failure::Status(503), "HTTP 503"),
-            (Failure::UnexpectedStatus(500), "Unexpected status 500"),
-            (Failure::NoApiKey, "no api_key in the answer"),
+            (
+                Failure::Expectation("Unexpected status 500".into()),
+                "Unexpected status 500",
+            ),
+            (
+                Failure::Extraction("no /api_key in the answer".into()),
+                "no /api_key in the answer",
+            ),
+            (
+                Failure::Unset("token".into()),
+                "no value for {{token}} yet (its extraction has not succeeded)",
+            ),
             (Failure::NoConnection, "no connection"),
             (
                 Failure::Timeout("error sending request: operation timed out".into()),

@@ -242,7 +242,7 @@ mod tests {
     fn outcome(name: &'static str, at: Instant, failure: Option<Failure>) -> RequestOutcome {
         RequestOutcome {
             method: "POST",
-            name,
+            name: name.into(),
             intended: at,
             sent: at,
             done: at + Duration::from_millis(3),
@@ -261,7 +261,7 @@ mod tests {
             None,
             Some(Failure::Connect("refused, \"twice\"".into())),
             Some(Failure::Status(503)),
-            Some(Failure::UnexpectedStatus(500)),
+            Some(Failure::Expectation("Unexpected status 500".into())),
             Some(Failure::Status(502)),
         ] {
             stats.add(&outcome("/search", at, failure));
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(stats.total.failures, 5);
         assert_eq!(stats.failures.len(), 4);
         assert_eq!(
-            stats.failures[&("POST", "/search", Failure::Status(503))].occurrences,
+            stats.failures[&("POST", "/search".into(), Failure::Status(503))].occurrences,
             2
         );
         let texts: Vec<String> = stats
@@ -292,7 +292,7 @@ mod tests {
         let files = write_csv(&stats, &dir.join("run"), false).unwrap();
         assert_eq!(files.len(), 4);
         let failures = std::fs::read_to_string(dir.join("run_failures.csv")).unwrap();
-        let row = &stats.failures[&("POST", "/search", Failure::Status(503))];
+        let row = &stats.failures[&("POST", "/search".into(), Failure::Status(503))];
         assert_eq!(row.first_seen, row.last_seen);
         let seen = rfc3339(row.first_seen);
         let lines: Vec<&str> = failures.lines().collect();

@@ -7,9 +7,11 @@
 //! This file holds the binary's `main`, the orchestration ([`run()`]) and what an invocation found
 //! ([`LoadOutcome`], its exit code). The rest, one concern each:
 //! - `args`: the command line ([`LoadArgs`]) and its value parsers;
-//! - `target`: the target made ready (in-process service, database, HTTP), API keys minted;
+//! - `target`: the target made ready (in-process service, database, HTTP), its scenario
+//!   compiled, users started before the clock;
 //! - `reach`: the loopback rule where connections go;
-//! - `scenario`: the seeds' user kinds, their mix, and what each request sends;
+//! - `scenario`: scenarios as data (the seeds' user kinds are files), virtual users, the
+//!   database target's SQL user;
 //! - `model`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
 //! - `failure`: why a request failed, as data; `stats`: what a run measured;
 //! - `threshold`: k6-like pass/fail criteria; `sweep`: levels and the knee;
@@ -178,6 +180,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
     );
     let Prepared {
         target,
+        scenario,
         service,
         db_url,
         redis_url,
@@ -194,21 +197,21 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
     if !args.sweep.is_empty() {
         let per_level = args.run_time.unwrap_or(Duration::from_secs(10));
         let most = *args.sweep.iter().max().unwrap_or(&1) as usize;
-        let keys = before_run(
+        let users = before_run(
             &interrupt,
-            target::mint_keys(&target, most, &tag, per_level),
+            target::prepare_users(&target, scenario.as_ref(), most, &tag, per_level),
         )
         .await?;
-        let keys = Arc::new(keys);
+        let prepared = Arc::new(users);
         for &users in &args.sweep {
             let plan = ClosedPlan {
                 users: users as usize,
                 spawn_rate: f64::INFINITY,
-                mix: args.scenario.clone(),
+                scenario: scenario.clone(),
                 wait: args.wait,
                 run_time: per_level,
                 max_requests: args.max_requests,
-                keys: Some(keys.clone()),
+                prepared: Some(prepared.clone()),
                 tag: tag.clone(),
             };
             let done = model::closed(
@@ -240,15 +243,21 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         let run_time = args.run_time.unwrap_or(Duration::from_secs(60));
         let done = match args.rate {
             Some(rate) => {
-                let keys = before_run(
+                let users = before_run(
                     &interrupt,
-                    target::mint_keys(&target, args.users.min(1000) as usize, &tag, run_time),
+                    target::prepare_users(
+                        &target,
+                        scenario.as_ref(),
+                        args.users.min(1000) as usize,
+                        &tag,
+                        run_time,
+                    ),
                 )
                 .await?;
                 let plan = OpenPlan {
                     rate,
-                    mix: args.scenario.clone(),
-                    keys: Arc::new(keys),
+                    users: Arc::new(users),
+                    tag: tag.clone(),
                     max_in_flight: args.max_in_flight as usize,
                     run_time,
                     max_requests: args.max_requests,
@@ -265,11 +274,11 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
                 let plan = ClosedPlan {
                     users: args.users as usize,
                     spawn_rate: args.spawn_rate.unwrap_or(args.users as f64),
-                    mix: args.scenario.clone(),
+                    scenario: scenario.clone(),
                     wait: args.wait,
                     run_time,
                     max_requests: args.max_requests,
-                    keys: None,
+                    prepared: None,
                     tag: tag.clone(),
                 };
                 model::closed(
@@ -307,6 +316,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         db_url.as_deref(),
         redis_url.as_deref(),
         &outcome,
+        scenario.as_ref().and_then(|s| s.digest.clone()),
     )
     .await?;
     if let Some(svc) = service {

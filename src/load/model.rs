@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::failure::Failure;
 pub use super::output::Progress;
-use super::scenario::{self, Mix, Target, User};
+use super::scenario::{self, DbUser, Next, Scenario, Sink, Target, VirtualUser};
 use super::signal::signalled;
 pub use super::signal::{Interrupt, Signal};
 use super::stats::{RequestOutcome, Stats};
@@ -26,13 +26,15 @@ pub struct ClosedPlan {
     pub users: usize,
     /// Users started per second (`f64::INFINITY`: all at once).
     pub spawn_rate: f64,
-    pub mix: Mix,
-    /// Overrides every kind's wait between requests.
+    /// What HTTP users send (the database target runs THE search SQL).
+    pub scenario: Option<Arc<Scenario>>,
+    /// Overrides every kind's wait between tasks.
     pub wait: Option<Duration>,
     pub run_time: Duration,
     pub max_requests: u64,
-    /// Keys minted beforehand (sweeps); otherwise each user mints its own, recorded like Locust's.
-    pub keys: Option<Arc<Vec<String>>>,
+    /// Users whose on_start ran beforehand (sweeps: the same users at every level); otherwise
+    /// each user runs its own, recorded like Locust's.
+    pub prepared: Option<Arc<Vec<Arc<VirtualUser>>>>,
     /// Distinguishes this run's e-mail addresses from earlier runs'.
     pub tag: String,
 }
@@ -42,9 +44,11 @@ pub struct ClosedPlan {
 pub struct OpenPlan {
     /// Requests per second.
     pub rate: f64,
-    pub mix: Mix,
-    /// API keys the requests rotate through (HTTP).
-    pub keys: Arc<Vec<String>>,
+    /// The users whose tasks start at the arrival rate, in turn (HTTP; their on_start ran
+    /// beforehand).
+    pub users: Arc<Vec<Arc<VirtualUser>>>,
+    /// Distinguishes this run's values (`{{run}}`) from earlier runs'.
+    pub tag: String,
     pub max_in_flight: usize,
     pub run_time: Duration,
     pub max_requests: u64,
@@ -119,6 +123,36 @@ impl Shared {
 
     fn stopped(&self) -> bool {
         self.stop.borrow().is_some()
+    }
+}
+
+impl Sink for Shared {
+    fn admit(&self) -> bool {
+        !self.stopped() && self.take_slot()
+    }
+    fn record(&self, o: &RequestOutcome) {
+        Shared::record(self, o);
+    }
+}
+
+/// A closed-model user's requests: recorded, counted, and its first 429 noted.
+struct UserSink<'a> {
+    shared: &'a Shared,
+    sent: std::sync::atomic::AtomicU64,
+    first_429: Mutex<Option<u64>>,
+}
+
+impl Sink for UserSink<'_> {
+    fn admit(&self) -> bool {
+        self.shared.admit()
+    }
+    fn record(&self, o: &RequestOutcome) {
+        self.shared.record(o);
+        let before = self.sent.fetch_add(1, Ordering::Relaxed);
+        if o.status == Some(429) {
+            let mut first = self.first_429.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(before);
+        }
     }
 }
 
@@ -256,20 +290,30 @@ pub async fn closed(
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = stopped(shared.stop.subscribe()) => break,
         }
-        let key = plan
-            .keys
-            .as_ref()
-            .filter(|k| !k.is_empty())
-            .map(|k| k[i % k.len()].clone());
-        let user = User::with_key(plan.mix.kind_of(i as u64), i as u64, key);
-        handles.push(tokio::spawn(user_loop(
-            shared.clone(),
-            target.clone(),
-            user,
-            plan.wait,
-            deadline,
-            plan.tag.clone(),
-        )));
+        let (shared, target) = (shared.clone(), target.clone());
+        handles.push(match &target {
+            Target::Database { .. } => tokio::spawn(db_user_loop(
+                shared,
+                target,
+                DbUser::new(i as u64),
+                deadline,
+            )),
+            Target::Http { .. } => {
+                let user = match (&plan.prepared, &plan.scenario) {
+                    (Some(users), _) if !users.is_empty() => users[i % users.len()].clone(),
+                    (_, Some(scenario)) => Arc::new(VirtualUser::new(scenario.clone(), i as u64)),
+                    (_, None) => anyhow::bail!("an HTTP target needs a scenario"),
+                };
+                tokio::spawn(user_loop(
+                    shared,
+                    target,
+                    user,
+                    plan.wait,
+                    deadline,
+                    plan.tag.clone(),
+                ))
+            }
+        });
     }
     tokio::select! {
         _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -281,26 +325,82 @@ pub async fn closed(
 async fn user_loop(
     shared: Arc<Shared>,
     target: Target,
-    mut user: User,
+    user: Arc<VirtualUser>,
     wait: Option<Duration>,
     deadline: Instant,
     tag: String,
 ) {
+    let Target::Http { client, .. } = &target else {
+        return;
+    };
     shared.users.fetch_add(1, Ordering::Relaxed);
     let stop = shared.stop.subscribe();
-    // Get a key (or a connection); a failure is recorded and retried once a second.
+    // on_start; a failure is recorded and, unless the kind goes on without, tried again a second
+    // later.
     while !user.ready() && !shared.stopped() && Instant::now() < deadline {
-        match user.start(&target, &tag).await {
-            Ok(Some(o)) => shared.record(&o),
-            Ok(None) => {}
-            Err(e) => shared.record(&RequestOutcome::failed(
+        if user.start(client, &tag, &*shared).await.is_err() && !user.ready() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+        }
+    }
+    let sink = UserSink {
+        shared: &shared,
+        sent: Default::default(),
+        first_429: Mutex::new(None),
+    };
+    while user.ready() && !shared.stopped() && Instant::now() < deadline {
+        let started = Instant::now();
+        match user.next() {
+            Next::Sleep(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stopped(stop.clone()) => break,
+                }
+            }
+            Next::Task(task) => {
+                if !shared.take_slot() {
+                    break;
+                }
+                user.run(task, client, &tag, started, &sink).await;
+            }
+        }
+        let w = user.wait(started, wait);
+        if !w.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(w) => {}
+                _ = stopped(stop.clone()) => break,
+            }
+        }
+    }
+    if let Some(n) = *sink.first_429.lock().unwrap_or_else(|e| e.into_inner()) {
+        shared
+            .first_429
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user.id)
+            .or_insert(n);
+    }
+    shared.users.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A database user: its connection (a failure recorded and retried once a second), then THE
+/// search SQL back to back.
+async fn db_user_loop(shared: Arc<Shared>, target: Target, mut user: DbUser, deadline: Instant) {
+    let Target::Database { url, ef_search, .. } = &target else {
+        return;
+    };
+    shared.users.fetch_add(1, Ordering::Relaxed);
+    let stop = shared.stop.subscribe();
+    while !user.ready() && !shared.stopped() && Instant::now() < deadline {
+        if let Err(e) = user.start(url, *ef_search).await {
+            shared.record(&RequestOutcome::failed(
                 "SQL",
-                "connect",
+                Arc::from("connect"),
                 Instant::now(),
                 Failure::NotReady(crate::one_line(&e)),
-            )),
-        }
-        if !user.ready() {
+            ));
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stopped(stop.clone()) => break,
@@ -310,21 +410,6 @@ async fn user_loop(
     while user.ready() && !shared.stopped() && Instant::now() < deadline && shared.take_slot() {
         let o = user.step(&target, Instant::now()).await;
         shared.record(&o);
-        if o.status == Some(429) {
-            shared
-                .first_429
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(user.id)
-                .or_insert(user.sent - 1);
-        }
-        let w = user.wait_after(wait);
-        if !w.is_zero() {
-            tokio::select! {
-                _ = tokio::time::sleep(w) => {}
-                _ = stopped(stop.clone()) => break,
-            }
-        }
     }
     shared.users.fetch_sub(1, Ordering::Relaxed);
 }
@@ -384,37 +469,39 @@ pub async fn open(
                     if shared.stopped() || !shared.take_slot() {
                         break;
                     }
-                    let kind = plan.mix.kind_of(k);
-                    let key = (!plan.keys.is_empty())
-                        .then(|| plan.keys[(k % plan.keys.len() as u64) as usize].clone());
-                    let (shared, target, pool) = (shared.clone(), target.clone(), pool.clone());
+                    let user = (!plan.users.is_empty())
+                        .then(|| plan.users[(k % plan.users.len() as u64) as usize].clone());
+                    let (shared, target, pool, tag) = (
+                        shared.clone(),
+                        target.clone(),
+                        pool.clone(),
+                        plan.tag.clone(),
+                    );
                     handle.spawn(async move {
-                        let o = match &pool {
-                            Some(pool) => match pool.acquire().await {
-                                Ok(mut conn) => {
-                                    scenario::send(
-                                        &target,
-                                        kind,
-                                        None,
-                                        k,
+                        match (&pool, &target, user) {
+                            (Some(pool), _, _) => {
+                                let o = match pool.acquire().await {
+                                    Ok(mut conn) => {
+                                        scenario::send_sql(&target, k, intended, Some(&mut conn))
+                                            .await
+                                    }
+                                    Err(e) => RequestOutcome::failed(
+                                        "SQL",
+                                        Arc::from(scenario::SQL_NAME),
                                         intended,
-                                        Some(&mut conn),
-                                    )
-                                    .await
-                                }
-                                Err(e) => RequestOutcome::failed(
-                                    "SQL",
-                                    scenario::SQL_NAME,
-                                    intended,
-                                    Failure::Database(e.to_string()),
-                                ),
-                            },
-                            None => {
-                                scenario::send(&target, kind, key.as_deref(), k, intended, None)
-                                    .await
+                                        Failure::Database(e.to_string()),
+                                    ),
+                                };
+                                shared.record(&o);
                             }
-                        };
-                        shared.record(&o);
+                            (None, Target::Http { client, .. }, Some(user)) => {
+                                // Sleeps are refused before an open run: every task sends.
+                                if let Next::Task(task) = user.next() {
+                                    user.run(task, client, &tag, intended, &*shared).await;
+                                }
+                            }
+                            _ => {}
+                        }
                         drop(permit);
                     });
                     k += 1;

@@ -55,6 +55,7 @@ pub(super) async fn build_record(
     db_url: Option<&str>,
     redis_url: Option<&str>,
     outcome: &LoadOutcome,
+    scenario_digest: Option<String>,
 ) -> Result<RunRecord> {
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
@@ -74,6 +75,8 @@ pub(super) async fn build_record(
             },
             in_process: args.target.is_none() && args.config.service.target_url.is_none(),
             scenario: args.scenario.to_string(),
+            scenario_sha256: scenario_digest,
+            scenario_seed: args.scenario_seed,
             users: args.users,
             rate: args.rate,
             sweep: args.sweep.clone(),

@@ -38,7 +38,7 @@ const WINDOW_SECONDS: usize = 10;
 pub struct RequestOutcome {
     /// `POST`, `GET`, or `SQL` for the database target.
     pub method: &'static str,
-    pub name: &'static str,
+    pub name: std::sync::Arc<str>,
     /// When the request should have started (open model: its slot in the schedule; closed: `sent`).
     pub intended: Instant,
     pub sent: Instant,
@@ -55,7 +55,7 @@ impl RequestOutcome {
     /// A request that could not be sent (no connection): failed now, without an answer.
     pub fn failed(
         method: &'static str,
-        name: &'static str,
+        name: std::sync::Arc<str>,
         intended: Instant,
         why: Failure,
     ) -> Self {
@@ -194,7 +194,7 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 /// What failures are counted by: (method, name, why).
-pub type FailureKey = (&'static str, &'static str, Failure);
+pub type FailureKey = (&'static str, std::sync::Arc<str>, Failure);
 
 /// A row of Locust's `_failures.csv`.
 #[derive(Debug, Clone)]
@@ -244,7 +244,7 @@ pub struct Stats {
     /// When the measurement ended (the run's duration is `ended - started`).
     pub ended: Option<Instant>,
     /// Per (method, name), sorted.
-    pub entries: BTreeMap<(&'static str, &'static str), Entry>,
+    pub entries: BTreeMap<(&'static str, std::sync::Arc<str>), Entry>,
     pub total: Entry,
     /// How late requests were sent after their due time (ns): the generator's own lateness (open
     /// model; zero in the closed model, where a request is due when it is sent).
@@ -278,10 +278,14 @@ impl Stats {
     }
 
     pub fn add(&mut self, o: &RequestOutcome) {
-        self.entries
-            .entry((o.method, o.name))
-            .or_insert_with(|| Entry::new(o.method, o.name))
-            .add(o);
+        match self.entries.get_mut(&(o.method, o.name.clone())) {
+            Some(e) => e.add(o),
+            None => {
+                let mut e = Entry::new(o.method, &o.name);
+                e.add(o);
+                self.entries.insert((o.method, o.name.clone()), e);
+            }
+        }
         self.total.add(o);
         self.lateness.saturating_record(
             o.sent
@@ -292,7 +296,7 @@ impl Stats {
         if let Some(failure) = &o.failure {
             let seen = self.wall(o.done);
             self.failures
-                .entry((o.method, o.name, failure.clone()))
+                .entry((o.method, o.name.clone(), failure.clone()))
                 .and_modify(|f| {
                     f.occurrences += 1;
                     f.last_seen = seen;
@@ -385,11 +389,13 @@ impl Stats {
 
     /// The failures as Locust lists them — by method, name and the failure's text — each with its
     /// text (the `Error` column).
-    pub fn failure_table(&self) -> Vec<(&'static str, &'static str, String, &FailureRow)> {
+    pub fn failure_table(&self) -> Vec<(&'static str, &str, String, &FailureRow)> {
         let mut rows: Vec<_> = self
             .failures
             .iter()
-            .map(|((method, name, failure), row)| (*method, *name, failure.to_string(), row))
+            .map(|((method, name, failure), row)| {
+                (*method, name.as_ref(), failure.to_string(), row)
+            })
             .collect();
         rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         rows

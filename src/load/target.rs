@@ -1,7 +1,7 @@
 //! What a run loads, made ready before the clock starts: the in-process reference service (on the
 //! configured database and Redis, the dataset loaded), a database with the dataset checked, or an
-//! HTTP deployment — each only where the loopback rule lets traffic go; and the API keys minted for
-//! the users that reuse them.
+//! HTTP deployment — each only where the loopback rule lets traffic go; the scenario compiled for
+//! it; and the users whose on_start runs before the clock (sweeps, the open model).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::args::LoadArgs;
-use super::scenario::{self, Kind, Target, User};
+use super::scenario::{self, Scenario, Sink, Target, VirtualUser};
+use super::stats::RequestOutcome;
 use crate::server::{AppState, LocalService};
 
 /// The read limit of the in-process service for capacity runs (the seeds' setting), unless
@@ -19,6 +20,8 @@ pub const CAPACITY_READ_PER_MINUTE: u32 = 10_000;
 /// The target to load, and what stands behind it.
 pub(super) struct Prepared {
     pub target: Target,
+    /// The scenario, compiled for the target's base URL (HTTP targets).
+    pub scenario: Option<Arc<Scenario>>,
     /// The in-process reference service, when it is the target.
     pub service: Option<LocalService>,
     /// The database whose server the record describes.
@@ -36,14 +39,31 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
         .clone()
         .or_else(|| config.service.target_url.clone());
     let reach = args.reach();
+    // The scenario is read first: a mistake in it fails before anything starts.
+    let probe = args
+        .scenario
+        .compile("http://127.0.0.1", &config.dataset, args.scenario_seed)?;
+    if args.rate.is_some()
+        && let Some(kind) = probe.paced_kind()
+    {
+        bail!(
+            "the {kind} kind sleeps between its tasks (a pattern in time): use it with --users, not --rate"
+        );
+    }
+    let compiled = |base: &str| -> Result<Option<Arc<Scenario>>> {
+        Ok(Some(Arc::new(args.scenario.compile(
+            base,
+            &config.dataset,
+            args.scenario_seed,
+        )?)))
+    };
     match target_text.as_deref() {
         None => {
             let ready = crate::setup::ready(config, crate::setup::Needs::DatabaseAndRedis).await?;
             let redis = ready.redis()?.to_string();
             let db = ready.database_url;
             let mut cfg = config.clone();
-            let limiter_under_test =
-                args.scenario.has(Kind::Burst) || args.scenario.has(Kind::Realistic);
+            let limiter_under_test = probe.limiter_under_test;
             if !args.read_limit_given && !limiter_under_test {
                 cfg.service.rate_limit_read_per_minute = CAPACITY_READ_PER_MINUTE;
             }
@@ -62,6 +82,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
             let target = http_target(&svc.url(), args)?;
             Ok(Prepared {
                 target,
+                scenario: compiled(&svc.url())?,
                 service: Some(svc),
                 db_url: Some(db),
                 redis_url: Some(redis),
@@ -74,7 +95,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                 t.to_string()
             };
             reach.check_postgres(&url).await?;
-            if !args.scenario.0.iter().all(|(k, _)| *k == Kind::Search) {
+            if !args.scenario.is_builtin_search() {
                 bail!("the database target runs THE search SQL only: use --scenario search");
             }
             let params = loaded_dataset(&url, args.timeout).await?;
@@ -84,6 +105,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                     ef_search: config.service.search_ef_search,
                     vectors: Arc::new(scenario::query_vectors(&params)),
                 },
+                scenario: None,
                 service: None,
                 db_url: Some(url),
                 redis_url: None,
@@ -91,8 +113,10 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
         }
         Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
             reach.check_http(t).await?;
+            let base = t.trim_end_matches('/');
             Ok(Prepared {
-                target: http_target(t.trim_end_matches('/'), args)?,
+                target: http_target(base, args)?,
+                scenario: compiled(base)?,
                 service: None,
                 db_url: None,
                 redis_url: None,
@@ -153,50 +177,70 @@ fn http_target(base: &str, args: &LoadArgs) -> Result<Target> {
     Target::http(base, client)
 }
 
-/// Mints `n` API keys (sweeps and the open model reuse them), 16 at a time, within `bound` (the
-/// run time: a target that does not answer must not hold the run up longer than the run itself).
-pub async fn mint_keys(
+/// Runs the on_start of `n` users (sweeps and the open model reuse them), 16 at a time, within
+/// `bound` (the run time: a target that does not answer must not hold the run up longer than the
+/// run itself). Their requests are not measured: they happen before the clock starts.
+pub async fn prepare_users(
     target: &Target,
+    scenario: Option<&Arc<Scenario>>,
     n: usize,
     tag: &str,
     bound: Duration,
-) -> Result<Vec<String>> {
-    if matches!(target, Target::Database { .. }) {
+) -> Result<Vec<Arc<VirtualUser>>> {
+    let (Target::Http { client, .. }, Some(scenario)) = (target, scenario) else {
         return Ok(Vec::new());
-    }
-    tokio::time::timeout(bound, mint(target, n, tag))
+    };
+    tokio::time::timeout(bound, start_users(target, client, scenario, n, tag))
         .await
         .unwrap_or_else(|_| {
             anyhow::bail!(
-                "minting {n} API keys through {}/api/v1/keys took longer than the run time ({}): is the target answering?",
+                "starting {n} users (their on_start) through {} took longer than the run time ({}): is the target answering?",
                 target.describe(),
                 humantime::format_duration(bound)
             )
         })
 }
 
-async fn mint(target: &Target, n: usize, tag: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::with_capacity(n);
+/// Records nothing: requests before the clock.
+struct Unmeasured;
+
+impl Sink for Unmeasured {
+    fn admit(&self) -> bool {
+        true
+    }
+    fn record(&self, _: &RequestOutcome) {}
+}
+
+async fn start_users(
+    target: &Target,
+    client: &reqwest::Client,
+    scenario: &Arc<Scenario>,
+    n: usize,
+    tag: &str,
+) -> Result<Vec<Arc<VirtualUser>>> {
+    let mut users = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
         let mut set = tokio::task::JoinSet::new();
         for &i in chunk {
-            let (target, tag) = (target.clone(), tag.to_string());
+            let (client, tag, scenario) = (client.clone(), tag.to_string(), scenario.clone());
+            let describe = target.describe();
             set.spawn(async move {
-                let mut user = User::new(Kind::Search, i as u64);
-                let o = user.start(&target, &tag).await?;
-                match (user.key, o.and_then(|o| o.failure)) {
-                    (Some(k), _) => Ok(k),
-                    (None, why) => anyhow::bail!(
-                        "could not mint an API key through {}/api/v1/keys: {}",
-                        target.describe(),
-                        why.map(|f| f.to_string()).unwrap_or_default()
+                let user = Arc::new(VirtualUser::new(scenario, i as u64));
+                match user.start(&client, &tag, &Unmeasured).await {
+                    Ok(()) => Ok((i, user)),
+                    // A kind that goes on without its on_start.
+                    Err(_) if user.ready() => Ok((i, user)),
+                    Err(why) => anyhow::bail!(
+                        "user {i} ({}) could not start through {describe}: {why}",
+                        user.kind().name
                     ),
                 }
             });
         }
         while let Some(r) = set.join_next().await {
-            keys.push(r.context("minting a key")??);
+            users.push(r.context("starting a user")??);
         }
     }
-    Ok(keys)
+    users.sort_by_key(|(i, _)| *i);
+    Ok(users.into_iter().map(|(_, u)| u).collect())
 }

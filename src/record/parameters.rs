@@ -133,7 +133,13 @@ pub struct LoadParameters {
     pub target: String,
     /// The service was started inside the `load` process.
     pub in_process: bool,
+    /// `--scenario` as labels: built-in names and scenario files' names, with weights.
     pub scenario: String,
+    /// SHA-256 of the scenario files' text, when files were given (a built-in is its name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario_sha256: Option<String>,
+    /// The seed of the scenario's random choices.
+    pub scenario_seed: u64,
     pub users: u64,
     /// Requests/s in the open model.
     pub rate: Option<f64>,

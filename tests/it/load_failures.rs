@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use capbench::load;
 use capbench::load::model::{self, OpenPlan, Progress};
-use capbench::load::scenario::{Mix, Target};
+use capbench::load::scenario::{Spec, Target, VirtualUser};
 use capbench::record::{Metric, Parameters, RunRecord};
 use serde_json::json;
 use sqlx::Connection;
@@ -369,8 +369,17 @@ async fn a_panic_in_the_schedule_is_the_runs_error() {
     // A rate of zero (the command line refuses it) makes the schedule thread panic.
     let plan = OpenPlan {
         rate: 0.0,
-        mix: "search".parse::<Mix>().unwrap(),
-        keys: Arc::new(vec!["fixture".into()]),
+        users: Arc::new(vec![Arc::new(VirtualUser::new(
+            Arc::new(
+                "search"
+                    .parse::<Spec>()
+                    .unwrap()
+                    .compile(&url, &Default::default(), 1)
+                    .unwrap(),
+            ),
+            0,
+        ))]),
+        tag: "panic".into(),
         max_in_flight: 1,
         run_time: Duration::from_secs(30),
         max_requests: 10,
