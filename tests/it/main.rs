@@ -18,6 +18,7 @@ mod load;
 mod load_failures;
 mod ratelimit;
 mod report;
+mod scenarios;
 mod secrets;
 mod serve_hardening;
 mod service;

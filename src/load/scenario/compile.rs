@@ -77,7 +77,9 @@ pub struct Request {
     pub headers: Vec<(HeaderName, Header)>,
     pub body: Body,
     pub expect: Expect,
-    pub extract: Vec<(usize, Extract)>,
+    /// Slot, source, and where it is written (`rag.toml:23: user[0].on_start[1].extract.token`)
+    /// for the failure's text when the answer lacks it.
+    pub extract: Vec<(usize, Extract, String)>,
     /// The declared variables its templates use (each drawn once per request).
     pub vars: Vec<usize>,
 }
@@ -543,7 +545,11 @@ impl<'a> Builder<'a> {
                 ),
                 _ => return Err(err(&f, "give exactly one of json (a pointer) and header")),
             };
-            extract.push((unit.slots[name], how));
+            extract.push((
+                unit.slots[name],
+                how,
+                unit.at(at, &format!("{field}.{f}"), ""),
+            ));
         }
         used.sort_unstable();
         used.dedup();

@@ -344,8 +344,10 @@ impl VirtualUser {
         {
             return Some(Failure::Expectation(format!("the answer lacks '{c}'")));
         }
-        let wants_json =
-            e.needs_json() || r.extract.iter().any(|(_, x)| matches!(x, Extract::Json(_)));
+        let wants_json = e.needs_json()
+            || r.extract
+                .iter()
+                .any(|(_, x, _)| matches!(x, Extract::Json(_)));
         let parsed: Option<Value> = if wants_json {
             match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
@@ -362,7 +364,7 @@ impl VirtualUser {
             return Some(Failure::Expectation(format!("no {p} in the answer")));
         }
         let mut values = Vec::with_capacity(r.extract.len());
-        for (slot, x) in &r.extract {
+        for (slot, x, site) in &r.extract {
             let v = match x {
                 Extract::Json(p) => parsed.as_ref().and_then(|v| v.pointer(p)).cloned(),
                 Extract::Header(h) => headers
@@ -374,8 +376,8 @@ impl VirtualUser {
                 Some(v) => values.push((*slot, v)),
                 None => {
                     return Some(Failure::Extraction(match x {
-                        Extract::Json(p) => format!("no {p} in the answer"),
-                        Extract::Header(h) => format!("no {h} header in the answer"),
+                        Extract::Json(p) => format!("{site}no {p} in the answer"),
+                        Extract::Header(h) => format!("{site}no {h} header in the answer"),
                     }));
                 }
             }
