@@ -66,7 +66,8 @@ pub struct UserSpec {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
-    /// The name results are grouped by (Locust's `name=`); default `METHOD path`.
+    /// The name results are grouped by (Locust's `name=`); default the path as written, holes
+    /// and all (`/documents/{{doc_id}}`): one row per endpoint, not per value.
     pub name: Option<String>,
     /// Default GET.
     pub method: Option<String>,
