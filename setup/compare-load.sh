@@ -7,6 +7,7 @@
 # Usage: setup/compare-load.sh [ROUNDS] [RATE]   (defaults 3 rounds, 200/s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 rounds=${1:-3}
 rate=${2:-200}
 port=${CAPBENCH_COMPARE_PORT:-18000}
@@ -30,24 +31,9 @@ median() { python3 -c 'import sys,statistics; print("%.3f" % statistics.median(f
 
 # 1. Highest rate, the seeds' BurstAgent (429 is an expected outcome), default limits.
 start_serve 60
-cat >"$work/burst.py" <<'EOF'
-from locust import HttpUser, task, constant
-class BurstAgent(HttpUser):
-    wait_time = constant(0)
-    def on_start(self):
-        r = self.client.post("/api/v1/keys", json={"email": f"burst-{id(self)}@test.invalid"})
-        self.headers = {"X-API-Key": r.json()["api_key"]}
-    @task
-    def search_burst(self):
-        with self.client.post("/api/v1/traces/search", json={"q": "test query"}, headers=self.headers, catch_response=True) as resp:
-            if resp.status_code in (200, 429):
-                resp.success()
-            else:
-                resp.failure(f"Unexpected status {resp.status_code}")
-EOF
 ours=(); theirs=()
 for r in $(seq "$rounds"); do
-    (cd "$work" && locust -f burst.py --headless -u 5 -r 5 -t 15s --host "http://127.0.0.1:$port" --csv "locust$r" >/dev/null 2>&1)
+    (cd "$work" && locust -f "$root/setup/locust/burst.py" --headless -u 5 -r 5 -t 15s --host "http://127.0.0.1:$port" --csv "locust$r" >/dev/null 2>&1)
     theirs+=("$(python3 -c 'import csv,sys; print([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])' "$work/locust${r}_stats.csv")")
     target/release/load --target "http://127.0.0.1:$port" --scenario burst -u 5 -t 15s -q --csv "$work/load$r" >/dev/null 2>&1
     ours+=("$(python3 -c 'import csv,sys; print([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])' "$work/load${r}_stats.csv")")

@@ -11,6 +11,7 @@
 # Usage: setup/compare-scenario.sh [ROUNDS] [REV] [SECONDS]   (defaults 3, 519d6be, 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 rounds=${1:-3}
 rev=${2:-519d6be}
 secs=${3:-15}
@@ -21,7 +22,7 @@ old=target/compare/load-$rev
 if [ ! -x "$old" ]; then
     tree=$(mktemp -d)
     git worktree add -f --detach "$tree" "$rev" >/dev/null
-    (cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --quiet --bin load)
+    (cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --quiet --bin load)
     mkdir -p target/compare && cp target/release/load "$old"
     git worktree remove --force "$tree"
 fi
@@ -34,21 +35,6 @@ CAPBENCH_ROWS=${CAPBENCH_ROWS:-2000} CAPBENCH_DIMS=${CAPBENCH_DIMS:-64} CAPBENCH
 serve_pid=$!
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
 curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "error: serve did not start: $(tail -1 "$work/serve.log")" >&2; exit 1; }
-cat >"$work/burst.py" <<'PY'
-from locust import HttpUser, task, constant
-class BurstAgent(HttpUser):
-    wait_time = constant(0)
-    def on_start(self):
-        r = self.client.post("/api/v1/keys", json={"email": f"burst-{id(self)}@test.invalid"})
-        self.headers = {"X-API-Key": r.json()["api_key"]}
-    @task
-    def search_burst(self):
-        with self.client.post("/api/v1/traces/search", json={"q": "test query"}, headers=self.headers, catch_response=True) as resp:
-            if resp.status_code in (200, 429):
-                resp.success()
-            else:
-                resp.failure(f"Unexpected status {resp.status_code}")
-PY
 rps() { python3 -c 'import csv,sys; r=[r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]; print(r["Requests/s"] if int(r["Failure Count"])==0 else "failed")' "$1"; }
 median() { python3 -c 'import sys,statistics; print("%.0f" % statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 a=(); b=(); c=(); d=()
@@ -59,7 +45,7 @@ for r in $(seq "$rounds"); do
     b+=("$(rps "$work/new${r}_stats.csv")")
     target/release/load --target "http://127.0.0.1:$port" --scenario scenarios/burst.toml -u 5 -t "${secs}s" -q --csv "$work/file$r" >/dev/null 2>&1
     c+=("$(rps "$work/file${r}_stats.csv")")
-    (cd "$work" && "$locust" -f burst.py --headless -u 5 -r 5 -t "${secs}s" --host "http://127.0.0.1:$port" --csv "locust$r" >/dev/null 2>&1)
+    (cd "$work" && "$locust" -f "$root/setup/locust/burst.py" --headless -u 5 -r 5 -t "${secs}s" --host "http://127.0.0.1:$port" --csv "locust$r" >/dev/null 2>&1)
     d+=("$(rps "$work/locust${r}_stats.csv")")
     echo "round $r: load@$rev ${a[-1]}, load ${b[-1]}, load (file) ${c[-1]}, Locust ${d[-1]} req/s"
 done
