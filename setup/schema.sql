@@ -49,15 +49,26 @@ CREATE TABLE IF NOT EXISTS capacity_meta (
     loaded_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- The query set and its exact top-k neighbours (ground truth), computed by brute force for the
--- dataset whose truth fingerprint each row carries (it covers the dataset fingerprint, the number
--- of queries and k).
-CREATE TABLE IF NOT EXISTS capacity_queries (
-    query_no        integer PRIMARY KEY,
+-- The query sets and their exact top-k neighbours (ground truth) per filter, computed by brute
+-- force for the dataset whose truth fingerprint each row carries (it covers the dataset fingerprint,
+-- the number of queries and k). `query_set`: heldout, near-duplicate, ood, or one of them drawn
+-- within a correlated tag (heldout/c1, …); `filter`: '' or the tag every result must carry.
+DROP TABLE IF EXISTS capacity_queries; -- truth v1's single set (derived data, recomputed)
+CREATE TABLE IF NOT EXISTS capacity_query_vectors (
+    query_set   text NOT NULL,
+    query_no    integer NOT NULL,
+    fingerprint text NOT NULL,
+    embedding   vector NOT NULL,
+    PRIMARY KEY (query_set, query_no)
+);
+CREATE TABLE IF NOT EXISTS capacity_truth (
+    query_set       text NOT NULL,
+    filter          text NOT NULL,
+    query_no        integer NOT NULL,
     fingerprint     text NOT NULL,
-    embedding       vector NOT NULL,
     truth_ids       uuid[] NOT NULL,
-    truth_distances double precision[] NOT NULL
+    truth_distances double precision[] NOT NULL,
+    PRIMARY KEY (query_set, filter, query_no)
 );
 
 -- @section traces_table
@@ -80,7 +91,11 @@ CREATE TABLE traces (
     is_flagged         boolean NOT NULL DEFAULT false,
     agent_model        text,
     agent_version      text,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    -- Filterable tags (src/dataset/tags.rs: u50 … u0.1 blind to the clusters, c50 … c0.1 following
+    -- them). The seeds keep tags in a join table; an array with a GIN index is pgvector's own
+    -- advice for filtered search (the planner can then pick an exact scan of the matching rows).
+    tags               text[] NOT NULL DEFAULT '{}'
 );
 
 -- @section traces_constraints
@@ -88,6 +103,7 @@ ALTER TABLE traces
     ADD CONSTRAINT traces_pkey PRIMARY KEY (id),
     ADD CONSTRAINT traces_contributor_id_fkey FOREIGN KEY (contributor_id)
         REFERENCES users (id) ON DELETE CASCADE;
+CREATE INDEX ix_traces_tags ON traces USING gin (tags);
 
 -- @section traces_index
 -- The seeds' index name; cosine distance (`<=>`) as the seeds' search uses.

@@ -13,8 +13,8 @@ use clap::Parser;
 use sqlx::PgConnection;
 
 use crate::config::Config;
-use crate::dataset::{self, CONTRIBUTOR_EMAIL, Dataset, QuerySet};
-use crate::db::truth::{self, GroundTruth};
+use crate::dataset::{self, CONTRIBUTOR_EMAIL, Dataset};
+use crate::db::truth::{self, Case, Truths};
 use crate::db::{self, ServerInfo, index, load, schema};
 use crate::stack;
 
@@ -389,33 +389,36 @@ async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
     Ok(index::info(conn, "traces").await?.is_some_and(|i| i.valid))
 }
 
-/// The query set and its ground truth for the dataset `config` describes (which must be loaded):
-/// read from `capacity_queries` when stored for this fingerprint, computed and stored otherwise.
-/// Returns them and the seconds spent computing (None when read back).
-pub async fn ensure_truth(
-    config: &Config,
-    url: &str,
-) -> Result<(QuerySet, GroundTruth, Option<f64>)> {
-    let n = config.bench.queries as usize;
+/// Every query set and case's ground truth for the dataset `config` describes (which must be
+/// loaded): read from `capacity_query_vectors`/`capacity_truth` when stored for this fingerprint,
+/// computed and stored otherwise. Returns them and the seconds spent computing (None when read back).
+pub async fn ensure_truth(config: &Config, url: &str) -> Result<(Truths, Option<f64>)> {
+    let n = config.bench.queries;
     let k = (config.bench.k as usize).min(config.dataset.rows as usize);
     let dataset_fp = dataset::fingerprint(&config.dataset, &config.index);
-    let truth_fp = truth::fingerprint(&dataset_fp, n, k);
+    let truth_fp = truth::fingerprint(&dataset_fp, n as usize, k);
     let data = Arc::new(Dataset::new(config.dataset.clone()));
-    let queries = data.queries(config.bench.queries);
-    let mut conn = db::connect(url).await?;
-    if let Some(stored) = truth::load(&mut conn, &truth_fp, n, k).await? {
-        return Ok((queries, stored, None));
-    }
+    let cases = Case::all();
     let t = Instant::now();
+    let sets = tokio::task::spawn_blocking({
+        let (data, cases) = (data.clone(), cases.clone());
+        move || truth::query_sets(&data, &cases, n)
+    })
+    .await
+    .context("drawing the query sets")?;
+    let mut conn = db::connect(url).await?;
+    if let Some(stored) = truth::load(&mut conn, &truth_fp, sets.clone(), &cases, k).await? {
+        return Ok((stored, None));
+    }
     let computed = tokio::task::spawn_blocking({
-        let (data, queries) = (data.clone(), queries.clone());
-        move || truth::compute(&data, &queries, k)
+        let (data, cases) = (data.clone(), cases.clone());
+        move || truth::compute_all(&data, &sets, &cases, k)
     })
     .await
     .context("computing the ground truth")?;
     let seconds = t.elapsed().as_secs_f64();
-    truth::store(&mut conn, &truth_fp, &queries, &computed).await?;
-    Ok((queries, computed, Some(seconds)))
+    truth::store(&mut conn, &truth_fp, &computed).await?;
+    Ok((computed, Some(seconds)))
 }
 
 /// pgvector fails a parallel build whose graph cannot fit in memory; say what to change.
@@ -537,19 +540,23 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (queries, truth, computed) = ensure_truth(&args.config, &url).await?;
+    let (truths, computed) = ensure_truth(&args.config, &url).await?;
+    let what = format!(
+        "exact top-{} of {} queries × {} cases ({} query sets: {}; unfiltered and under each tag)",
+        truths.k,
+        args.config.bench.queries,
+        truths.cases.len(),
+        truths.sets.len(),
+        crate::dataset::Distribution::ALL
+            .map(|d| d.name())
+            .join(", ")
+    );
     match computed {
         Some(s) => println!(
-            "truth        exact top-{} of {} queries computed in {s:.1} s (brute force, {} threads) and stored",
-            truth.k,
-            queries.len(),
+            "truth        {what} computed in {s:.1} s (brute force, {} threads) and stored",
             rayon::current_num_threads()
         ),
-        None => println!(
-            "truth        exact top-{} of {} queries: already stored",
-            truth.k,
-            queries.len()
-        ),
+        None => println!("truth        {what}: already stored"),
     }
     if args.compare_copy_floor {
         eprintln!(

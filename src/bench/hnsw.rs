@@ -19,8 +19,8 @@ use crate::bench::{
     BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order, time_async,
 };
 use crate::config::Config;
-use crate::dataset;
-use crate::db::truth::{self, GroundTruth};
+use crate::dataset::{self, Distribution};
+use crate::db::truth::{self, Case, GroundTruth};
 use crate::db::{self, index, schema, search};
 use crate::record::{
     self, Environment, HnswParameters, Metric, Metrics, Parameters, ResultEntry, RunRecord,
@@ -73,8 +73,11 @@ pub struct HnswPass {
     pub latency: LatencySummary,
     pub histogram: hdrhistogram::Histogram<u64>,
     pub qps: f64,
+    /// recall@k of the held-out set.
     pub recall_mean: f64,
     pub recall_min: f64,
+    /// recall@k of the other distributions (serial, same ef_search, after the pass).
+    pub recall_of: Vec<RecallOf>,
     /// Each measurement round's figures ([`Rounds::per_round`]).
     pub rounds: Vec<Metrics>,
     pub criterion_median_ms: Option<f64>,
@@ -169,12 +172,30 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
 pub struct Prepared {
     pub url: String,
     pub conn: PgConnection,
+    /// The held-out set (timed) and its truth.
     pub queries: Vec<Vector>,
     pub truth: GroundTruth,
+    /// The other distributions' sets, scored for recall after each held-out pass of round 0.
+    pub others: Vec<OtherSet>,
     pub dataset_fingerprint: String,
     pub prewarmed: index::Prewarmed,
     /// The reference's rounds, once measured ([`REFERENCE_ID`]).
     pub reference: Option<Rounds>,
+}
+
+/// A query distribution's set scored for recall only (its latency is not part of the pass).
+pub struct OtherSet {
+    pub distribution: Distribution,
+    pub queries: Vec<Vector>,
+    pub truth: GroundTruth,
+}
+
+/// recall@k of one distribution: mean and worst query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecallOf {
+    pub distribution: Distribution,
+    pub mean: f64,
+    pub min: f64,
 }
 
 /// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
@@ -195,14 +216,33 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
             }
         }
     }
-    let (queries, truth, computed) = setup::ensure_truth(config, &url).await?;
+    let (truths, computed) = setup::ensure_truth(config, &url).await?;
     if let Some(s) = computed {
         eprintln!(
-            "hnsw: ground truth for {} queries computed in {s:.1} s",
-            queries.len()
+            "hnsw: ground truth for {} queries × {} cases computed in {s:.1} s",
+            config.bench.queries,
+            truths.cases.len()
         );
     }
-    let queries: Vec<Vector> = queries.vectors.into_iter().map(Vector::from).collect();
+    let (set, truth) = truths.heldout();
+    let queries: Vec<Vector> = set.vectors.iter().cloned().map(Vector::from).collect();
+    let truth = truth.clone();
+    // The other distributions' unfiltered sets: scored for recall beside the held-out one.
+    let others = Distribution::ALL
+        .into_iter()
+        .filter(|d| *d != Distribution::Heldout)
+        .filter_map(|distribution| {
+            let (set, truth) = truths.get(Case {
+                distribution,
+                filter: None,
+            })?;
+            Some(OtherSet {
+                distribution,
+                queries: set.vectors.iter().cloned().map(Vector::from).collect(),
+                truth: truth.clone(),
+            })
+        })
+        .collect();
     let mut conn = db::connect(&url).await?;
     for &ef in &config.bench.ef_search {
         search::check_plan(
@@ -237,6 +277,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         conn,
         queries,
         truth,
+        others,
         dataset_fingerprint: dataset::fingerprint(&config.dataset, &config.index),
         prewarmed,
         reference: None,
@@ -271,6 +312,7 @@ pub async fn measure_rounds(
     let mut rounds = vec![Rounds::default(); plan.len()];
     let mut reference = Rounds::default();
     let mut recalls: Vec<Vec<f64>> = vec![Vec::new(); plan.len()];
+    let mut recall_of: Vec<Vec<RecallOf>> = vec![Vec::new(); plan.len()];
     let total = config.bench.rounds as usize;
     for round in 0..total {
         let mut conn = db::connect(&prepared.url).await?;
@@ -317,12 +359,21 @@ pub async fn measure_rounds(
             }
             rounds[i].add(&hist, start.elapsed().as_secs_f64())?;
             for (j, hits) in answers.iter().enumerate() {
-                let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
-                recalls[i].push(truth::recall(
-                    &prepared.truth.ids[j],
-                    &prepared.truth.distances[j],
-                    &got,
-                ));
+                recalls[i].push(score(&prepared.truth, j, hits));
+            }
+            if round == 0 {
+                for other in &prepared.others {
+                    let mut scores = Vec::with_capacity(other.queries.len());
+                    for (j, q) in other.queries.iter().enumerate() {
+                        let hits = run_query(&mut conn, mode, q, k, ef).await?;
+                        scores.push(score(&other.truth, j, &hits));
+                    }
+                    recall_of[i].push(RecallOf {
+                        distribution: other.distribution,
+                        mean: mean(&scores),
+                        min: scores.iter().copied().fold(f64::INFINITY, f64::min),
+                    });
+                }
             }
         }
         eprintln!("hnsw: measurement round {}/{total} done", round + 1);
@@ -332,19 +383,31 @@ pub async fn measure_rounds(
         .iter()
         .zip(rounds)
         .zip(recalls)
-        .map(|((&(mode, ef), rounds), recalls)| HnswPass {
+        .zip(recall_of)
+        .map(|(((&(mode, ef), rounds), recalls), recall_of)| HnswPass {
             mode,
             ef_search: ef,
             latency: LatencySummary::of(rounds.histogram()),
             histogram: rounds.histogram().clone(),
             qps: rounds.qps(),
-            recall_mean: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
+            recall_mean: mean(&recalls),
             recall_min: recalls.iter().copied().fold(f64::INFINITY, f64::min),
+            recall_of,
             rounds: rounds.per_round().to_vec(),
             criterion_median_ms: None,
             pgbench: None,
         })
         .collect())
+}
+
+/// recall@k of answer `hits` to query `j` of `truth`.
+fn score(truth: &GroundTruth, j: usize, hits: &[search::Hit]) -> f64 {
+    let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
+    truth::recall(&truth.ids[j], &truth.distances[j], &got)
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
 /// The id of the reference measured in every round ([`search::ROUND_TRIP_SQL`]): the record's
@@ -364,6 +427,13 @@ async fn run_query(
     }
 }
 
+fn recall_cell(r: &HnswPass, d: Distribution) -> String {
+    r.recall_of
+        .iter()
+        .find(|o| o.distribution == d)
+        .map_or("-".into(), |o| format!("{:.3}", o.mean))
+}
+
 fn verdict(p99_ms: f64) -> &'static str {
     if p99_ms < GATE_P99_MS { "PASS" } else { "FAIL" }
 }
@@ -371,7 +441,7 @@ fn verdict(p99_ms: f64) -> &'static str {
 fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
     println!();
     println!(
-        "hnsw — {} rows × {} dims, m={} ef_construction={}, {} queries, recall@{} against exact top-{}{}",
+        "hnsw — {} rows × {} dims, m={} ef_construction={}, {} queries per set; recall@{} against exact top-{}, serial, no filter, per query distribution (heldout: {}; near-dup: {}; ood: {}){}",
         config.dataset.rows,
         config.dataset.dims,
         config.index.m,
@@ -379,6 +449,9 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
         prepared.queries.len(),
         prepared.truth.k,
         prepared.truth.k,
+        Distribution::Heldout.describe(),
+        Distribution::NearDuplicate.describe(),
+        Distribution::OutOfDistribution.describe(),
         if config.bench.quick {
             " — QUICK MODE (smoke run, not a measurement)"
         } else {
@@ -386,7 +459,7 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
         }
     );
     println!(
-        "{:<22} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9}",
+        "{:<22} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>8} {:>6} {:>9}",
         "benchmark (ms)",
         "criterion",
         "p50",
@@ -396,14 +469,16 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
         "p99.9",
         "max",
         "QPS",
-        "recall",
+        "heldout",
         "worst",
+        "near-dup",
+        "ood",
         "p99<50ms"
     );
     for r in results {
         let l = &r.latency;
         println!(
-            "{:<22} {:>9} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.0} {:>7.3} {:>6.2} {:>9}",
+            "{:<22} {:>9} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.0} {:>7.3} {:>6.2} {:>8} {:>6} {:>9}",
             r.mode.id(r.ef_search),
             r.criterion_median_ms
                 .map_or("-".into(), |m| format!("{m:.3}")),
@@ -416,6 +491,8 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[HnswPass]) {
             r.qps,
             r.recall_mean,
             r.recall_min,
+            recall_cell(r, Distribution::NearDuplicate),
+            recall_cell(r, Distribution::OutOfDistribution),
             verdict(l.p99_ms)
         );
     }
@@ -491,6 +568,10 @@ async fn write_record(
         metrics.insert(Metric::Qps, r.qps);
         metrics.insert(Metric::RecallMean, r.recall_mean);
         metrics.insert(Metric::RecallMin, r.recall_min);
+        for o in &r.recall_of {
+            metrics.insert(Metric::RecallMeanOf(o.distribution.name().into()), o.mean);
+            metrics.insert(Metric::RecallMinOf(o.distribution.name().into()), o.min);
+        }
         if let Some(m) = r.criterion_median_ms {
             metrics.insert(Metric::CriterionMedianMs, m);
         }

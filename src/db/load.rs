@@ -14,8 +14,11 @@ use crate::dataset::{Dataset, EMBEDDING_MODEL_ID, TraceRow};
 /// The columns, in the order `encode_row` writes them.
 pub const COPY_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
      status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, agent_model, \
-     agent_version, created_at";
-const FIELD_COUNT: i16 = 15;
+     agent_version, created_at, tags";
+const FIELD_COUNT: i16 = 16;
+
+/// PostgreSQL's type oid of `text` (the element type of `text[]` in binary COPY).
+const TEXT_OID: i32 = 25;
 
 /// Microseconds from PostgreSQL's epoch (2000-01-01) to 2026-01-01, where generated rows start.
 const CREATED_BASE_US: i64 = 820_540_800 * 1_000_000;
@@ -73,6 +76,27 @@ pub fn encode_row(buf: &mut Vec<u8>, row: &TraceRow, contributor: Uuid) {
         buf,
         &(CREATED_BASE_US + row.created_offset_s * 1_000_000).to_be_bytes(),
     );
+    let names: Vec<String> = row.tags.iter().map(|t| t.name()).collect();
+    encode_text_array(buf, &names);
+}
+
+/// PostgreSQL's binary array of `text`: dimensions, no-null flag, element type, then each bound and
+/// element (an empty array has no dimension).
+pub fn encode_text_array(buf: &mut Vec<u8>, items: &[String]) {
+    let body: usize = 12
+        + if items.is_empty() { 0 } else { 8 }
+        + items.iter().map(|s| 4 + s.len()).sum::<usize>();
+    buf.extend_from_slice(&(body as i32).to_be_bytes());
+    buf.extend_from_slice(&i32::from(!items.is_empty()).to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&TEXT_OID.to_be_bytes());
+    if !items.is_empty() {
+        buf.extend_from_slice(&(items.len() as i32).to_be_bytes());
+        buf.extend_from_slice(&1i32.to_be_bytes());
+    }
+    for s in items {
+        field(buf, s.as_bytes());
+    }
 }
 
 /// Rows `[start, end)` encoded as COPY tuples, generated in parallel on the current rayon pool,

@@ -1,5 +1,7 @@
 //! THE search query — the one SQL text the HNSW bench, the reference service and the load runner
-//! all execute (the seeds' query: validated, embedded, right model, not flagged, nearest by `<=>`).
+//! all execute (the seeds' query: validated, embedded, right model, not flagged, nearest by `<=>`),
+//! and its filtered form: the same text with one more condition, every result carrying the given
+//! tags (`tags @> $4`). Both come from one macro, so they cannot drift apart.
 
 use anyhow::{Context, Result};
 use pgvector::Vector;
@@ -8,12 +10,34 @@ use uuid::Uuid;
 
 use crate::dataset::EMBEDDING_MODEL_ID;
 
-/// `$1` the query vector (binary), `$2` the embedding model, `$3` how many.
-pub const SEARCH_SQL: &str = "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance \
+/// The search query's text with `$filter` (a condition, or nothing) added to its WHERE clause.
+macro_rules! search_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance \
 FROM traces \
-WHERE status = 'validated' AND embedding IS NOT NULL AND embedding_model_id = $2 AND is_flagged = false \
-ORDER BY embedding <=> $1 \
-LIMIT $3";
+WHERE status = 'validated' AND embedding IS NOT NULL AND embedding_model_id = $2 AND is_flagged = false",
+            $filter,
+            " ORDER BY embedding <=> $1 \
+LIMIT $3"
+        )
+    };
+}
+
+/// `$1` the query vector (binary), `$2` the embedding model, `$3` how many.
+pub const SEARCH_SQL: &str = search_sql!("");
+
+/// [`SEARCH_SQL`] where every result carries all tags of `$4` (`text[]`).
+pub const SEARCH_FILTERED_SQL: &str = search_sql!(" AND tags @> $4");
+
+/// The search query's text for a filter of `tags` (none: [`SEARCH_SQL`]).
+pub fn sql_for(tags: &[String]) -> &'static str {
+    if tags.is_empty() {
+        SEARCH_SQL
+    } else {
+        SEARCH_FILTERED_SQL
+    }
+}
 
 /// The machine's reference: a round trip with the search query's parameters (the same binary
 /// `vector`, received and checked by the server) and no search work — what every query pays for
@@ -45,10 +69,21 @@ pub struct Hit {
 
 /// Runs the search query (prepared and cached per connection by sqlx).
 pub async fn search(conn: &mut PgConnection, query: &Vector, limit: i64) -> Result<Vec<Hit>> {
-    sqlx::query_as::<_, Hit>(SEARCH_SQL)
+    search_filtered(conn, query, limit, &[]).await
+}
+
+/// Runs the search query with every result carrying all of `tags` (none: unfiltered).
+pub async fn search_filtered(
+    conn: &mut PgConnection,
+    query: &Vector,
+    limit: i64,
+    tags: &[String],
+) -> Result<Vec<Hit>> {
+    let q = sqlx::query_as::<_, Hit>(sql_for(tags))
         .bind(query)
         .bind(EMBEDDING_MODEL_ID)
-        .bind(limit)
+        .bind(limit);
+    if tags.is_empty() { q } else { q.bind(tags) }
         .fetch_all(conn)
         .await
         .context("running the search query")
@@ -56,11 +91,22 @@ pub async fn search(conn: &mut PgConnection, query: &Vector, limit: i64) -> Resu
 
 /// The planner's plan for the search query, as text lines (`EXPLAIN`, no ANALYZE).
 pub async fn explain(conn: &mut PgConnection, query: &Vector, limit: i64) -> Result<Vec<String>> {
-    let sql = format!("EXPLAIN {SEARCH_SQL}");
-    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    explain_filtered(conn, query, limit, &[]).await
+}
+
+/// The planner's plan for the search query filtered by `tags`.
+pub async fn explain_filtered(
+    conn: &mut PgConnection,
+    query: &Vector,
+    limit: i64,
+    tags: &[String],
+) -> Result<Vec<String>> {
+    let sql = format!("EXPLAIN {}", sql_for(tags));
+    let q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(query)
         .bind(EMBEDDING_MODEL_ID)
-        .bind(limit)
+        .bind(limit);
+    let lines: Vec<String> = if tags.is_empty() { q } else { q.bind(tags) }
         .fetch_all(conn)
         .await
         .context("EXPLAIN of the search query")?;

@@ -1,6 +1,11 @@
-//! Ground truth: the exact top-k of every query of the query set, by brute force over the generated
-//! vectors (all cores; a sequential scan in PostgreSQL costs ~0.5 s per query at 100K), stored with
-//! the dataset in `capacity_queries` and reused while its fingerprint matches.
+//! Ground truth: the exact top-k of every query of every query set, unfiltered and under each tag
+//! filter, by brute force over the generated vectors (all cores, one pass over the rows for every
+//! case; a sequential scan in PostgreSQL costs ~0.5 s per query at 100K), stored with the dataset in
+//! `capacity_query_vectors` and `capacity_truth` and reused while its fingerprint matches.
+//!
+//! A *case* is a query distribution and a filter (none or one tag). Unfiltered and uncorrelated cases
+//! of a distribution share its query set; a correlated tag's cases use the set drawn within the tag
+//! ([`crate::dataset::queries`]).
 
 use anyhow::{Context, Result};
 use pgvector::Vector;
@@ -9,10 +14,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::dataset::{Dataset, QuerySet};
+use crate::dataset::{Correlation, Dataset, Distribution, QuerySet, TAGS, Tag};
 
 /// Bumped whenever the truth computation changes.
-const TRUTH_VERSION: u32 = 1;
+const TRUTH_VERSION: u32 = 2;
 
 /// Two distances closer than this are a tie (pgvector accumulates in f32, capbench in f64).
 pub const TIE_EPSILON: f64 = 1e-5;
@@ -84,63 +89,270 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// One ground-truth case: a query distribution, and the tag the results must carry (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Case {
+    pub distribution: Distribution,
+    pub filter: Option<Tag>,
+}
+
+impl Case {
+    /// The correlated tag whose clusters this case's queries are drawn in (None: the plain set).
+    pub fn within(self) -> Option<Tag> {
+        self.filter
+            .filter(|t| t.correlation == Correlation::Correlated)
+    }
+
+    /// The stored name of this case's query set (`heldout`, `heldout/c1`, …).
+    pub fn set_name(self) -> String {
+        crate::dataset::set_name(self.distribution, self.within())
+    }
+
+    /// The filter as stored: `""` or the tag's name.
+    pub fn filter_name(self) -> String {
+        self.filter.map(Tag::name).unwrap_or_default()
+    }
+
+    /// `heldout`, `heldout, filter u1`: how a figure names its conditions.
+    pub fn label(self) -> String {
+        match self.filter {
+            None => format!("{}, no filter", self.distribution.name()),
+            Some(t) => format!("{}, filter {}", self.distribution.name(), t.name()),
+        }
+    }
+
+    /// Every case: each distribution, unfiltered and under each tag.
+    pub fn all() -> Vec<Case> {
+        Distribution::ALL
+            .into_iter()
+            .flat_map(|distribution| {
+                std::iter::once(None)
+                    .chain(TAGS.into_iter().map(Some))
+                    .map(move |filter| Case {
+                        distribution,
+                        filter,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The query sets the cases need (each once: `heldout`, `heldout/c50`, …), `n` queries each.
+pub fn query_sets(dataset: &Dataset, cases: &[Case], n: u32) -> Vec<QuerySet> {
+    let mut wanted: Vec<(Distribution, Option<Tag>)> =
+        cases.iter().map(|c| (c.distribution, c.within())).collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted
+        .into_par_iter()
+        .map(|(d, within)| dataset.query_set(d, within, n))
+        .collect()
+}
+
+/// Every case's ground truth, with the query sets it was computed on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truths {
+    pub k: usize,
+    pub sets: Vec<QuerySet>,
+    pub cases: Vec<(Case, GroundTruth)>,
+}
+
+impl Truths {
+    /// A case's query set and truth.
+    pub fn get(&self, case: Case) -> Option<(&QuerySet, &GroundTruth)> {
+        let truth = self.cases.iter().find(|(c, _)| *c == case)?;
+        let set = self.sets.iter().find(|s| s.name() == case.set_name())?;
+        Some((set, &truth.1))
+    }
+
+    /// The held-out, unfiltered case (what the hnsw bench always times).
+    pub fn heldout(&self) -> (&QuerySet, &GroundTruth) {
+        self.get(Case {
+            distribution: Distribution::Heldout,
+            filter: None,
+        })
+        .expect("the held-out case is always computed")
+    }
+}
+
 /// Brute-force exact top-`k` of every query over every row of `dataset` (cosine distance).
-///
-/// Rows are regenerated in blocks on all cores (no 600 MB copy of the table); candidates are ranked
-/// by an f32 dot product (all vectors are unit-norm) with a margin of extra candidates, then the
-/// final order uses exact f64 cosine distances, ties broken by row number.
 pub fn compute(dataset: &Dataset, queries: &QuerySet, k: usize) -> GroundTruth {
+    let case = Case {
+        distribution: queries.distribution,
+        filter: queries.within,
+    };
+    compute_all(dataset, std::slice::from_ref(queries), &[case], k)
+        .cases
+        .pop()
+        .expect("one case in, one out")
+        .1
+}
+
+/// Brute-force exact (filtered) top-`k` of every case, in one pass over the rows.
+///
+/// Rows are regenerated in blocks on all cores (no 600 MB copy of the table), with their tags; each
+/// query's dot product with a row is computed once and offered to every case of that query's set
+/// whose filter the row passes. Candidates are ranked by an f32 dot product (all vectors are
+/// unit-norm) with a margin of extra candidates, then a second pass over the candidates' rows
+/// orders them by exact f64 cosine distance, ties broken by row number. A filter matching fewer
+/// than `k` rows gives a shorter list.
+pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usize) -> Truths {
     const BLOCK: u64 = 256;
     let dims = dataset.dims();
-    let keep = (k + 16).min(dataset.rows() as usize);
+    let keep = (k + 16).min(dataset.rows() as usize).max(1);
+    // Per set: the cases it serves, as (case index, tag index in TAGS or None).
+    let lanes: Vec<Vec<(usize, Option<usize>)>> = sets
+        .iter()
+        .map(|set| {
+            cases
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.set_name() == set.name())
+                .map(|(ci, c)| (ci, c.filter.map(tag_index)))
+                .collect()
+        })
+        .collect();
+    // Heaps: one per (case, query), laid out case by case.
+    let offsets: Vec<usize> = cases
+        .iter()
+        .scan(0, |at, c| {
+            let start = *at;
+            *at += sets
+                .iter()
+                .find(|s| s.name() == c.set_name())
+                .map_or(0, QuerySet::len);
+            Some(start)
+        })
+        .collect();
+    let heaps = cases
+        .iter()
+        .zip(&offsets)
+        .map(|(c, o)| {
+            o + sets
+                .iter()
+                .find(|s| s.name() == c.set_name())
+                .map_or(0, QuerySet::len)
+        })
+        .max()
+        .unwrap_or(0);
     let blocks = dataset.rows().div_ceil(BLOCK);
     let best = (0..blocks)
         .into_par_iter()
         .fold(
-            || vec![Best::new(keep); queries.len()],
+            || vec![Best::new(keep); heaps],
             |mut best, b| {
                 let (start, end) = (b * BLOCK, ((b + 1) * BLOCK).min(dataset.rows()));
                 let mut rows = vec![0f32; (end - start) as usize * dims];
+                let mut masks = Vec::with_capacity((end - start) as usize);
                 for (i, v) in (start..end).zip(rows.chunks_exact_mut(dims)) {
                     dataset.vector_into(i, v);
+                    masks.push(
+                        dataset
+                            .tags_of(i)
+                            .into_iter()
+                            .fold(0u32, |m, t| m | 1 << tag_index(t)),
+                    );
                 }
-                for (q, best) in queries.vectors.iter().zip(best.iter_mut()) {
-                    for (i, v) in (start..end).zip(rows.chunks_exact(dims)) {
-                        best.offer(dot_f32(q, v), i);
+                for (set, lanes) in sets.iter().zip(&lanes) {
+                    if lanes.is_empty() {
+                        continue;
+                    }
+                    // A set drawn within a correlated tag only serves that tag: skip other rows.
+                    let needs: Option<usize> = set.within.map(tag_index);
+                    for (j, q) in set.vectors.iter().enumerate() {
+                        for (r, v) in rows.chunks_exact(dims).enumerate() {
+                            let mask = masks[r];
+                            if needs.is_some_and(|t| mask & (1 << t) == 0) {
+                                continue;
+                            }
+                            let score = dot_f32(q, v);
+                            let i = start + r as u64;
+                            for &(ci, tag) in lanes {
+                                if tag.is_none_or(|t| mask & (1 << t) != 0) {
+                                    best[offsets[ci] + j].offer(score, i);
+                                }
+                            }
+                        }
                     }
                 }
                 best
             },
         )
         .reduce(
-            || vec![Best::new(keep); queries.len()],
+            || vec![Best::new(keep); heaps],
             |a, b| a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect(),
         );
-    let exact: Vec<Vec<(f64, u64)>> = best
-        .into_par_iter()
-        .zip(queries.vectors.par_iter())
-        .map(|(candidates, q)| {
-            let mut scored: Vec<(f64, u64)> = candidates
-                .items
+    // Exact re-rank: every candidate row regenerated once, its f64 distance to each query that kept it.
+    let mut wanted: Vec<(u64, usize)> = best
+        .iter()
+        .enumerate()
+        .flat_map(|(h, b)| b.items.iter().map(move |&(_, i)| (i, h)))
+        .collect();
+    wanted.sort_unstable();
+    let case_of = |h: usize| offsets.iter().rposition(|&o| o <= h).unwrap_or(0);
+    let query_of = |h: usize| {
+        let c = cases[case_of(h)];
+        let set = sets
+            .iter()
+            .find(|s| s.name() == c.set_name())
+            .expect("its set");
+        (set, h - offsets[case_of(h)])
+    };
+    let scored: Vec<(usize, f64, u64)> = wanted
+        .par_chunk_by(|a, b| a.0 == b.0)
+        .flat_map_iter(|group| {
+            let v = dataset.vector(group[0].0);
+            group
                 .iter()
-                .map(|&(_, i)| (crate::dataset::cosine_distance(q, &dataset.vector(i)), i))
-                .collect();
-            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            scored.truncate(k);
-            scored
+                .map(|&(i, h)| {
+                    let (set, j) = query_of(h);
+                    (h, crate::dataset::cosine_distance(&set.vectors[j], &v), i)
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
-    GroundTruth {
-        k,
-        ids: exact
-            .iter()
-            .map(|v| v.iter().map(|&(_, i)| dataset.row_id(i)).collect())
-            .collect(),
-        distances: exact
-            .iter()
-            .map(|v| v.iter().map(|&(d, _)| d).collect())
-            .collect(),
+    let mut per_heap: Vec<Vec<(f64, u64)>> = vec![Vec::new(); heaps];
+    for (h, d, i) in scored {
+        per_heap[h].push((d, i));
     }
+    for list in &mut per_heap {
+        list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        list.truncate(k);
+    }
+    let out = cases
+        .iter()
+        .enumerate()
+        .map(|(ci, &c)| {
+            let n = sets
+                .iter()
+                .find(|s| s.name() == c.set_name())
+                .map_or(0, QuerySet::len);
+            let lists = &per_heap[offsets[ci]..offsets[ci] + n];
+            (
+                c,
+                GroundTruth {
+                    k,
+                    ids: lists
+                        .iter()
+                        .map(|v| v.iter().map(|&(_, i)| dataset.row_id(i)).collect())
+                        .collect(),
+                    distances: lists
+                        .iter()
+                        .map(|v| v.iter().map(|&(d, _)| d).collect())
+                        .collect(),
+                },
+            )
+        })
+        .collect();
+    Truths {
+        k,
+        sets: sets.to_vec(),
+        cases: out,
+    }
+}
+
+fn tag_index(t: Tag) -> usize {
+    TAGS.iter().position(|x| *x == t).expect("a known tag")
 }
 
 /// recall@k of one result list: the fraction of the true top-k it contains. A returned neighbour
@@ -160,51 +372,96 @@ pub fn recall(truth_ids: &[Uuid], truth_distances: &[f64], got: &[(Uuid, f64)]) 
     found.min(k) as f64 / k as f64
 }
 
-/// Loads the ground truth stored for `truth_fingerprint`, if complete.
+/// Loads every case's truth stored for `truth_fingerprint`, if complete.
 pub async fn load(
     conn: &mut PgConnection,
     truth_fingerprint: &str,
-    n: usize,
+    sets: Vec<QuerySet>,
+    cases: &[Case],
     k: usize,
-) -> Result<Option<GroundTruth>> {
-    let rows: Vec<(Vec<Uuid>, Vec<f64>)> = sqlx::query_as(
-        "SELECT truth_ids, truth_distances FROM capacity_queries WHERE fingerprint = $1 ORDER BY query_no",
+) -> Result<Option<Truths>> {
+    let rows: Vec<(String, String, Vec<Uuid>, Vec<f64>)> = sqlx::query_as(
+        "SELECT query_set, filter, truth_ids, truth_distances FROM capacity_truth \
+         WHERE fingerprint = $1 ORDER BY query_set, filter, query_no",
     )
     .bind(truth_fingerprint)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await
     .context("reading the stored ground truth")?;
-    if rows.len() != n {
+    let vectors: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM capacity_query_vectors WHERE fingerprint = $1")
+            .bind(truth_fingerprint)
+            .fetch_one(&mut *conn)
+            .await
+            .context("reading the stored query sets")?;
+    if vectors != sets.iter().map(|s| s.len() as i64).sum::<i64>() {
         return Ok(None);
     }
-    let (ids, distances) = rows.into_iter().unzip();
-    Ok(Some(GroundTruth { k, ids, distances }))
+    let mut out = Vec::with_capacity(cases.len());
+    for &case in cases {
+        let (set, filter) = (case.set_name(), case.filter_name());
+        let (ids, distances): (Vec<Vec<Uuid>>, Vec<Vec<f64>>) = rows
+            .iter()
+            .filter(|r| r.0 == set && r.1 == filter)
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .unzip();
+        let n = sets
+            .iter()
+            .find(|s| s.name() == set)
+            .map_or(0, QuerySet::len);
+        if ids.len() != n {
+            return Ok(None);
+        }
+        out.push((case, GroundTruth { k, ids, distances }));
+    }
+    Ok(Some(Truths {
+        k,
+        sets,
+        cases: out,
+    }))
 }
 
-/// Replaces the stored query set and ground truth, in one transaction.
+/// Replaces the stored query sets and ground truth, in one transaction.
 pub async fn store(
     conn: &mut PgConnection,
     truth_fingerprint: &str,
-    queries: &QuerySet,
-    truth: &GroundTruth,
+    truths: &Truths,
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
-    sqlx::query("DELETE FROM capacity_queries")
+    sqlx::raw_sql("DELETE FROM capacity_query_vectors; DELETE FROM capacity_truth")
         .execute(&mut *tx)
         .await?;
-    for (j, v) in queries.vectors.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO capacity_queries (query_no, fingerprint, embedding, truth_ids, truth_distances)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(j as i32)
-        .bind(truth_fingerprint)
-        .bind(Vector::from(v.clone()))
-        .bind(&truth.ids[j])
-        .bind(&truth.distances[j])
-        .execute(&mut *tx)
-        .await
-        .context("storing the ground truth")?;
+    for set in &truths.sets {
+        for (j, v) in set.vectors.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO capacity_query_vectors (query_set, query_no, fingerprint, embedding) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(set.name())
+            .bind(j as i32)
+            .bind(truth_fingerprint)
+            .bind(Vector::from(v.clone()))
+            .execute(&mut *tx)
+            .await
+            .context("storing the query sets")?;
+        }
+    }
+    for (case, truth) in &truths.cases {
+        for (j, (ids, distances)) in truth.ids.iter().zip(&truth.distances).enumerate() {
+            sqlx::query(
+                "INSERT INTO capacity_truth (query_set, filter, query_no, fingerprint, truth_ids, truth_distances) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(case.set_name())
+            .bind(case.filter_name())
+            .bind(j as i32)
+            .bind(truth_fingerprint)
+            .bind(ids)
+            .bind(distances)
+            .execute(&mut *tx)
+            .await
+            .context("storing the ground truth")?;
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -189,6 +189,18 @@ pub enum Metric {
     /// recall@k over the query set: mean, and the worst query's.
     RecallMean,
     RecallMin,
+    /// recall@k over another query distribution's set (`recall_mean_near-duplicate`): mean, worst.
+    RecallMeanOf(String),
+    RecallMinOf(String),
+    /// The share of queries that returned fewer rows than k (or than the filter matches, if fewer).
+    ShortShare,
+    /// Rows the filter matches / all rows.
+    Selectivity,
+    /// `hnsw.max_scan_tuples` the iterative scan ran with.
+    MaxScanTuples,
+    /// 1 when the planner, left alone, would answer this query without the HNSW index (an exact
+    /// scan of the filter's matches).
+    PlannerPrefersExact,
     /// Criterion's median time per iteration, ms.
     CriterionMedianMs,
     /// pgbench running the same statement: its average latency (ms) and transactions/s.
@@ -230,7 +242,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 35] = [
+const NAMED: [(&str, Metric); 39] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -241,6 +253,10 @@ const NAMED: [(&str, Metric); 35] = [
     ("ef_search", Metric::EfSearch),
     ("recall_mean", Metric::RecallMean),
     ("recall_min", Metric::RecallMin),
+    ("short_share", Metric::ShortShare),
+    ("selectivity", Metric::Selectivity),
+    ("max_scan_tuples", Metric::MaxScanTuples),
+    ("planner_prefers_exact", Metric::PlannerPrefersExact),
     ("criterion_median_ms", Metric::CriterionMedianMs),
     ("pgbench_latency_avg_ms", Metric::PgbenchLatencyAvgMs),
     ("pgbench_tps", Metric::PgbenchTps),
@@ -301,11 +317,13 @@ impl Metric {
             Seconds | DurationS => Unit::Seconds,
             Rps | Qps | EvalsPerSecond | PgbenchTps | RedisBenchmarkRps | RefillPerSecond
             | SendRate | KneeRps => Unit::PerSecond,
-            ErrorRate | RecallMean | RecallMin => Unit::Fraction,
+            ErrorRate | RecallMean | RecallMin | RecallMeanOf(_) | RecallMinOf(_) | ShortShare
+            | Selectivity => Unit::Fraction,
             OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
-            MeetsSlo => Unit::Flag,
-            Status(_) | Count | Failures | EfSearch | Capacity | Attempts | Allowed | Denied
-            | TheoreticalAllowed | Users | Connections | KneeUsers | KneeConnections => Unit::Count,
+            MeetsSlo | PlannerPrefersExact => Unit::Flag,
+            MaxScanTuples | Status(_) | Count | Failures | EfSearch | Capacity | Attempts
+            | Allowed | Denied | TheoreticalAllowed | Users | Connections | KneeUsers
+            | KneeConnections => Unit::Count,
         }
     }
 
@@ -320,7 +338,7 @@ impl Metric {
         use Metric::*;
         Some(match self {
             Count | EfSearch | Users | Connections | SloP99Ms | Capacity | RefillPerSecond
-            | SendRate | Attempts | DurationS => return None,
+            | SendRate | Attempts | DurationS | Selectivity | MaxScanTuples => return None,
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {
                 Rule::Quantile(s.quantile().expect("a percentile"))
             }
@@ -328,8 +346,8 @@ impl Metric {
             Qps | Rps | EvalsPerSecond | KneeRps | KneeUsers | KneeConnections => {
                 Rule::HigherBetter
             }
-            RecallMean => Rule::Recall,
-            ErrorRate => Rule::ErrorRate,
+            RecallMean | RecallMeanOf(_) => Rule::Recall,
+            ErrorRate | ShortShare => Rule::ErrorRate,
             _ => Rule::Info,
         })
     }
@@ -349,6 +367,7 @@ impl Metric {
                 | KneeUsers
                 | KneeConnections
                 | RecallMean
+                | RecallMeanOf(_)
                 | ErrorRate
         )
     }
@@ -376,6 +395,8 @@ impl fmt::Display for Metric {
             Metric::ServerStageP50(stage) => write!(f, "server_{stage}_p50_ms"),
             Metric::Status(code) => write!(f, "status_{code}"),
             Metric::KneeP99Ms => f.write_str("knee_p99_ms"),
+            Metric::RecallMeanOf(d) => write!(f, "recall_mean_{d}"),
+            Metric::RecallMinOf(d) => write!(f, "recall_min_{d}"),
             named => {
                 let (name, _) = NAMED
                     .iter()
@@ -401,6 +422,12 @@ impl FromStr for Metric {
         }
         if name == "knee_p99_ms" {
             return Ok(Metric::KneeP99Ms);
+        }
+        if let Some(d) = name.strip_prefix("recall_mean_").filter(|d| !d.is_empty()) {
+            return Ok(Metric::RecallMeanOf(d.to_string()));
+        }
+        if let Some(d) = name.strip_prefix("recall_min_").filter(|d| !d.is_empty()) {
+            return Ok(Metric::RecallMinOf(d.to_string()));
         }
         let stat = |prefix: &str| {
             name.strip_prefix(prefix)
@@ -457,6 +484,8 @@ mod tests {
             Metric::Status(429),
             Metric::ServerStageP50("embed".into()),
             Metric::ServerStageP50("db_pool".into()),
+            Metric::RecallMeanOf("near-duplicate".into()),
+            Metric::RecallMinOf("ood".into()),
         ]);
         all
     }

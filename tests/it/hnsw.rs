@@ -6,8 +6,8 @@ use crate::common;
 use capbench::bench::hnsw::{self, Mode};
 use capbench::bench::{BenchArgs, LatencySummary};
 use capbench::config::{Config, IndexParams};
-use capbench::dataset::Dataset;
-use capbench::db::truth::{self, GroundTruth};
+use capbench::dataset::{Dataset, Distribution, TAGS, Tag};
+use capbench::db::truth::{self, Case, GroundTruth};
 use capbench::db::{self, schema, search};
 use capbench::record::{
     self, Environment, HnswParameters, Metric, Parameters, ResultEntry, RunRecord,
@@ -227,61 +227,119 @@ fn truth_config() -> Config {
     cfg
 }
 
+/// PostgreSQL's exact answer (no index) to query `q` filtered by `tags` equals the stored truth:
+/// the same length, the same distances rank by rank, the same ids except where distances tie.
+async fn assert_exact_agrees(
+    conn: &mut sqlx::PgConnection,
+    q: &[f32],
+    tags: &[String],
+    truth: &GroundTruth,
+    j: usize,
+    what: &str,
+) {
+    let q = Vector::from(q.to_vec());
+    let plan = search::explain_filtered(conn, &q, 10, tags).await.unwrap();
+    assert!(
+        !plan.iter().any(|l| l.contains("Index")),
+        "exact search must use no index: {plan:?}"
+    );
+    let exact = search::search_filtered(conn, &q, 10, tags).await.unwrap();
+    let (ids, distances) = (&truth.ids[j], &truth.distances[j]);
+    assert_eq!(
+        exact.len(),
+        ids.len(),
+        "{what} query {j}: PostgreSQL's row count"
+    );
+    let last = ids.len().saturating_sub(1);
+    for (r, hit) in exact.iter().enumerate() {
+        assert!(
+            (hit.distance - distances[r]).abs() < truth::TIE_EPSILON,
+            "{what} query {j} rank {r}: PostgreSQL {} vs truth {}",
+            hit.distance,
+            distances[r]
+        );
+        if hit.id != ids[r] {
+            // Only a tie may swap places: the other id must sit at the same distance in the truth.
+            let at = ids.iter().position(|id| *id == hit.id);
+            let tied = at.is_some_and(|a| (distances[a] - hit.distance).abs() < truth::TIE_EPSILON)
+                || (r == last && (hit.distance - distances[last]).abs() < truth::TIE_EPSILON);
+            assert!(
+                tied,
+                "{what} query {j} rank {r}: PostgreSQL has {}, truth has {}",
+                hit.id, ids[r]
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ground_truth_equals_postgres_exact_search() {
     let (cfg, url) = common::fresh_database("truth", truth_config()).await;
     ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await
         .unwrap();
-    let (queries, truth, computed) = ensure_truth(&cfg, &url).await.unwrap();
+    let (truths, computed) = ensure_truth(&cfg, &url).await.unwrap();
     assert!(computed.is_some(), "first call computes");
-    assert_eq!((truth.ids.len(), truth.k), (40, 10));
+    assert_eq!(
+        truths.cases.len(),
+        3 * (1 + TAGS.len()),
+        "every distribution × (no filter + 8 tags)"
+    );
+    assert_eq!(
+        truths.sets.len(),
+        3 * 5,
+        "a plain set per distribution, one per correlated tag"
+    );
+    let (heldout, truth) = truths.heldout();
+    assert_eq!((heldout.len(), truth.ids.len(), truth.k), (40, 40, 10));
+    assert_eq!(
+        heldout,
+        &Dataset::new(cfg.dataset.clone()).queries(40),
+        "the held-out set is the one queries() draws"
+    );
 
     let mut conn = db::connect(&url).await.unwrap();
     sqlx::raw_sql("SET enable_indexscan = off; SET enable_bitmapscan = off")
         .execute(&mut conn)
         .await
         .unwrap();
-    for j in (0..40).step_by(4) {
-        let q = Vector::from(queries.vectors[j].clone());
-        let plan = search::explain(&mut conn, &q, 10).await.unwrap();
-        assert!(
-            !search::plan_uses_index(&plan, schema::HNSW_INDEX),
-            "exact search must not use the index"
-        );
-        let exact = search::search(&mut conn, &q, 10).await.unwrap();
-        assert_eq!(exact.len(), 10);
-        for (r, hit) in exact.iter().enumerate() {
-            let want = truth.distances[j][r];
+    // Every case, on a few of its queries: unfiltered and filtered, all three distributions.
+    for (case, truth) in &truths.cases {
+        let (set, _) = truths.get(*case).unwrap();
+        let tags: Vec<String> = case.filter.iter().map(|t| t.name()).collect();
+        if let Some(t) = case.filter {
+            let matches = t.count(cfg.dataset.rows) as usize;
             assert!(
-                (hit.distance - want).abs() < truth::TIE_EPSILON,
-                "query {j} rank {r}: PostgreSQL {} vs truth {want}",
-                hit.distance
+                truth.ids.iter().all(|ids| ids.len() == matches.min(10)),
+                "{}: a filter matching {matches} rows keeps min(10, {matches})",
+                case.label()
             );
-            if hit.id != truth.ids[j][r] {
-                // Only a tie may swap places: the other id must sit at the same distance in the truth.
-                let at = truth.ids[j].iter().position(|id| *id == hit.id);
-                let tied = at.is_some_and(|a| {
-                    (truth.distances[j][a] - hit.distance).abs() < truth::TIE_EPSILON
-                }) || (r == 9
-                    && (hit.distance - truth.distances[j][9]).abs() < truth::TIE_EPSILON);
-                assert!(
-                    tied,
-                    "query {j} rank {r}: PostgreSQL has {}, truth has {}",
-                    hit.id, truth.ids[j][r]
-                );
-            }
+        }
+        for j in (0..set.len()).step_by(13) {
+            assert_exact_agrees(&mut conn, &set.vectors[j], &tags, truth, j, &case.label()).await;
         }
     }
 
     // Stored with the dataset: the next call reads it back instead of recomputing.
-    let (_, again, computed) = ensure_truth(&cfg, &url).await.unwrap();
+    let (again, computed) = ensure_truth(&cfg, &url).await.unwrap();
     assert!(computed.is_none(), "second call must read the stored truth");
-    assert_eq!(again, truth);
-    // And brute force is deterministic.
+    assert_eq!(again, truths);
+    // And brute force is deterministic, one set alone or all cases at once.
     let data = Dataset::new(cfg.dataset.clone());
-    let recomputed: GroundTruth = truth::compute(&data, &queries, 10);
+    let recomputed: GroundTruth = truth::compute(&data, heldout, 10);
     assert_eq!(recomputed.ids, truth.ids);
+    // The stored query vectors are the sets' (psql can reproduce a figure from them).
+    let stored: Vector = sqlx::query_scalar(
+        "SELECT embedding FROM capacity_query_vectors WHERE query_set = 'near-duplicate/c1' AND query_no = 3",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let c1 = Case {
+        distribution: Distribution::NearDuplicate,
+        filter: Tag::parse("c1"),
+    };
+    assert_eq!(stored.as_slice(), &truths.get(c1).unwrap().0.vectors[3][..]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

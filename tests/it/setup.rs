@@ -299,7 +299,7 @@ async fn a_traces_table_capbench_did_not_create_is_never_replaced_silently() {
     // Refused means untouched: no table and no extension of capbench's was created.
     let created: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
-         WHERE relname IN ('users', 'api_keys', 'capacity_meta', 'capacity_queries') ORDER BY 1",
+         WHERE relname IN ('users', 'api_keys', 'capacity_meta', 'capacity_query_vectors', 'capacity_truth') ORDER BY 1",
     )
     .fetch_all(&mut conn)
     .await

@@ -16,9 +16,9 @@ pub struct PgbenchResult {
     pub tps: f64,
 }
 
-/// The pgbench script for THE search query, its vector read from `capacity_queries`.
+/// The pgbench script for THE search query, its vector read from `capacity_query_vectors` (the held-out set).
 pub fn pgbench_script(queries: usize, k: i64) -> String {
-    let vector = "(SELECT embedding FROM capacity_queries WHERE query_no = :qid)";
+    let vector = "(SELECT embedding FROM capacity_query_vectors WHERE query_set = 'heldout' AND query_no = :qid)";
     let sql = search::SEARCH_SQL
         .replace("$1", vector)
         .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))

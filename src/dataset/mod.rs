@@ -16,8 +16,14 @@ use uuid::Uuid;
 
 use crate::config::{DatasetParams, IndexParams};
 
+mod queries;
+mod tags;
+
+pub use queries::{Distribution, NEAR_DUPLICATE_NOISE_NORM, QuerySet, set_name};
+pub use tags::{Correlation, SHARES_BP, TAGS, Tag};
+
 /// Bumped whenever the generator's output changes for the same parameters.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// The embedding model every generated trace claims (the seeds' model).
 pub const EMBEDDING_MODEL_ID: &str = "text-embedding-3-small";
@@ -28,12 +34,14 @@ pub const CONTRIBUTOR_EMAIL: &str = "capacity-test@commontrace.internal";
 /// Random-stream domains: distinct keys, so no two kinds of draw ever share a stream.
 #[derive(Clone, Copy)]
 #[repr(u64)]
-enum Domain {
+pub(crate) enum Domain {
     Base = 0x6261_7365,         // "base"
     Noise = 0x6e6f_6973,        // "nois"
     Metadata = 0x6d65_7461,     // "meta"
     QueryCluster = 0x636c_7573, // "clus"
     QueryNoise = 0x7175_6572,   // "quer"
+    QueryRow = 0x726f_7773,     // "rows"
+    QueryOther = 0x6f74_6872,   // "othr"
 }
 
 /// The RNG for draw `index` of `domain`: the three words mixed by SplitMix64 steps, then
@@ -43,7 +51,7 @@ pub fn stream(seed: u64, domain: u64, index: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(key)
 }
 
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -60,6 +68,8 @@ pub struct TraceRow {
     pub embedding: Vec<f32>,
     /// Seconds after 2026-01-01T00:00:00Z (deterministic creation times, one second apart).
     pub created_offset_s: i64,
+    /// Its filterable tags ([`tags`]).
+    pub tags: Vec<Tag>,
 }
 
 /// The generator: parameters plus the base vectors every row is drawn around.
@@ -115,9 +125,21 @@ impl Dataset {
 
     /// base[cluster] + σ·N(0, 1) from stream (`domain`, `index`), renormalized.
     pub(crate) fn noisy_copy(&self, cluster: usize, domain: u64, index: u64, out: &mut [f32]) {
-        let sigma = self.params.sigma;
+        let center = self.base(cluster);
+        self.noisy_around(center, self.params.sigma, domain, index, out);
+    }
+
+    /// `center` + `sigma`·N(0, 1) from stream (`domain`, `index`), renormalized.
+    pub(crate) fn noisy_around(
+        &self,
+        center: &[f32],
+        sigma: f32,
+        domain: u64,
+        index: u64,
+        out: &mut [f32],
+    ) {
         let mut rng = stream(self.params.seed, domain, index);
-        for (x, b) in out.iter_mut().zip(self.base(cluster)) {
+        for (x, b) in out.iter_mut().zip(center) {
             let z: f32 = rng.sample(StandardNormal);
             *x = b + sigma * z;
         }
@@ -151,6 +173,7 @@ impl Dataset {
             solution_text,
             embedding,
             created_offset_s: i as i64,
+            tags: self.tags_of(i),
         }
     }
 }
@@ -171,47 +194,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
         .sum();
     lanes.iter().sum::<f64>() + tail
-}
-
-/// The deterministic query set: each query is a random cluster's base vector plus the dataset's
-/// noise — the dataset's own distribution — drawn from streams of its own (never a row's).
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuerySet {
-    pub vectors: Vec<Vec<f32>>,
-    /// The cluster each query was drawn around.
-    pub clusters: Vec<usize>,
-}
-
-impl QuerySet {
-    pub fn len(&self) -> usize {
-        self.vectors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.vectors.is_empty()
-    }
-}
-
-impl Dataset {
-    /// The first `n` queries of this dataset's query set (query j never depends on n).
-    pub fn queries(&self, n: u32) -> QuerySet {
-        let clusters: Vec<usize> = (0..u64::from(n))
-            .map(|j| {
-                stream(self.params.seed, Domain::QueryCluster as u64, j)
-                    .random_range(0..self.params.clusters as usize)
-            })
-            .collect();
-        let vectors = clusters
-            .iter()
-            .enumerate()
-            .map(|(j, &c)| {
-                let mut v = vec![0f32; self.dims()];
-                self.noisy_copy(c, Domain::QueryNoise as u64, j as u64, &mut v);
-                v
-            })
-            .collect();
-        QuerySet { vectors, clusters }
-    }
 }
 
 /// Scales `v` to unit length (norm accumulated in f64); leaves a zero vector alone.
