@@ -102,6 +102,77 @@ pub enum RedisFailure {
     Closed,
 }
 
+/// pgvector 0.8's `hnsw.iterative_scan`: whether an HNSW scan whose rows a filter removed goes on
+/// scanning the graph (bounded by `hnsw.max_scan_tuples`) until it has enough rows.
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum IterativeScan {
+    /// pgvector's default: one scan of ef_search candidates; a selective filter leaves fewer rows.
+    Off,
+    /// Scan on, results in exact distance order.
+    StrictOrder,
+    /// Scan on, results may be slightly out of order (cheaper; re-sort in SQL if it matters).
+    RelaxedOrder,
+}
+
+impl IterativeScan {
+    pub const ALL: [IterativeScan; 3] = [
+        IterativeScan::Off,
+        IterativeScan::StrictOrder,
+        IterativeScan::RelaxedOrder,
+    ];
+
+    /// The setting's value: `off`, `strict_order`, `relaxed_order`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IterativeScan::Off => "off",
+            IterativeScan::StrictOrder => "strict_order",
+            IterativeScan::RelaxedOrder => "relaxed_order",
+        }
+    }
+}
+
+/// A query distribution (src/dataset/queries.rs draws each; docs/recall.md says what they mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Distribution {
+    Heldout,
+    NearDuplicate,
+    OutOfDistribution,
+}
+
+impl Distribution {
+    pub const ALL: [Distribution; 3] = [
+        Distribution::Heldout,
+        Distribution::NearDuplicate,
+        Distribution::OutOfDistribution,
+    ];
+
+    /// `heldout`, `near-duplicate`, `ood`: the name in configuration, records and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Distribution::Heldout => "heldout",
+            Distribution::NearDuplicate => "near-duplicate",
+            Distribution::OutOfDistribution => "ood",
+        }
+    }
+
+    /// One line on how the queries are drawn.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Distribution::Heldout => "new draws from the data's own distribution",
+            Distribution::NearDuplicate => "stored rows plus noise of norm 0.5 (cosine ≈ 0.9)",
+            Distribution::OutOfDistribution => "noise around midpoints of two clusters",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Distribution> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
 /// The reference search service (`serve`, and the in-process service of the benches).
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct ServiceParams {
@@ -120,6 +191,10 @@ pub struct ServiceParams {
     /// hnsw.ef_search of the service's connections (the seeds' 64).
     #[arg(long, env = "CAPBENCH_SEARCH_EF_SEARCH", default_value_t = 64, value_parser = parse_ef_search)]
     pub search_ef_search: u32,
+    /// hnsw.iterative_scan of the service's connections (pgvector ≥ 0.8): with `off`, pgvector's
+    /// default, a selective `tags` filter silently returns fewer results than asked for.
+    #[arg(long, env = "CAPBENCH_SEARCH_ITERATIVE_SCAN", value_enum, default_value_t = IterativeScan::Off)]
+    pub search_iterative_scan: IterativeScan,
     /// When Redis is down: serve unlimited (open) or refuse with 503 (closed).
     #[arg(long, env = "CAPBENCH_ON_REDIS_ERROR", value_enum, default_value_t = RedisFailure::Open)]
     pub on_redis_error: RedisFailure,
@@ -183,6 +258,17 @@ pub struct BenchParams {
     /// Size of the query set (drawn from the dataset's distribution, with exact top-k ground truth).
     #[arg(long, env = "CAPBENCH_QUERIES", default_value_t = 1000, value_parser = parse_queries)]
     pub queries: u32,
+    /// hnsw.ef_search values of the filtered bench (hnsw_filtered; comma-separated).
+    #[arg(long, env = "CAPBENCH_FILTERED_EF_SEARCH", value_delimiter = ',', default_values_t = [40, 100], value_parser = parse_ef_search)]
+    pub filtered_ef_search: Vec<u32>,
+    /// The raised hnsw.max_scan_tuples the filtered bench runs relaxed_order with, beside pgvector's
+    /// default (20,000).
+    #[arg(long, env = "CAPBENCH_RAISED_MAX_SCAN_TUPLES", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub raised_max_scan_tuples: u32,
+    /// The query distribution the filtered bench (and `load`'s recall) draws from: heldout,
+    /// near-duplicate or ood (docs/recall.md). The hnsw bench scores all three.
+    #[arg(long, env = "CAPBENCH_QUERY_SET", default_value = "heldout", value_parser = parse_distribution)]
+    pub query_set: Distribution,
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
@@ -401,6 +487,15 @@ fn parse_sigma(s: &str) -> Result<f32, String> {
         return Err(format!("sigma must be a finite number >= 0, got {s}"));
     }
     Ok(x)
+}
+
+fn parse_distribution(s: &str) -> Result<Distribution, String> {
+    Distribution::parse(s).ok_or_else(|| {
+        format!(
+            "unknown query set '{s}' (one of {})",
+            Distribution::ALL.map(|d| d.name()).join(", ")
+        )
+    })
 }
 
 fn parse_ef_search(s: &str) -> Result<u32, String> {

@@ -139,7 +139,7 @@ struct State {
 }
 
 async fn read_state(conn: &mut PgConnection) -> Result<State> {
-    let columns: Vec<&str> = load::COPY_COLUMNS.split(',').map(str::trim).collect();
+    let columns: Vec<&str> = load::V1_COLUMNS.split(',').map(str::trim).collect();
     let (traces_exists, dims, shaped, meta_exists, users_exist): (
         bool,
         Option<i32>,

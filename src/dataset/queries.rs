@@ -16,47 +16,7 @@ use rand::RngExt;
 
 use super::{Dataset, Domain, Tag, normalize, stream};
 
-/// A query distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Distribution {
-    Heldout,
-    NearDuplicate,
-    OutOfDistribution,
-}
-
-impl Distribution {
-    pub const ALL: [Distribution; 3] = [
-        Distribution::Heldout,
-        Distribution::NearDuplicate,
-        Distribution::OutOfDistribution,
-    ];
-
-    /// `heldout`, `near-duplicate`, `ood`: the name in configuration, records and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Distribution::Heldout => "heldout",
-            Distribution::NearDuplicate => "near-duplicate",
-            Distribution::OutOfDistribution => "ood",
-        }
-    }
-
-    /// One line on how the queries are drawn.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Distribution::Heldout => "new draws from the data's own distribution",
-            Distribution::NearDuplicate => "stored rows plus noise of norm 0.5 (cosine ≈ 0.9)",
-            Distribution::OutOfDistribution => "noise around midpoints of two clusters",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Distribution> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    fn code(self) -> u64 {
-        self as u64
-    }
-}
+pub use crate::config::Distribution;
 
 /// The norm of the noise a near-duplicate query adds to its row (unit norm): cosine ≈ 1/√1.25.
 pub const NEAR_DUPLICATE_NOISE_NORM: f32 = 0.5;
@@ -105,7 +65,7 @@ impl Dataset {
     /// correlated tag `within` when given (query j never depends on n).
     pub fn query_set(&self, distribution: Distribution, within: Option<Tag>, n: u32) -> QuerySet {
         // The held-out set without a tag keeps the streams of generator version 1.
-        let key = (distribution.code() << 40) | (within.map_or(0, Tag::code) << 48);
+        let key = ((distribution as u64) << 40) | (within.map_or(0, Tag::code) << 48);
         let domain = |d: Domain| d as u64 | key;
         let clusters_range =
             within.map_or(0..self.params.clusters as usize, |t| self.clusters_of(t));

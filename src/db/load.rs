@@ -11,7 +11,13 @@ use uuid::Uuid;
 
 use crate::dataset::{Dataset, EMBEDDING_MODEL_ID, TraceRow};
 
-/// The columns, in the order `encode_row` writes them.
+/// The columns every traces table capbench has made carries (generator version 1 had no `tags`):
+/// what setup checks to know a table as its own, and carries from an older one.
+pub const V1_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
+     status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, agent_model, \
+     agent_version, created_at";
+
+/// The columns, in the order `encode_row` writes them: [`V1_COLUMNS`], then `tags`.
 pub const COPY_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
      status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, agent_model, \
      agent_version, created_at, tags";
@@ -215,4 +221,37 @@ fn join_generator(producer: std::thread::JoinHandle<()>) -> Result<()> {
             .unwrap_or_else(|| "no message".into());
         anyhow!("the row generator panicked: {message}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_columns_extend_version_1s() {
+        assert_eq!(COPY_COLUMNS, format!("{V1_COLUMNS}, tags"));
+        assert_eq!(COPY_COLUMNS.split(',').count(), FIELD_COUNT as usize);
+    }
+
+    #[test]
+    fn text_arrays_encode_as_postgres_reads_them() {
+        let mut buf = Vec::new();
+        encode_text_array(&mut buf, &["u1".into(), "c50".into()]);
+        let mut want = Vec::new();
+        for word in [12 + 8 + 6 + 7, 1, 0, 25, 2, 1] {
+            want.extend_from_slice(&(word as i32).to_be_bytes());
+        }
+        want.extend_from_slice(&2i32.to_be_bytes());
+        want.extend_from_slice(b"u1");
+        want.extend_from_slice(&3i32.to_be_bytes());
+        want.extend_from_slice(b"c50");
+        assert_eq!(buf, want);
+        let mut empty = Vec::new();
+        encode_text_array(&mut empty, &[]);
+        assert_eq!(
+            empty.len(),
+            4 + 12,
+            "length, then ndim 0, flags, element type"
+        );
+    }
 }

@@ -8,6 +8,7 @@ use pgvector::Vector;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::config::IterativeScan;
 use crate::dataset::EMBEDDING_MODEL_ID;
 
 /// The search query's text with `$filter` (a condition, or nothing) added to its WHERE clause.
@@ -209,10 +210,40 @@ pub async fn check_plan(
     Ok(plan)
 }
 
-/// A pool of `size` connections for the search query: `ef_search` set once as each connects (a
-/// search is then one round trip, not BEGIN / SET LOCAL / query / COMMIT — the hnsw_txn bench shows
-/// that cost), and no health-check round trip per acquire (a broken connection fails its query).
-pub fn search_pool_options(ef_search: u32, size: u32) -> sqlx::postgres::PgPoolOptions {
+/// `hnsw.iterative_scan` and `hnsw.max_scan_tuples` (pgvector ≥ 0.8) for the session, or for the
+/// transaction when `local`. `max_scan_tuples` None leaves pgvector's default (20,000).
+pub async fn set_iterative_scan(
+    conn: &mut PgConnection,
+    mode: IterativeScan,
+    max_scan_tuples: Option<u32>,
+    local: bool,
+) -> Result<()> {
+    sqlx::query(SET_ITERATIVE_SCAN_SQL)
+        .bind(mode.as_str())
+        .bind(max_scan_tuples.map(|n| n.to_string()))
+        .bind(local)
+        .execute(conn)
+        .await
+        .context(
+            "setting hnsw.iterative_scan (pgvector 0.8 or later has it; `SELECT extversion FROM pg_extension \
+             WHERE extname = 'vector'` shows yours)",
+        )?;
+    Ok(())
+}
+
+/// `$1` the mode, `$2` max_scan_tuples or NULL (then reset to its default), `$3` local.
+const SET_ITERATIVE_SCAN_SQL: &str = "SELECT set_config('hnsw.iterative_scan', $1, $3), \
+     set_config('hnsw.max_scan_tuples', coalesce($2, (SELECT boot_val FROM pg_settings WHERE name = 'hnsw.max_scan_tuples')), $3)";
+
+/// A pool of `size` connections for the search query: `ef_search` (and the iterative scan, when
+/// not `off`) set once as each connects (a search is then one round trip, not BEGIN / SET LOCAL /
+/// query / COMMIT — the hnsw_txn bench shows that cost), and no health-check round trip per
+/// acquire (a broken connection fails its query).
+pub fn search_pool_options(
+    ef_search: u32,
+    iterative_scan: IterativeScan,
+    size: u32,
+) -> sqlx::postgres::PgPoolOptions {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(size)
         .test_before_acquire(false)
@@ -221,8 +252,16 @@ pub fn search_pool_options(ef_search: u32, size: u32) -> sqlx::postgres::PgPoolO
                 sqlx::query(SET_EF_SEARCH_SQL)
                     .bind(ef_search.to_string())
                     .bind(false)
-                    .execute(conn)
+                    .execute(&mut *conn)
                     .await?;
+                if iterative_scan != IterativeScan::Off {
+                    sqlx::query(SET_ITERATIVE_SCAN_SQL)
+                        .bind(iterative_scan.as_str())
+                        .bind(None::<String>)
+                        .bind(false)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 Ok(())
             })
         })

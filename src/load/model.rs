@@ -585,15 +585,19 @@ async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::P
         .parse()
         .with_context(|| format!("invalid database URL {}", crate::secrets::redact(url)))?;
     let limit = crate::db::connect_timeout();
-    crate::db::search::search_pool_options(ef_search, size.clamp(1, 1000) as u32)
-        .acquire_timeout(limit)
-        .connect_with(options)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {} (within {}, --connect-timeout)",
-                crate::secrets::redact(url),
-                humantime::format_duration(limit)
-            )
-        })
+    crate::db::search::search_pool_options(
+        ef_search,
+        crate::config::IterativeScan::Off,
+        size.clamp(1, 1000) as u32,
+    )
+    .acquire_timeout(limit)
+    .connect_with(options)
+    .await
+    .with_context(|| {
+        format!(
+            "connecting to {} (within {}, --connect-timeout)",
+            crate::secrets::redact(url),
+            humantime::format_duration(limit)
+        )
+    })
 }

@@ -81,9 +81,13 @@ impl AppState {
                 )
             })?
             .log_statements(tracing::log::LevelFilter::Off);
-        let pool = crate::db::search::search_pool_options(ef, config.service.pool_size)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_lazy_with(options);
+        let pool = crate::db::search::search_pool_options(
+            ef,
+            config.service.search_iterative_scan,
+            config.service.pool_size,
+        )
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(options);
         let limiter = TokenBucket::connect(redis_url).await?;
         let embedder: Arc<dyn Embedder> = match &config.service.embeddings_url {
             Some(url) => Arc::new(OpenAiEmbedder::new(
@@ -323,6 +327,7 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
         redis = %crate::secrets::redact(&redis_url),
         embeddings = %service.embeddings_url.as_deref().map_or_else(|| "built-in".into(), crate::secrets::redact),
         ef_search = service.search_ef_search,
+        iterative_scan = service.search_iterative_scan.as_str(),
         pool_size = service.pool_size,
         read_per_minute = service.rate_limit_read_per_minute,
         write_per_minute = service.rate_limit_write_per_minute,

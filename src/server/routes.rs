@@ -182,6 +182,32 @@ struct SearchRequest {
     q: String,
     #[serde(default = "default_limit")]
     limit: i64,
+    /// Every result carries all of these tags (THE search query's filtered form).
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// At most this many tags in a search's filter, each 1..=64 characters of `[a-z0-9._-]`.
+pub const MAX_FILTER_TAGS: usize = 8;
+
+fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > MAX_FILTER_TAGS {
+        return Err(ApiError::Unprocessable(format!(
+            "tags: at most {MAX_FILTER_TAGS} tags, got {}",
+            tags.len()
+        )));
+    }
+    for t in tags {
+        let ok = (1..=64).contains(&t.len())
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !ok {
+            return Err(ApiError::Unprocessable(
+                "tags: each tag is 1 to 64 characters of a-z, 0-9, '.', '_' or '-'".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_limit() -> i64 {
@@ -230,12 +256,13 @@ async fn search_traces(
             "limit must be between 1 and 50".into(),
         ));
     }
+    check_tags(&req.tags)?;
     let limit = st.read_limit();
     let bucket_key = key(&user.to_string(), Bucket::Read);
     let candidates = ann_candidates(st.params.search_ef_search, req.limit);
     let decision = st.take(&bucket_key, limit, "read").await?;
     timing.mark("ratelimit");
-    let (hits, stages) = find_candidates(&st, q, candidates).await?;
+    let (hits, stages) = find_candidates(&st, q, candidates, &req.tags).await?;
     stages.into_iter().for_each(|(n, d)| timing.add(n, d));
     let mut results: Vec<SearchResult> = hits
         .into_iter()
@@ -269,13 +296,16 @@ async fn find_candidates(
     st: &AppState,
     q: &str,
     candidates: i64,
+    tags: &[String],
 ) -> Result<(Vec<search::Hit>, [(&'static str, Duration); 3]), ApiError> {
     let t0 = Instant::now();
     let embedding = st.embed(q).await?;
     let t1 = Instant::now();
     let mut conn = st.pool.acquire().await.map_err(|e| st.db_error(e))?;
     let t2 = Instant::now();
-    let hits = match search::search(&mut conn, &Vector::from(embedding), candidates).await {
+    let hits = match search::search_filtered(&mut conn, &Vector::from(embedding), candidates, tags)
+        .await
+    {
         Ok(hits) => st.db(Ok(hits))?,
         Err(e) => match e.downcast::<sqlx::Error>() {
             Ok(db) => st.db(Err(db))?,
@@ -355,6 +385,9 @@ struct TraceRequest {
     title: String,
     context_text: String,
     solution_text: String,
+    /// Its tags (searchable with a search's `tags` filter).
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 async fn create_trace(
@@ -367,6 +400,7 @@ async fn create_trace(
     check_text("title", &req.title, 500)?;
     check_text("context_text", &req.context_text, 20_000)?;
     check_text("solution_text", &req.solution_text, 20_000)?;
+    check_tags(&req.tags)?;
     let limit = st.write_limit();
     let decision = st
         .take(&key(&user.to_string(), Bucket::Write), limit, "write")
@@ -374,8 +408,8 @@ async fn create_trace(
     let embedding = st.embed(&req.title).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
-        "INSERT INTO traces (id, title, context_text, solution_text, embedding, embedding_model_id, status, contributor_id)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
+        "INSERT INTO traces (id, title, context_text, solution_text, embedding, embedding_model_id, status, contributor_id, tags)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
     )
     .bind(id)
     .bind(&req.title)
@@ -384,6 +418,7 @@ async fn create_trace(
     .bind(Vector::from(embedding))
     .bind(st.embedder.model_id())
     .bind(user)
+    .bind(&req.tags)
     .execute(&st.pool)
     .await;
     st.db(inserted)?;

@@ -138,6 +138,20 @@ pub(super) async fn build(
     //    to the swap, so no row written meanwhile is lost with the old table.
     let target = stack::quote_ident(&target_schema);
     let kept_rows = if carry {
+        // A table of generator version 1 has no tags: its rows come over with none.
+        let has_tags: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname = 'tags' AND NOT attisdropped)",
+        )
+        .bind(format!("{target}.traces"))
+        .fetch_one(&mut *tx)
+        .await
+        .context("reading the current traces table's columns")?;
+        let cols = if has_tags {
+            load::COPY_COLUMNS
+        } else {
+            load::V1_COLUMNS
+        };
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "LOCK TABLE {target}.traces IN EXCLUSIVE MODE"
         )))
@@ -146,8 +160,7 @@ pub(super) async fn build(
         .context("locking the current traces table against writes until the swap")?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO traces ({cols}) SELECT {cols} FROM {target}.traces \
-             WHERE NOT coalesce(is_seed AND contributor_id = $1, false)",
-            cols = load::COPY_COLUMNS
+             WHERE NOT coalesce(is_seed AND contributor_id = $1, false)"
         )))
         .bind(contributor)
         .execute(&mut *tx)
