@@ -238,8 +238,8 @@ mod tests {
         let mut buf = Vec::new();
         encode_text_array(&mut buf, &["u1".into(), "c50".into()]);
         let mut want = Vec::new();
-        for word in [12 + 8 + 6 + 7, 1, 0, 25, 2, 1] {
-            want.extend_from_slice(&(word as i32).to_be_bytes());
+        for word in [12 + 8 + 6 + 7, 1, 0, 25, 2, 1i32] {
+            want.extend_from_slice(&word.to_be_bytes());
         }
         want.extend_from_slice(&2i32.to_be_bytes());
         want.extend_from_slice(b"u1");
