@@ -261,6 +261,10 @@ pub struct BenchParams {
     /// hnsw.ef_search values of the filtered bench (hnsw_filtered; comma-separated).
     #[arg(long, env = "CAPBENCH_FILTERED_EF_SEARCH", value_delimiter = ',', default_values_t = [40, 100], value_parser = parse_ef_search)]
     pub filtered_ef_search: Vec<u32>,
+    /// Queries per filtered point (the first of the case's set): an iterative scan under a
+    /// selective filter costs ~50–100 ms per query at 100K × 1536.
+    #[arg(long, env = "CAPBENCH_FILTERED_QUERIES", default_value_t = 200, value_parser = parse_queries)]
+    pub filtered_queries: u32,
     /// The raised hnsw.max_scan_tuples the filtered bench runs relaxed_order with, beside pgvector's
     /// default (20,000).
     #[arg(long, env = "CAPBENCH_RAISED_MAX_SCAN_TUPLES", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]

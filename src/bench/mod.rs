@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod hnsw;
+pub mod hnsw_filtered;
 pub mod http_search;
 pub mod limiter_timeline;
 pub mod rate_limit;

@@ -30,3 +30,6 @@ pub fn render(name: &str, dims: u32, index: &IndexParams) -> Result<String> {
 
 /// The HNSW index's name (from the schema's `traces_index` section).
 pub const HNSW_INDEX: &str = "ix_traces_embedding_hnsw";
+
+/// The GIN index on `traces.tags` (section traces_constraints).
+pub const TAGS_INDEX: &str = "ix_traces_tags";

@@ -26,8 +26,8 @@ pub use environment::Environment;
 pub use gate::{Check, Gate, GateKind, Op};
 pub use metric::{Metric, Metrics, Rule, Stat, Unit, UnknownMetric};
 pub use parameters::{
-    HnswParameters, HttpSearchParameters, Kind, LoadModel, LoadParameters, Parameters,
-    RateLimitParameters,
+    HnswFilteredParameters, HnswParameters, HttpSearchParameters, Kind, LoadModel, LoadParameters,
+    Parameters, RateLimitParameters,
 };
 
 use crate::secrets;

@@ -1,6 +1,7 @@
 //! What a run was asked to do, one type per kind of record. On disk these are the record's `kind`
 //! and `parameters` fields (the same names schema version 1 used, so its records read as these).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -13,6 +14,7 @@ use crate::db::index::Prewarmed;
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Hnsw,
+    HnswFiltered,
     HttpSearch,
     RateLimit,
     Capacity,
@@ -20,8 +22,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Hnsw,
+        Kind::HnswFiltered,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -31,6 +34,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Hnsw => "hnsw",
+            Kind::HnswFiltered => "hnsw_filtered",
             Kind::HttpSearch => "http_search",
             Kind::RateLimit => "rate_limit",
             Kind::Capacity => "capacity",
@@ -64,6 +68,7 @@ impl FromStr for Kind {
 #[serde(tag = "kind", content = "parameters", rename_all = "snake_case")]
 pub enum Parameters {
     Hnsw(HnswParameters),
+    HnswFiltered(HnswFilteredParameters),
     HttpSearch(HttpSearchParameters),
     RateLimit(RateLimitParameters),
     /// `cargo bench capacity`: `load` sweeps over HTTP and over the database.
@@ -87,6 +92,27 @@ pub struct HnswParameters {
     /// What was loaded into shared_buffers before measuring (sizes in bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prewarmed: Option<Prewarmed>,
+}
+
+/// `cargo bench hnsw_filtered`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswFilteredParameters {
+    /// The ef_search values measured.
+    pub ef_search: Vec<u32>,
+    /// Queries per filter, and k of recall@k.
+    pub queries: usize,
+    pub k: usize,
+    /// The query distribution (`heldout`, `near-duplicate`, `ood`).
+    pub query_set: String,
+    /// The `max_scan_tuples` of the `relaxed_order_raised` points.
+    pub raised_max_scan_tuples: u32,
+    pub quick: bool,
+    pub rounds: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prewarmed: Option<Prewarmed>,
+    /// Each point's plan as it ran (EXPLAIN, one line, vectors abbreviated), by result name.
+    pub plans: BTreeMap<String, String>,
 }
 
 /// `cargo bench http_search`.
@@ -160,6 +186,7 @@ impl Parameters {
     pub fn kind(&self) -> Kind {
         match self {
             Parameters::Hnsw(_) => Kind::Hnsw,
+            Parameters::HnswFiltered(_) => Kind::HnswFiltered,
             Parameters::HttpSearch(_) => Kind::HttpSearch,
             Parameters::RateLimit(_) => Kind::RateLimit,
             Parameters::Capacity(_) => Kind::Capacity,
@@ -171,6 +198,7 @@ impl Parameters {
     pub fn of(kind: Kind) -> Self {
         match kind {
             Kind::Hnsw => Parameters::Hnsw(HnswParameters::default()),
+            Kind::HnswFiltered => Parameters::HnswFiltered(HnswFilteredParameters::default()),
             Kind::HttpSearch => Parameters::HttpSearch(HttpSearchParameters::default()),
             Kind::RateLimit => Parameters::RateLimit(RateLimitParameters::default()),
             Kind::Capacity => Parameters::Capacity(LoadParameters::default()),
@@ -190,6 +218,7 @@ impl Parameters {
     pub fn quick(&self) -> bool {
         match self {
             Parameters::Hnsw(p) => p.quick,
+            Parameters::HnswFiltered(p) => p.quick,
             Parameters::HttpSearch(p) => p.quick,
             Parameters::RateLimit(p) => p.quick,
             Parameters::Capacity(p) | Parameters::Load(p) => p.quick,
@@ -210,6 +239,12 @@ impl Parameters {
             Parameters::Hnsw(h) => {
                 h.ef_search.clear();
                 h.prewarmed = None;
+            }
+            // Which points ran and the plans found are the run's outcome, not its test.
+            Parameters::HnswFiltered(h) => {
+                h.ef_search.clear();
+                h.prewarmed = None;
+                h.plans.clear();
             }
             Parameters::Capacity(l) | Parameters::Load(l) => l.environment_unread.clear(),
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
