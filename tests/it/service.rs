@@ -692,3 +692,88 @@ async fn the_serve_binary_drains_requests_in_flight_on_sigterm() {
         "{rest:?}"
     );
 }
+
+async fn search_tagged(
+    c: &reqwest::Client,
+    base: &str,
+    key: &str,
+    tags: Value,
+) -> reqwest::Response {
+    c.post(format!("{base}/api/v1/traces/search"))
+        .header("X-API-Key", key)
+        .json(&json!({"q": "postgresql migration alembic", "limit": 10, "tags": tags}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tags_filter_returns_only_tagged_traces_and_bad_tags_are_422() {
+    let (svc, cfg) = start("svc_tags", |c| {
+        c.service.rate_limit_read_per_minute = 1000;
+        c.service.search_iterative_scan = capbench::config::IterativeScan::RelaxedOrder;
+    })
+    .await;
+    let (c, base) = (reqwest::Client::new(), svc.url());
+    let key = common::mint_key(&c, &base, "tags@test.invalid").await;
+    let tags_of = async |id: &str| -> Vec<String> {
+        sqlx::query_scalar("SELECT tags FROM traces WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&svc.state.pool)
+            .await
+            .unwrap()
+    };
+    for (filter, rows) in [
+        (vec!["u10"], 60),
+        (vec!["u10", "u50"], 60),
+        (vec!["c0.1"], 1),
+        (vec!["nobody"], 0),
+    ] {
+        let resp = search_tagged(&c, &base, &key, json!(filter)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{filter:?}");
+        let body: Value = resp.json().await.unwrap();
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(
+            results.len(),
+            rows.min(10),
+            "{filter:?} over {} rows",
+            cfg.dataset.rows
+        );
+        for r in results {
+            let tags = tags_of(r["id"].as_str().unwrap()).await;
+            assert!(
+                filter.iter().all(|f| tags.iter().any(|t| t == f)),
+                "{filter:?}: a result tagged {tags:?}"
+            );
+        }
+    }
+    // Unfiltered, the same query reaches untagged-by-u10 rows too.
+    let body: Value = search_tagged(&c, &base, &key, json!([]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["count"], 10);
+    for bad in [
+        json!(["Upper"]),
+        json!([""]),
+        json!(["a b"]),
+        json!(vec!["t"; 9]),
+        json!("u1"),
+    ] {
+        let resp = search_tagged(&c, &base, &key, bad.clone()).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(
+            err["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{bad}: {err}"
+        );
+    }
+    // The pool's connections run with the service's iterative scan.
+    let mut conn = svc.state.pool.acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SELECT current_setting('hnsw.iterative_scan')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "relaxed_order");
+}
