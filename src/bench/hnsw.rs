@@ -177,7 +177,6 @@ pub struct Prepared {
     pub truth: GroundTruth,
     /// The other distributions' sets, scored for recall after each held-out pass of round 0.
     pub others: Vec<OtherSet>,
-    pub dataset_fingerprint: String,
     pub prewarmed: index::Prewarmed,
     /// The reference's rounds, once measured ([`REFERENCE_ID`]).
     pub reference: Option<Rounds>,
@@ -278,7 +277,6 @@ pub async fn prepare(config: &Config) -> Result<Prepared> {
         queries,
         truth,
         others,
-        dataset_fingerprint: dataset::fingerprint(&config.dataset, &config.index),
         prewarmed,
         reference: None,
     })
@@ -557,10 +555,7 @@ async fn write_record(
             prewarmed: Some(prepared.prewarmed),
         }),
     );
-    rec.dataset = Some(serde_json::json!({
-        "fingerprint": prepared.dataset_fingerprint,
-        "params": dataset::fingerprint_params(&config.dataset, &config.index),
-    }));
+    rec.dataset = Some(dataset::identity(&config.dataset, &config.index));
     for r in results {
         let l = &r.latency;
         let mut metrics = l.metrics();

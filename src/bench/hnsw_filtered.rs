@@ -601,10 +601,7 @@ async fn write_record(
                 .collect(),
         }),
     );
-    rec.dataset = Some(serde_json::json!({
-        "fingerprint": dataset::fingerprint(&config.dataset, &config.index),
-        "params": dataset::fingerprint_params(&config.dataset, &config.index),
-    }));
+    rec.dataset = Some(dataset::identity(&config.dataset, &config.index));
     for r in results {
         let mut metrics = r.latency.metrics();
         metrics.insert(Metric::EfSearch, f64::from(r.point.ef_search));

@@ -492,10 +492,7 @@ async fn write_record(
         }),
     );
     if db_url.is_some() {
-        rec.dataset = Some(json!({
-            "fingerprint": crate::dataset::fingerprint(&config.dataset, &config.index),
-            "params": crate::dataset::fingerprint_params(&config.dataset, &config.index),
-        }));
+        rec.dataset = Some(crate::dataset::identity(&config.dataset, &config.index));
     }
     rec.results = entries(results)?;
     Ok(rec)

@@ -19,8 +19,8 @@ use crate::config::{DatasetParams, IndexParams};
 mod queries;
 mod tags;
 
-pub use queries::{Distribution, NEAR_DUPLICATE_NOISE_NORM, QuerySet, set_name};
-pub use tags::{Correlation, SHARES_BP, TAGS, Tag};
+pub use queries::{Distribution, QuerySet, set_name};
+pub use tags::{Correlation, TAGS, Tag};
 
 /// Bumped whenever the generator's output changes for the same parameters.
 pub const GENERATOR_VERSION: u32 = 2;
@@ -255,6 +255,15 @@ pub fn canary(data: &DatasetParams) -> String {
         digest.update(x.to_bits().to_le_bytes());
     }
     hex::encode(&digest.finalize()[..8])
+}
+
+/// The dataset a record was measured on: its fingerprint and the parameters it covers (a record's
+/// `dataset` field).
+pub fn identity(data: &DatasetParams, index: &IndexParams) -> serde_json::Value {
+    serde_json::json!({
+        "fingerprint": fingerprint(data, index),
+        "params": fingerprint_params(data, index),
+    })
 }
 
 /// The parameters a fingerprint covers, as stored beside it in `capacity_meta.params`.

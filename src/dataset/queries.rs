@@ -19,7 +19,7 @@ use super::{Dataset, Domain, Tag, normalize, stream};
 pub use crate::config::Distribution;
 
 /// The norm of the noise a near-duplicate query adds to its row (unit norm): cosine ≈ 1/√1.25.
-pub const NEAR_DUPLICATE_NOISE_NORM: f32 = 0.5;
+const NEAR_DUPLICATE_NOISE_NORM: f32 = 0.5;
 
 /// A deterministic query set.
 #[derive(Debug, Clone, PartialEq)]

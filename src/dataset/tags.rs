@@ -22,15 +22,6 @@ pub enum Correlation {
     Correlated,
 }
 
-impl Correlation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Correlation::Uncorrelated => "uncorrelated",
-            Correlation::Correlated => "correlated",
-        }
-    }
-}
-
 /// One filterable tag: its family and the share of rows it covers, in basis points (1/10,000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag {
@@ -39,7 +30,7 @@ pub struct Tag {
 }
 
 /// The shares every family has: 50 %, 10 %, 1 %, 0.1 % (decades below one half).
-pub const SHARES_BP: [u32; 4] = [5000, 1000, 100, 10];
+const SHARES_BP: [u32; 4] = [5000, 1000, 100, 10];
 
 /// Every tag a generated row can carry, uncorrelated first, widest first.
 pub const TAGS: [Tag; 8] = {
@@ -75,11 +66,6 @@ impl Tag {
     /// The tag called `name` (`u1`, `c0.1`, …), if there is one.
     pub fn parse(name: &str) -> Option<Tag> {
         TAGS.into_iter().find(|t| t.name() == name)
-    }
-
-    /// The share in percent (`1`, `0.1`, …), as text.
-    pub fn percent(self) -> String {
-        percent(self.basis_points)
     }
 
     /// How many of `rows` rows carry it: `share × rows`, rounded to the nearest row.

@@ -200,41 +200,34 @@ pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usiz
     const BLOCK: u64 = 256;
     let dims = dataset.dims();
     let keep = (k + 16).min(dataset.rows() as usize).max(1);
-    // Per set: the cases it serves, as (case index, tag index in TAGS or None).
-    let lanes: Vec<Vec<(usize, Option<usize>)>> = sets
+    // Each case's query set (by index); a case whose set is missing has no queries.
+    let set_of: Vec<Option<usize>> = cases
         .iter()
-        .map(|set| {
-            cases
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.set_name() == set.name())
-                .map(|(ci, c)| (ci, c.filter.map(tag_index)))
+        .map(|c| sets.iter().position(|s| s.name() == c.set_name()))
+        .collect();
+    let len_of = |ci: usize| set_of[ci].map_or(0, |s| sets[s].len());
+    // Per set: the cases it serves, as (case index, tag index in TAGS or None).
+    let lanes: Vec<Vec<(usize, Option<usize>)>> = (0..sets.len())
+        .map(|si| {
+            (0..cases.len())
+                .filter(|&ci| set_of[ci] == Some(si))
+                .map(|ci| (ci, cases[ci].filter.map(tag_index)))
                 .collect()
         })
         .collect();
-    // Heaps: one per (case, query), laid out case by case.
-    let offsets: Vec<usize> = cases
-        .iter()
-        .scan(0, |at, c| {
+    // Heaps: one per (case, query), laid out case by case; `offsets[ci]` is case ci's first.
+    let offsets: Vec<usize> = (0..cases.len())
+        .scan(0, |at, ci| {
             let start = *at;
-            *at += sets
-                .iter()
-                .find(|s| s.name() == c.set_name())
-                .map_or(0, QuerySet::len);
+            *at += len_of(ci);
             Some(start)
         })
         .collect();
-    let heaps = cases
-        .iter()
-        .zip(&offsets)
-        .map(|(c, o)| {
-            o + sets
-                .iter()
-                .find(|s| s.name() == c.set_name())
-                .map_or(0, QuerySet::len)
-        })
-        .max()
-        .unwrap_or(0);
+    let heaps = offsets.last().map_or(0, |o| o + len_of(cases.len() - 1));
+    // Heap h → (case, query number within the case's set).
+    let owner: Vec<(usize, usize)> = (0..cases.len())
+        .flat_map(|ci| (0..len_of(ci)).map(move |j| (ci, j)))
+        .collect();
     let blocks = dataset.rows().div_ceil(BLOCK);
     let best = (0..blocks)
         .into_par_iter()
@@ -289,15 +282,6 @@ pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usiz
         .flat_map(|(h, b)| b.items.iter().map(move |&(_, i)| (i, h)))
         .collect();
     wanted.sort_unstable();
-    let case_of = |h: usize| offsets.iter().rposition(|&o| o <= h).unwrap_or(0);
-    let query_of = |h: usize| {
-        let c = cases[case_of(h)];
-        let set = sets
-            .iter()
-            .find(|s| s.name() == c.set_name())
-            .expect("its set");
-        (set, h - offsets[case_of(h)])
-    };
     let scored: Vec<(usize, f64, u64)> = wanted
         .par_chunk_by(|a, b| a.0 == b.0)
         .flat_map_iter(|group| {
@@ -305,7 +289,8 @@ pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usiz
             group
                 .iter()
                 .map(|&(i, h)| {
-                    let (set, j) = query_of(h);
+                    let (ci, j) = owner[h];
+                    let set = &sets[set_of[ci].expect("a heap belongs to a case with a set")];
                     (h, crate::dataset::cosine_distance(&set.vectors[j], &v), i)
                 })
                 .collect::<Vec<_>>()
@@ -323,11 +308,7 @@ pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usiz
         .iter()
         .enumerate()
         .map(|(ci, &c)| {
-            let n = sets
-                .iter()
-                .find(|s| s.name() == c.set_name())
-                .map_or(0, QuerySet::len);
-            let lists = &per_heap[offsets[ci]..offsets[ci] + n];
+            let lists = &per_heap[offsets[ci]..offsets[ci] + len_of(ci)];
             (
                 c,
                 GroundTruth {

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use serde_json::json;
 
 use super::args::LoadArgs;
 use super::scenario::Target;
@@ -90,10 +89,10 @@ pub(super) async fn build_record(
     );
     rec.interrupted = outcome.interrupted().is_some();
     if db_url.is_some() {
-        rec.dataset = Some(json!({
-            "fingerprint": crate::dataset::fingerprint(&args.config.dataset, &args.config.index),
-            "params": crate::dataset::fingerprint_params(&args.config.dataset, &args.config.index),
-        }));
+        rec.dataset = Some(crate::dataset::identity(
+            &args.config.dataset,
+            &args.config.index,
+        ));
     }
     if outcome.swept {
         let (group, unit) = target.sweep_names();
