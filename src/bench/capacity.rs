@@ -6,6 +6,11 @@
 //!
 //! `CAPBENCH_SWEEP` sets the levels (default 1,5,10,20,50; quick mode 1,2,4,8) and
 //! `CAPBENCH_RUN_TIME` the time per level (default 10 s; quick 2 s).
+//!
+//! Every answer is scored for recall@10 against the `CAPBENCH_QUERY_SET` (default heldout) and its
+//! ground truth (`load --recall`): the users send the set's vectors instead of the seeds' texts, and
+//! each level reports its recall beside its latency. `CAPBENCH_RECALL=0` sends the seeds' texts
+//! unscored.
 
 use std::process::ExitCode;
 
@@ -80,6 +85,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
             format!("{}ms", env.run_time.unwrap_or(default).as_millis()),
         )
     };
+    // Scored unless CAPBENCH_RECALL says otherwise.
+    let recall = env.recall || std::env::var_os("CAPBENCH_RECALL").is_none();
     let runtime = crate::multi_thread_runtime(None)?;
     let mut record: Option<RunRecord> = None;
     let mut levels = Vec::new();
@@ -100,6 +107,9 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        if recall {
+            argv.push("--recall".into());
+        }
         if let Some(t) = target {
             // The database's own capacity: no think time, as pgbench measures it.
             argv.extend(["--target", t, "--wait", "0"].map(String::from));
@@ -107,7 +117,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
         let load_args = LoadArgs::parse_from_args(&argv)
             .map_err(|e| anyhow::anyhow!("{}", crate::config::first_line(&e.to_string())))?;
         println!(
-            "capacity: {} sweep over {} {}, {time} each, p99 objective {GATE_P99_MS} ms",
+            "capacity: {} sweep over {} {}, {time} each, p99 objective {GATE_P99_MS} ms{}",
             if target.is_some() {
                 "raw search SQL (no think time)"
             } else {
@@ -122,6 +132,14 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome<load::sweep::Le
                 "connections"
             } else {
                 "users"
+            },
+            if recall {
+                format!(
+                    ", answers scored against the {} query set",
+                    config.bench.query_set.name()
+                )
+            } else {
+                String::new()
             },
         );
         let outcome = runtime.block_on(load::run(load_args, None))?;

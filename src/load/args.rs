@@ -89,6 +89,12 @@ pub struct LoadArgs {
     /// server's), every core for the in-process service (which runs on them too).
     #[arg(long, env = "CAPBENCH_LOAD_THREADS", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub threads: Option<u64>,
+    /// Score every answer for recall@k: the queries come from the query set --query-set names
+    /// (heldout, near-duplicate, ood; docs/recall.md) and each answer is checked against its
+    /// ground truth. The built-in search sends the set's vectors (`"vector"` in the search API);
+    /// the database target searches them; a scenario file draws them with `from = "query_set"`.
+    #[arg(long, env = "CAPBENCH_RECALL", value_parser = crate::config::parse_bool)]
+    pub recall: bool,
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,

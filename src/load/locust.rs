@@ -249,6 +249,7 @@ mod tests {
             status: Some(200),
             failure,
             bytes: 10,
+            recall: None,
         }
     }
 

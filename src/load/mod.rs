@@ -14,6 +14,7 @@
 //!   database target's SQL user;
 //! - `model`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
 //! - `failure`: why a request failed, as data; `stats`: what a run measured;
+//! - `recall`: the query set and ground truth `--recall` scores every answer against;
 //! - `threshold`: k6-like pass/fail criteria; `sweep`: levels and the knee;
 //! - `output`: what is printed; `locust`: Locust's CSV files; `record`: the run record.
 
@@ -23,6 +24,7 @@ pub mod locust;
 pub mod model;
 pub mod output;
 pub mod reach;
+pub mod recall;
 pub mod record;
 pub mod scenario;
 pub mod signal;
@@ -186,6 +188,26 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         redis_url,
     } = before_run(&interrupt, target::prepare(&args)).await?;
     eprintln!("load: target {}", target.describe());
+    let scorer = match &target {
+        scenario::Target::Database { scorer, .. } => scorer.clone(),
+        scenario::Target::Http { .. } => scenario.as_ref().and_then(|s| s.scorer.clone()),
+    };
+    // What every recall figure of the run says it is.
+    let recall_label = scorer.as_ref().map(|s| {
+        let ef = if service.is_some() || matches!(target, scenario::Target::Database { .. }) {
+            format!("ef_search {}", args.config.service.search_ef_search)
+        } else {
+            "the target's ef_search".to_string()
+        };
+        format!(
+            "recall@{} ({} queries, no filter, {ef}, under load)",
+            s.k,
+            s.distribution.name()
+        )
+    });
+    let recall_column = scorer
+        .as_ref()
+        .map(|s| format!("recall@{} {}", s.k, s.distribution.name()));
 
     let mut outcome = LoadOutcome {
         finished: Vec::new(),
@@ -238,7 +260,11 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
             outcome.knee.as_ref(),
             args.slo_p99,
             target.sweep_names().1,
+            recall_column.as_deref(),
         );
+        if let Some(label) = &recall_label {
+            println!("recall column: {label}");
+        }
     } else {
         let run_time = args.run_time.unwrap_or(Duration::from_secs(60));
         let done = match args.rate {
@@ -290,7 +316,12 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
                 .await?
             }
         };
-        output::print_finished(&done, args.rate.is_some(), args.max_requests);
+        output::print_finished(
+            &done,
+            args.rate.is_some(),
+            args.max_requests,
+            recall_label.as_deref(),
+        );
         // Without a threshold of the user's, a run is judged by its error rate.
         let default = [Threshold::default_error_rate()];
         let thresholds = if args.thresholds.is_empty() {

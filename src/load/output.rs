@@ -62,8 +62,19 @@ impl Progress {
 
 /// A finished run: its table, when users met their first 429, and whether the request bound or
 /// the grace period cut it.
-pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64) {
+/// `recall` names the recall figures' conditions when answers were scored (`--recall`).
+pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64, recall: Option<&str>) {
     print_table(&done.stats, open_model);
+    if let Some(label) = recall {
+        for e in done.stats.entries.values() {
+            if let (Some(mean), Some(min)) = (e.recall.mean(), e.recall.min()) {
+                println!(
+                    "{:<6} {:<36} {label}: mean {mean:.4}, worst {min:.2}, {} answers scored",
+                    e.method, e.name, e.recall.scored
+                );
+            }
+        }
+    }
     if !done.first_429.is_empty() {
         let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
         for n in done.first_429.values() {

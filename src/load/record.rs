@@ -11,14 +11,26 @@ use super::scenario::Target;
 use super::stats::{Entry, PERCENTILES, Stats, quantile};
 use super::threshold::ThresholdCheck;
 use super::{LoadOutcome, sweep};
+use crate::config::Distribution;
 use crate::record::{
     Environment, LoadModel, LoadParameters, Metric, Metrics, Parameters, ResultEntry, RunRecord,
     Stat, encode_histogram,
 };
 
-/// The figures of one entry as run-record metrics.
-pub fn metrics_of(stats: &Stats, e: &Entry, open_model: bool) -> Metrics {
+/// The figures of one entry as run-record metrics; `scored`: the query set its answers were scored
+/// against (`--recall`), whose name the recall figures carry.
+pub fn metrics_of(
+    stats: &Stats,
+    e: &Entry,
+    open_model: bool,
+    scored: Option<Distribution>,
+) -> Metrics {
     let mut m = Metrics::new();
+    if let (Some(d), Some(mean), Some(min)) = (scored, e.recall.mean(), e.recall.min()) {
+        m.insert(Metric::RecallMeanOf(d.name().into()), mean);
+        m.insert(Metric::RecallMinOf(d.name().into()), min);
+        m.insert(Metric::Scored, e.recall.scored as f64);
+    }
     for (s, _) in PERCENTILES {
         m.insert(Metric::Latency(s), e.ms(quantile(s)));
         if open_model {
@@ -83,11 +95,15 @@ pub(super) async fn build_record(
             run_time_s: args.run_time.map(|d| d.as_secs_f64()),
             max_requests: args.max_requests,
             ef_search: args.config.service.search_ef_search,
+            query_set: args
+                .recall
+                .then(|| args.config.bench.query_set.name().to_string()),
             quick: args.config.bench.quick,
             environment_unread: unread,
         }),
     );
     rec.interrupted = outcome.interrupted().is_some();
+    let scored = args.recall.then_some(args.config.bench.query_set);
     if db_url.is_some() {
         rec.dataset = Some(crate::dataset::identity(
             &args.config.dataset,
@@ -102,6 +118,7 @@ pub(super) async fn build_record(
             args.slo_p99,
             group,
             unit,
+            scored,
         )?;
         return Ok(rec);
     }
@@ -111,7 +128,7 @@ pub(super) async fn build_record(
         for e in stats.entries_and_total() {
             let mut entry = ResultEntry {
                 name: format!("load/{}", e.name),
-                metrics: metrics_of(stats, e, open_model),
+                metrics: metrics_of(stats, e, open_model, scored),
                 histogram: Some(encode_histogram(&e.corrected)?),
                 ..ResultEntry::default()
             };

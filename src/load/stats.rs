@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 
 use super::failure::Failure;
+use super::recall::RecallSummary;
 use crate::record::{self, Stat};
 
 /// Locust's percentile columns, in its order and with its headers.
@@ -49,6 +50,8 @@ pub struct RequestOutcome {
     pub failure: Option<Failure>,
     /// Response body bytes.
     pub bytes: u64,
+    /// recall@k of the answer, when it was scored (`load --recall`; successes only).
+    pub recall: Option<f64>,
 }
 
 impl RequestOutcome {
@@ -69,6 +72,7 @@ impl RequestOutcome {
             status: None,
             failure: Some(why),
             bytes: 0,
+            recall: None,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct Entry {
     pub failures: u64,
     pub bytes: u64,
     pub statuses: BTreeMap<u16, u64>,
+    /// The recall of the answers scored (`load --recall`).
+    pub recall: RecallSummary,
     /// This second's latencies, and the last [`WINDOW_SECONDS`] seconds' (for the history).
     current: Histogram<u64>,
     window: VecDeque<Histogram<u64>>,
@@ -104,6 +110,7 @@ impl Entry {
             failures: 0,
             bytes: 0,
             statuses: BTreeMap::new(),
+            recall: RecallSummary::default(),
             current: record::latency_histogram(),
             window: VecDeque::new(),
             at_tick: (0, 0),
@@ -121,6 +128,9 @@ impl Entry {
         self.bytes += o.bytes;
         if let Some(s) = o.status {
             *self.statuses.entry(s).or_default() += 1;
+        }
+        if let Some(r) = o.recall {
+            self.recall.add(r);
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Level {
     pub p99_ms: f64,
     pub error_rate: f64,
     pub requests: u64,
+    /// The mean recall of the answers scored (`--recall`).
+    pub recall_mean: Option<f64>,
 }
 
 impl Level {
@@ -29,6 +31,7 @@ impl Level {
             p99_ms: t.ms(0.99),
             error_rate: t.error_rate(),
             requests: t.requests,
+            recall_mean: t.recall.mean(),
         }
     }
 
@@ -68,28 +71,41 @@ pub fn knee(levels: &[Level], slo_p99_ms: f64) -> Option<Knee> {
         })
 }
 
-/// The sweep's table and knee; `unit` names a level (`users`, `connections`).
-pub fn print(levels: &[Level], knee: Option<&Knee>, slo_p99_ms: f64, unit: &str) {
+/// The sweep's table and knee; `unit` names a level (`users`, `connections`); `recall` names the
+/// recall column's conditions when answers were scored (`recall@10 heldout`).
+pub fn print(
+    levels: &[Level],
+    knee: Option<&Knee>,
+    slo_p99_ms: f64,
+    unit: &str,
+    recall: Option<&str>,
+) {
     println!();
     println!(
-        "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10}  {}",
+        "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10} {}  {}",
         unit,
         "req/s",
         "p50 ms",
         "p99 ms",
         "errors",
         "requests",
+        recall.map_or(String::new(), |r| format!("{r:>22}")),
         objective(slo_p99_ms)
     );
     for l in levels {
         println!(
-            "{:>7} {:>10.1} {:>9.2} {:>9.2} {:>7.2}% {:>10}  {}{}",
+            "{:>7} {:>10.1} {:>9.2} {:>9.2} {:>7.2}% {:>10} {}  {}{}",
             l.users,
             l.rps,
             l.p50_ms,
             l.p99_ms,
             l.error_rate * 100.0,
             l.requests,
+            match (recall, l.recall_mean) {
+                (Some(_), Some(r)) => format!("{r:>22.4}"),
+                (Some(_), None) => format!("{:>22}", "-"),
+                (None, _) => String::new(),
+            },
             if l.meets(slo_p99_ms) { "PASS" } else { "FAIL" },
             if knee.is_some_and(|k| k.users == l.users) {
                 "  ← knee"
@@ -118,6 +134,7 @@ pub fn entries(
     slo_p99_ms: f64,
     group: &str,
     unit: &str,
+    scored: Option<crate::config::Distribution>,
 ) -> Result<Vec<ResultEntry>> {
     let (Some(level), Some(knee_level)) = (Metric::level(unit), Metric::knee_level(unit)) else {
         anyhow::bail!("a sweep over '{unit}': no such level metric");
@@ -126,7 +143,7 @@ pub fn entries(
     for (users, done) in finished {
         let users = users.unwrap_or(0);
         let stats = &done.stats;
-        let mut metrics = super::record::metrics_of(stats, &stats.total, false);
+        let mut metrics = super::record::metrics_of(stats, &stats.total, false, scored);
         metrics.insert(level.clone(), users as f64);
         metrics.insert(
             Metric::MeetsSlo,
@@ -173,6 +190,7 @@ mod tests {
             p99_ms,
             error_rate: 0.0,
             requests: 100,
+            recall_mean: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::args::LoadArgs;
+use super::recall::Scorer;
 use super::scenario::{self, Scenario, Sink, Target, VirtualUser};
 use super::stats::RequestOutcome;
 use crate::server::{AppState, LocalService};
@@ -40,9 +41,15 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
         .or_else(|| config.service.target_url.clone());
     let reach = args.reach();
     // The scenario is read first: a mistake in it fails before anything starts.
-    let probe = args
-        .scenario
-        .compile("http://127.0.0.1", &config.dataset, args.scenario_seed)?;
+    let stand_in = args
+        .recall
+        .then(|| Arc::new(Scorer::stand_in(config.bench.query_set)));
+    let probe = args.scenario.compile_scored(
+        "http://127.0.0.1",
+        &config.dataset,
+        args.scenario_seed,
+        stand_in,
+    )?;
     if args.rate.is_some()
         && let Some(kind) = probe.paced_kind()
     {
@@ -50,11 +57,21 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
             "the {kind} kind sleeps between its tasks (a pattern in time): use it with --users, not --rate"
         );
     }
-    let compiled = |base: &str| -> Result<Option<Arc<Scenario>>> {
-        Ok(Some(Arc::new(args.scenario.compile(
+    let http_target_text = target_text
+        .as_deref()
+        .is_none_or(|t| t.starts_with("http://") || t.starts_with("https://"));
+    if args.recall && http_target_text && !probe.scores_any() {
+        bail!(
+            "--recall: scenario {} sends no query of the query set (a variable with from = \"query_set\", docs/scenarios/README.md)",
+            args.scenario
+        );
+    }
+    let compiled = |base: &str, scorer: &Option<Arc<Scorer>>| -> Result<Option<Arc<Scenario>>> {
+        Ok(Some(Arc::new(args.scenario.compile_scored(
             base,
             &config.dataset,
             args.scenario_seed,
+            scorer.clone(),
         )?)))
     };
     match target_text.as_deref() {
@@ -80,9 +97,10 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                 cfg.service.search_ef_search
             );
             let target = http_target(&svc.url(), args)?;
+            let scorer = scorer_of(args, &db).await?;
             Ok(Prepared {
                 target,
-                scenario: compiled(&svc.url())?,
+                scenario: compiled(&svc.url(), &scorer)?,
                 service: Some(svc),
                 db_url: Some(db),
                 redis_url: Some(redis),
@@ -99,11 +117,17 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                 bail!("the database target runs THE search SQL only: use --scenario search");
             }
             let params = loaded_dataset(&url, args.timeout).await?;
+            let scorer = scorer_of(args, &url).await?;
+            let vectors = match &scorer {
+                Some(s) => s.vectors().to_vec(),
+                None => scenario::query_vectors(&params),
+            };
             Ok(Prepared {
                 target: Target::Database {
                     url: url.clone(),
                     ef_search: config.service.search_ef_search,
-                    vectors: Arc::new(scenario::query_vectors(&params)),
+                    vectors: Arc::new(vectors),
+                    scorer,
                 },
                 scenario: None,
                 service: None,
@@ -114,9 +138,18 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
         Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
             reach.check_http(t).await?;
             let base = t.trim_end_matches('/');
+            // The truth lives with the dataset, in the database the deployment was loaded into:
+            // the configured one (DATABASE_URL, --database-url) or the embedded stack's.
+            let scorer = if args.recall {
+                let url = crate::stack::postgres(&config.servers, config.local_database()).await?;
+                reach.check_postgres(&url).await?;
+                scorer_of(args, &url).await?
+            } else {
+                None
+            };
             Ok(Prepared {
                 target: http_target(base, args)?,
-                scenario: compiled(base)?,
+                scenario: compiled(base, &scorer)?,
                 service: None,
                 db_url: None,
                 redis_url: None,
@@ -126,6 +159,24 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
             bail!("--target '{t}' is neither an http(s):// URL, 'db', nor a postgres:// URL")
         }
     }
+}
+
+/// With `--recall`: the query set `--query-set` names, and its ground truth, of the dataset loaded
+/// at `url` (read back, or computed and stored once).
+async fn scorer_of(args: &LoadArgs, url: &str) -> Result<Option<Arc<Scorer>>> {
+    if !args.recall {
+        return Ok(None);
+    }
+    let params = loaded_dataset(url, args.timeout).await?;
+    let scorer = Scorer::prepare(&args.config, url, params, args.config.bench.query_set).await?;
+    eprintln!(
+        "load: scoring recall@{} against the {} query set ({} queries: {})",
+        scorer.k,
+        scorer.distribution.name(),
+        scorer.len(),
+        scorer.distribution.describe()
+    );
+    Ok(Some(Arc::new(scorer)))
 }
 
 /// The parameters of the dataset loaded in the database at `url`: connecting within the connect

@@ -192,6 +192,8 @@ pub enum Metric {
     /// recall@k over another query distribution's set (`recall_mean_near-duplicate`): mean, worst.
     RecallMeanOf(String),
     RecallMinOf(String),
+    /// Answers scored for recall (`load --recall`).
+    Scored,
     /// The share of queries that returned fewer rows than k (or than the filter matches, if fewer).
     ShortShare,
     /// Rows the filter matches / all rows.
@@ -242,7 +244,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 39] = [
+const NAMED: [(&str, Metric); 40] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -253,6 +255,7 @@ const NAMED: [(&str, Metric); 39] = [
     ("ef_search", Metric::EfSearch),
     ("recall_mean", Metric::RecallMean),
     ("recall_min", Metric::RecallMin),
+    ("scored", Metric::Scored),
     ("short_share", Metric::ShortShare),
     ("selectivity", Metric::Selectivity),
     ("max_scan_tuples", Metric::MaxScanTuples),
@@ -321,9 +324,9 @@ impl Metric {
             | Selectivity => Unit::Fraction,
             OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
-            MaxScanTuples | Status(_) | Count | Failures | EfSearch | Capacity | Attempts
-            | Allowed | Denied | TheoreticalAllowed | Users | Connections | KneeUsers
-            | KneeConnections => Unit::Count,
+            MaxScanTuples | Scored | Status(_) | Count | Failures | EfSearch | Capacity
+            | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
+            | KneeUsers | KneeConnections => Unit::Count,
         }
     }
 
@@ -337,8 +340,10 @@ impl Metric {
     pub fn rule(&self) -> Option<Rule> {
         use Metric::*;
         Some(match self {
-            Count | EfSearch | Users | Connections | SloP99Ms | Capacity | RefillPerSecond
-            | SendRate | Attempts | DurationS | Selectivity | MaxScanTuples => return None,
+            Count | Scored | EfSearch | Users | Connections | SloP99Ms | Capacity
+            | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity | MaxScanTuples => {
+                return None;
+            }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {
                 Rule::Quantile(s.quantile().expect("a percentile"))
             }

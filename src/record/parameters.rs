@@ -177,6 +177,10 @@ pub struct LoadParameters {
     pub max_requests: u64,
     /// The service's (or the database target's) ef_search.
     pub ef_search: u32,
+    /// The query set whose ground truth scored every answer (`--recall`): `heldout`,
+    /// `near-duplicate` or `ood`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_set: Option<String>,
     pub quick: bool,
     /// What of the servers' environment could not be read, and why.
     pub environment_unread: Vec<String>,

@@ -59,6 +59,8 @@ pub struct AppState {
     pub limiter: TokenBucket,
     pub embedder: Arc<dyn Embedder>,
     pub params: ServiceParams,
+    /// The embeddings' dimension: what a search's `vector` must have.
+    pub dims: usize,
     pub metrics: Metrics,
     /// Known and unknown API keys: a known key costs no database round trip, nor does repeating
     /// an unknown one.
@@ -105,6 +107,7 @@ impl AppState {
             limiter,
             embedder,
             params: config.service.clone(),
+            dims: config.dataset.dims as usize,
             metrics: Metrics::new()?,
             keys: Arc::default(),
             outages: Arc::new(Outages::new(config.service.on_redis_error)),

@@ -179,7 +179,13 @@ async fn authenticate(
 
 #[derive(Deserialize)]
 struct SearchRequest {
-    q: String,
+    /// The search text, embedded by the service; or instead
+    #[serde(default)]
+    q: Option<String>,
+    /// the query's embedding itself (the dataset's dimension, finite values): what a client that
+    /// embeds on its own sends, and what `load --recall` sends to score the answers.
+    #[serde(default)]
+    vector: Option<Vec<f32>>,
     #[serde(default = "default_limit")]
     limit: i64,
     /// Every result carries all of these tags (THE search query's filtered form).
@@ -249,8 +255,7 @@ async fn search_traces(
     let mut timing = ServerTiming::new(started);
     let user = authenticate(&st, &headers, peer).await?;
     timing.mark("auth");
-    check_text("q", &req.q, MAX_QUERY_CHARS)?;
-    let q = req.q.trim();
+    let query = query_of(&req, st.dims)?;
     if !(1..=50).contains(&req.limit) {
         return Err(ApiError::Unprocessable(
             "limit must be between 1 and 50".into(),
@@ -262,7 +267,7 @@ async fn search_traces(
     let candidates = ann_candidates(st.params.search_ef_search, req.limit);
     let decision = st.take(&bucket_key, limit, "read").await?;
     timing.mark("ratelimit");
-    let (hits, stages) = find_candidates(&st, q, candidates, &req.tags).await?;
+    let (hits, stages) = find_candidates(&st, query, candidates, &req.tags).await?;
     stages.into_iter().for_each(|(n, d)| timing.add(n, d));
     let mut results: Vec<SearchResult> = hits
         .into_iter()
@@ -290,16 +295,56 @@ async fn search_traces(
     Ok(resp)
 }
 
-/// Embeds `q` and fetches `candidates` ANN candidates; with how long embedding, getting a pooled
-/// connection and the query took.
+/// What a search asks for: a text to embed, or an embedding.
+enum Query<'a> {
+    Text(&'a str),
+    Vector(&'a [f32]),
+}
+
+/// The search's query: exactly one of `q` (1 to [`MAX_QUERY_CHARS`] characters) and `vector`
+/// (`dims` finite values).
+fn query_of(req: &SearchRequest, dims: usize) -> Result<Query<'_>, ApiError> {
+    match (&req.q, &req.vector) {
+        (Some(q), None) => {
+            check_text("q", q, MAX_QUERY_CHARS)?;
+            Ok(Query::Text(q.trim()))
+        }
+        (None, Some(v)) => {
+            if v.len() != dims {
+                return Err(ApiError::Unprocessable(format!(
+                    "vector must have {dims} values (the embeddings' dimension), got {}",
+                    v.len()
+                )));
+            }
+            if !v.iter().all(|x| x.is_finite()) || v.iter().all(|x| *x == 0.0) {
+                return Err(ApiError::Unprocessable(
+                    "vector must be finite numbers, not all zero".into(),
+                ));
+            }
+            Ok(Query::Vector(v))
+        }
+        (Some(_), Some(_)) => Err(ApiError::Unprocessable(
+            "give either q (a text) or vector (an embedding), not both".into(),
+        )),
+        (None, None) => Err(ApiError::Unprocessable(
+            "q (a text to search for) or vector (an embedding) is required".into(),
+        )),
+    }
+}
+
+/// Embeds the query (unless it is an embedding) and fetches `candidates` ANN candidates; with how
+/// long embedding, getting a pooled connection and the query took.
 async fn find_candidates(
     st: &AppState,
-    q: &str,
+    query: Query<'_>,
     candidates: i64,
     tags: &[String],
 ) -> Result<(Vec<search::Hit>, [(&'static str, Duration); 3]), ApiError> {
     let t0 = Instant::now();
-    let embedding = st.embed(q).await?;
+    let embedding = match query {
+        Query::Text(q) => st.embed(q).await?,
+        Query::Vector(v) => v.to_vec(),
+    };
     let t1 = Instant::now();
     let mut conn = st.pool.acquire().await.map_err(|e| st.db_error(e))?;
     let t2 = Instant::now();

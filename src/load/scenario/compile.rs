@@ -29,6 +29,9 @@ pub struct Scenario {
     pub slots: Vec<String>,
     /// Seeds every user's random choices (tasks, random variables, waits).
     pub seed: u64,
+    /// With `load --recall`: the query set `from = "query_set"` draws, which scores the answers of
+    /// the requests that send one of its queries.
+    pub scorer: Option<Arc<crate::load::recall::Scorer>>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,8 @@ pub struct Request {
     pub extract: Vec<(usize, Extract, String)>,
     /// The declared variables its templates use (each drawn once per request).
     pub vars: Vec<usize>,
+    /// The query-set variable it sends (its answer is scored for recall), if any.
+    pub scored: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -144,6 +149,17 @@ impl Scenario {
             .iter()
             .find(|k| k.tasks.iter().any(|t| matches!(t.action, Action::Sleep(_))))
             .map(|k| k.name.as_str())
+    }
+
+    /// Whether some request sends a query of the scored set (`from = "query_set"`).
+    pub fn scores_any(&self) -> bool {
+        self.kinds.iter().any(|k| {
+            k.on_start.iter().any(|r| r.scored.is_some())
+                || k.tasks.iter().any(|t| match &t.action {
+                    Action::Requests(r) => r.iter().any(|r| r.scored.is_some()),
+                    Action::Sleep(_) => false,
+                })
+        })
     }
 
     /// Every request name the scenario can send (on_start first), each once.
@@ -214,8 +230,15 @@ impl<'a> Builder<'a> {
                 vars: Vec::new(),
                 slots: Vec::new(),
                 seed,
+                scorer: None,
             },
         }
+    }
+
+    /// The query set `from = "query_set"` draws and scores against (`load --recall`).
+    pub fn with_scorer(mut self, scorer: Option<Arc<crate::load::recall::Scorer>>) -> Self {
+        self.scenario.scorer = scorer;
+        self
     }
 
     /// Adds the file `label` (its text; relative data files in `dir`), its kinds' weights
@@ -237,6 +260,7 @@ impl<'a> Builder<'a> {
         let ctx = vars::Context {
             dir,
             dataset: self.dataset,
+            scorer: self.scenario.scorer.as_deref(),
         };
         for (name, v) in &spec.vars {
             if BUILTINS.contains(&name.as_str()) {
@@ -553,6 +577,7 @@ impl<'a> Builder<'a> {
         }
         used.sort_unstable();
         used.dedup();
+        let scored = used.iter().copied().find(|&i| self.scenario.vars[i].scored);
         Ok(Request {
             name: Arc::from(spec.name.as_deref().unwrap_or(path_text)),
             method,
@@ -563,6 +588,7 @@ impl<'a> Builder<'a> {
             expect,
             extract,
             vars: used,
+            scored,
         })
     }
 }

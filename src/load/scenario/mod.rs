@@ -54,6 +54,9 @@ pub const BUILTINS: [(&str, &[&str], &str); 3] = [
     ),
 ];
 
+/// The built-in search as `load --recall` runs it: the query set's vectors, every answer scored.
+pub const SEARCH_RECALL: &str = include_str!("../../../scenarios/search-recall.toml");
+
 /// One item of `--scenario`: a built-in's name or a scenario file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -149,7 +152,20 @@ impl Spec {
         dataset: &crate::config::DatasetParams,
         seed: u64,
     ) -> Result<Scenario> {
-        let mut b = compile::Builder::new(base, dataset, seed);
+        self.compile_scored(base, dataset, seed, None)
+    }
+
+    /// [`Spec::compile`] with `load --recall`'s query set: `from = "query_set"` draws it, and the
+    /// built-in search sends its vectors (`scenarios/search-recall.toml`).
+    pub fn compile_scored(
+        &self,
+        base: &str,
+        dataset: &crate::config::DatasetParams,
+        seed: u64,
+        scorer: Option<Arc<crate::load::recall::Scorer>>,
+    ) -> Result<Scenario> {
+        let scored = scorer.is_some();
+        let mut b = compile::Builder::new(base, dataset, seed).with_scorer(scorer);
         let mut hasher = Sha256::new();
         let mut any_file = false;
         for (item, weight) in &self.0 {
@@ -159,8 +175,13 @@ impl Spec {
                         .iter()
                         .find(|(n, _, _)| n == name)
                         .expect("a built-in's name");
+                    let (file, text) = if scored && *name == "search" {
+                        ("search-recall", SEARCH_RECALL)
+                    } else {
+                        (*name, *text)
+                    };
                     b.add(
-                        &format!("scenarios/{name}.toml"),
+                        &format!("scenarios/{file}.toml"),
                         text,
                         Path::new("scenarios"),
                         *weight,
@@ -197,6 +218,8 @@ pub enum Target {
         url: String,
         ef_search: u32,
         vectors: Arc<Vec<Vector>>,
+        /// With `--recall`: the query set the vectors are, whose truth scores every answer.
+        scorer: Option<Arc<crate::load::recall::Scorer>>,
     },
 }
 
@@ -276,17 +299,28 @@ pub async fn send_sql(
     intended: Instant,
     conn: Option<&mut sqlx::PgConnection>,
 ) -> RequestOutcome {
-    let Target::Database { vectors, .. } = target else {
+    let Target::Database {
+        vectors, scorer, ..
+    } = target
+    else {
         return RequestOutcome::failed("SQL", Arc::from(SQL_NAME), intended, Failure::NoConnection);
     };
-    let v = &vectors[(n % vectors.len() as u64) as usize];
+    let i = (n % vectors.len() as u64) as usize;
+    // Scored: a page of k, the k of recall@k.
+    let page = scorer.as_ref().map_or(PAGE, |s| s.k as i64);
     let sent = Instant::now();
-    let (failure, bytes) = match conn {
-        Some(conn) => match search::search(conn, v, PAGE).await {
-            Ok(hits) => (None, hits.len() as u64),
-            Err(e) => (Some(Failure::Database(crate::one_line(&e))), 0),
+    let (failure, bytes, recall) = match conn {
+        Some(conn) => match search::search(conn, &vectors[i], page).await {
+            Ok(hits) => {
+                let recall = scorer.as_ref().map(|s| {
+                    let got: Vec<_> = hits.iter().map(|h| (h.id, h.distance)).collect();
+                    s.score(i, &got)
+                });
+                (None, hits.len() as u64, recall)
+            }
+            Err(e) => (Some(Failure::Database(crate::one_line(&e))), 0, None),
         },
-        None => (Some(Failure::NoConnection), 0),
+        None => (Some(Failure::NoConnection), 0, None),
     };
     RequestOutcome {
         method: "SQL",
@@ -297,6 +331,7 @@ pub async fn send_sql(
         status: None,
         failure,
         bytes,
+        recall,
     }
 }
 

@@ -210,8 +210,8 @@ impl VirtualUser {
         intended: Instant,
     ) -> RequestOutcome {
         let built = self.build(r, client, run);
-        let req = match built {
-            Ok(req) => req,
+        let (req, query) = match built {
+            Ok(built) => built,
             Err(missing) => {
                 return RequestOutcome::failed(
                     r.method_name,
@@ -222,19 +222,20 @@ impl VirtualUser {
             }
         };
         let sent = Instant::now();
-        let (status, bytes, failure) = match req.send().await {
+        let (status, bytes, failure, recall) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = (!r.extract.is_empty()).then(|| resp.headers().clone());
                 match resp.bytes().await {
                     Ok(body) => {
-                        let failure = self.judge(r, status, headers.as_ref(), &body);
-                        (Some(status), body.len() as u64, failure)
+                        let (failure, recall) =
+                            self.judge(r, status, headers.as_ref(), &body, query);
+                        (Some(status), body.len() as u64, failure, recall)
                     }
-                    Err(e) => (Some(status), 0, Some(Failure::of_transport(&e))),
+                    Err(e) => (Some(status), 0, Some(Failure::of_transport(&e)), None),
                 }
             }
-            Err(e) => (None, 0, Some(Failure::of_transport(&e))),
+            Err(e) => (None, 0, Some(Failure::of_transport(&e)), None),
         };
         RequestOutcome {
             method: r.method_name,
@@ -245,16 +246,18 @@ impl VirtualUser {
             status,
             failure,
             bytes,
+            recall,
         }
     }
 
-    /// The request, filled in; `Err` names a value not there yet.
+    /// The request, filled in, and the number of the scored query it sends (if it sends one);
+    /// `Err` names a value not there yet.
     fn build(
         &self,
         r: &Request,
         client: &reqwest::Client,
         run: &str,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    ) -> Result<(reqwest::RequestBuilder, Option<usize>), String> {
         let mut st = self.state();
         let st = &mut *st;
         let drawn: Vec<(usize, Value)> = r
@@ -267,6 +270,10 @@ impl VirtualUser {
                 )
             })
             .collect();
+        let query = r.scored.and_then(|var| {
+            let (_, v) = drawn.iter().find(|(i, _)| *i == var)?;
+            Some(v.get("index")?.as_u64()? as usize)
+        });
         let values = Bound {
             user: self,
             run,
@@ -317,24 +324,41 @@ impl VirtualUser {
             };
             headers.insert(name.clone(), v);
         }
-        Ok(req.headers(headers))
+        Ok((req.headers(headers), query))
     }
 
-    /// Whether the answer is a success; on success, its values stored.
+    /// Whether the answer is a success, and its recall when it answers the scored `query`; on
+    /// success, its values stored. An answer whose results cannot be scored is a failure.
     fn judge(
         &self,
         r: &Request,
         status: u16,
         headers: Option<&HeaderMap>,
         body: &[u8],
-    ) -> Option<Failure> {
+        query: Option<usize>,
+    ) -> (Option<Failure>, Option<f64>) {
+        match self.judge_answer(r, status, headers, body, query) {
+            Ok(recall) => (None, recall),
+            Err(f) => (Some(f), None),
+        }
+    }
+
+    fn judge_answer(
+        &self,
+        r: &Request,
+        status: u16,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        query: Option<usize>,
+    ) -> Result<Option<f64>, Failure> {
+        let scorer = query.and(self.scenario.scorer.as_ref());
         let e = &r.expect;
         let ok = match &e.statuses {
             Some(list) => list.contains(&status),
             None => (200..400).contains(&status),
         };
         if !ok {
-            return Some(match &e.failure {
+            return Err(match &e.failure {
                 Some(text) => Failure::Expectation(text.replace("{status}", &status.to_string())),
                 None => Failure::Status(status),
             });
@@ -342,9 +366,10 @@ impl VirtualUser {
         if let Some(c) = &e.contains
             && !body.windows(c.len().max(1)).any(|w| w == c.as_bytes())
         {
-            return Some(Failure::Expectation(format!("the answer lacks '{c}'")));
+            return Err(Failure::Expectation(format!("the answer lacks '{c}'")));
         }
         let wants_json = e.needs_json()
+            || scorer.is_some()
             || r.extract
                 .iter()
                 .any(|(_, x, _)| matches!(x, Extract::Json(_)));
@@ -352,7 +377,7 @@ impl VirtualUser {
             match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    return Some(Failure::Expectation("the answer is not JSON".into()));
+                    return Err(Failure::Expectation("the answer is not JSON".into()));
                 }
             }
         } else {
@@ -361,7 +386,7 @@ impl VirtualUser {
         if let Some(v) = &parsed
             && let Some(p) = e.pointers.iter().find(|p| v.pointer(p).is_none())
         {
-            return Some(Failure::Expectation(format!("no {p} in the answer")));
+            return Err(Failure::Expectation(format!("no {p} in the answer")));
         }
         let mut values = Vec::with_capacity(r.extract.len());
         for (slot, x, site) in &r.extract {
@@ -375,20 +400,26 @@ impl VirtualUser {
             match v {
                 Some(v) => values.push((*slot, v)),
                 None => {
-                    return Some(Failure::Extraction(match x {
+                    return Err(Failure::Extraction(match x {
                         Extract::Json(p) => format!("{site}no {p} in the answer"),
                         Extract::Header(h) => format!("{site}no {h} header in the answer"),
                     }));
                 }
             }
         }
+        let recall = match (scorer, query, &parsed) {
+            (Some(s), Some(q), Some(answer)) => {
+                Some(s.score_answer(q, answer).map_err(Failure::Expectation)?)
+            }
+            _ => None,
+        };
         if !values.is_empty() {
             let mut st = self.state();
             for (slot, v) in values {
                 st.extracted[slot] = Some(v);
             }
         }
-        None
+        Ok(recall)
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Var {
     pub scope: Scope,
     /// The fields every record has (`{{name.field}}`); empty for plain values.
     pub fields: BTreeSet<String>,
+    /// Its values are the scored query set's (`from = "query_set"`): a request sending one is
+    /// scored for recall.
+    pub scored: bool,
     /// The run's cursor (shared scope).
     shared_next: AtomicU64,
     shared_counter: AtomicI64,
@@ -54,6 +57,8 @@ pub struct Context<'a> {
     pub dir: &'a Path,
     /// The dataset whose space `query_vectors` are embedded in.
     pub dataset: &'a crate::config::DatasetParams,
+    /// The query set of `load --recall` (`from = "query_set"`).
+    pub scorer: Option<&'a crate::load::recall::Scorer>,
 }
 
 impl Var {
@@ -90,7 +95,7 @@ impl Var {
         } else if let Some(file) = &spec.file {
             Source::List(Arc::new(read_data(&ctx.dir.join(file), file)?))
         } else if let Some(from) = spec.from.as_deref() {
-            Source::List(Arc::new(query_set(from, ctx.dataset)?))
+            Source::List(Arc::new(query_set(from, ctx)?))
         } else {
             Source::Counter(spec.counter.unwrap_or(0))
         };
@@ -109,6 +114,7 @@ impl Var {
             order,
             scope,
             fields,
+            scored: spec.from.as_deref() == Some("query_set"),
             shared_next: AtomicU64::new(0),
             shared_counter: AtomicI64::new(0),
         })
@@ -201,10 +207,24 @@ fn read_data(path: &Path, as_written: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-/// A query set as records: `queries` → `{index, text}`, `query_vectors` → `{index, text, vector}`.
-fn query_set(from: &str, dataset: &crate::config::DatasetParams) -> Result<Vec<Value>, String> {
+/// A query set as records: `queries` → `{index, text}`, `query_vectors` → `{index, text,
+/// vector}`, `query_set` → `{index, vector}` (the scored set of `load --recall`).
+fn query_set(from: &str, ctx: &Context<'_>) -> Result<Vec<Value>, String> {
     let texts = crate::workload::SEARCH_QUERIES;
+    let dataset = ctx.dataset;
     match from {
+        "query_set" => match ctx.scorer {
+            Some(s) => Ok(s
+                .vectors()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json!({"index": i, "vector": v.as_slice()}))
+                .collect()),
+            None => Err(
+                "from = 'query_set' is the scored query set: run with --recall (and --query-set heldout, near-duplicate or ood)"
+                    .into(),
+            ),
+        },
         "queries" => Ok(texts
             .iter()
             .enumerate()
@@ -217,7 +237,7 @@ fn query_set(from: &str, dataset: &crate::config::DatasetParams) -> Result<Vec<V
             .map(|(i, (v, t))| json!({"index": i, "text": t, "vector": v.as_slice()}))
             .collect()),
         other => Err(format!(
-            "from = '{other}': the query sets are 'queries' and 'query_vectors'"
+            "from = '{other}': the query sets are 'queries', 'query_vectors' and 'query_set'"
         )),
     }
 }
@@ -241,7 +261,11 @@ mod tests {
     }
 
     fn ctx<'a>(dir: &'a Path, d: &'a crate::config::DatasetParams) -> Context<'a> {
-        Context { dir, dataset: d }
+        Context {
+            dir,
+            dataset: d,
+            scorer: None,
+        }
     }
 
     #[test]
