@@ -393,11 +393,41 @@ async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
 /// loaded): read from `capacity_query_vectors`/`capacity_truth` when stored for this fingerprint,
 /// computed and stored otherwise. Returns them and the seconds spent computing (None when read back).
 pub async fn ensure_truth(config: &Config, url: &str) -> Result<(Truths, Option<f64>)> {
-    let n = config.bench.queries;
-    let k = (config.bench.k as usize).min(config.dataset.rows as usize);
     let dataset_fp = dataset::fingerprint(&config.dataset, &config.index);
-    let truth_fp = truth::fingerprint(&dataset_fp, n as usize, k);
-    let data = Arc::new(Dataset::new(config.dataset.clone()));
+    ensure_truth_of(config, &config.dataset, &dataset_fp, url).await
+}
+
+/// [`ensure_truth`] for the dataset loaded at `url`, whatever the configuration says: `loaded` its
+/// parameters (`capacity_meta.params`), its fingerprint read from `capacity_meta` (the index it
+/// was built with included) — what `load --recall` scores against.
+pub async fn ensure_truth_of_loaded(
+    config: &Config,
+    url: &str,
+    loaded: &crate::config::DatasetParams,
+) -> Result<(Truths, Option<f64>)> {
+    let mut conn = db::connect(url).await?;
+    let fp: Option<String> =
+        sqlx::query_scalar("SELECT fingerprint FROM capacity_meta WHERE id = 1")
+            .fetch_optional(&mut conn)
+            .await
+            .context("reading capacity_meta")?;
+    drop(conn);
+    let fp = fp.context(
+        "capacity_meta names no dataset: load it first (cargo run --release --bin setup)",
+    )?;
+    ensure_truth_of(config, loaded, &fp, url).await
+}
+
+async fn ensure_truth_of(
+    config: &Config,
+    dataset_params: &crate::config::DatasetParams,
+    dataset_fp: &str,
+    url: &str,
+) -> Result<(Truths, Option<f64>)> {
+    let n = config.bench.queries;
+    let k = (config.bench.k as usize).min(dataset_params.rows as usize);
+    let truth_fp = truth::fingerprint(dataset_fp, n as usize, k);
+    let data = Arc::new(Dataset::new(dataset_params.clone()));
     let cases = Case::all();
     let t = Instant::now();
     let sets = tokio::task::spawn_blocking({

@@ -32,15 +32,13 @@ impl Scorer {
         loaded: DatasetParams,
         distribution: Distribution,
     ) -> Result<Self> {
-        let mut cfg = config.clone();
-        cfg.dataset = loaded;
-        let (truths, computed) = crate::setup::ensure_truth(&cfg, url)
+        let (truths, computed) = crate::setup::ensure_truth_of_loaded(config, url, &loaded)
             .await
             .context("the ground truth that load --recall scores against")?;
         if let Some(secs) = computed {
             eprintln!(
                 "load: ground truth computed in {secs:.1} s and stored with the dataset ({} queries per set, k {})",
-                cfg.bench.queries, truths.k
+                config.bench.queries, truths.k
             );
         }
         let (set, truth) = truths

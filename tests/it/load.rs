@@ -632,3 +632,169 @@ fn every_run_is_bounded() {
     let searches = done.stats.entry("/api/v1/traces/search").unwrap().requests;
     assert_eq!(searches, 50);
 }
+
+/// The serial recall@10 of the first `n` queries of the held-out set at `ef_search`: THE search SQL
+/// on one connection, each answer scored against the stored truth — what `load --recall` must
+/// report when one user sends each of those queries once.
+async fn serial_recall(
+    cfg: &capbench::config::Config,
+    db: &str,
+    ef_search: u32,
+    n: usize,
+) -> Vec<f64> {
+    let (truths, _) = capbench::setup::ensure_truth(cfg, db).await.unwrap();
+    let (set, truth) = truths.heldout();
+    let mut conn = capbench::db::connect(db).await.unwrap();
+    capbench::db::search::set_ef_search(&mut conn, ef_search, false)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (i, v) in set.vectors.iter().take(n).enumerate() {
+        let hits = capbench::db::search::search(&mut conn, &pgvector::Vector::from(v.clone()), 10)
+            .await
+            .unwrap();
+        let got: Vec<_> = hits.iter().map(|h| (h.id, h.distance)).collect();
+        out.push(capbench::db::truth::recall(
+            &truth.ids[i],
+            &truth.distances[i],
+            &got,
+        ));
+    }
+    out
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Recall under load is the recall of the answers served: one user sending each query of the set
+/// once scores exactly the serial recall of the same searches — against the database, and through
+/// the service (its `"vector"` search; the generated rows' trust is 1, so its re-rank keeps the
+/// distance order). The record names the query set; the terminal's figure says its conditions.
+#[tokio::test(flavor = "multi_thread")]
+async fn recall_under_load_is_the_recall_of_the_answers_served() {
+    const N: usize = 40;
+    let ef = 10;
+    let (svc, mut cfg) = common::start_service("load_recall", |c| {
+        c.service.search_ef_search = ef;
+    })
+    .await;
+    cfg.bench.queries = N as u32;
+    let db = cfg.servers.database_url.clone().unwrap();
+    let serial = serial_recall(&cfg, &db, ef, N).await;
+    let common_args = [
+        "--users",
+        "1",
+        "--wait",
+        "0",
+        "--run-time",
+        "60s",
+        "--recall",
+        "--queries",
+        "40",
+        "--search-ef-search",
+        "10",
+        "-q",
+    ];
+    // The database target: N searches, each query once.
+    let mut argv = vec!["--target", db.as_str(), "--max-requests", "40"];
+    argv.extend(common_args);
+    let out = load::run(common::load_args(&argv), None).await.unwrap();
+    let (_, done) = &out.finished[0];
+    let sql = done.stats.entry("search_sql").unwrap();
+    assert_eq!((sql.requests, sql.failures, sql.recall.scored), (40, 0, 40));
+    let got = sql.recall.mean().unwrap();
+    assert!(
+        (got - mean(&serial)).abs() < 1e-9,
+        "under load {got}, serial {}",
+        mean(&serial)
+    );
+    assert_eq!(
+        sql.recall.min(),
+        serial.iter().copied().reduce(f64::min),
+        "the worst answer"
+    );
+    let entry = out
+        .record
+        .results
+        .iter()
+        .find(|r| r.name == "load/search_sql")
+        .unwrap();
+    assert_eq!(
+        entry.metric(&Metric::RecallMeanOf("heldout".into())),
+        Some(got)
+    );
+    assert_eq!(entry.metric(&Metric::Scored), Some(40.0));
+    let capbench::record::Parameters::Load(p) = &out.record.parameters else {
+        panic!("a load record")
+    };
+    assert_eq!(p.query_set.as_deref(), Some("heldout"));
+
+    // Through the service: its answers' ids, scored the same way.
+    let base = svc.url();
+    let mut argv = vec!["--target", base.as_str(), "--database-url", db.as_str()];
+    argv.extend(["--max-requests", "40"]);
+    argv.extend(common_args);
+    let out = load::run(common::load_args(&argv), None).await.unwrap();
+    let (_, done) = &out.finished[0];
+    let search = done.stats.entry("/api/v1/traces/search").unwrap();
+    // The key's request (on_start) is not bounded; the searches are.
+    assert_eq!(
+        (search.requests, search.failures, search.recall.scored),
+        (40, 0, 40)
+    );
+    let got = search.recall.mean().unwrap();
+    let want = mean(&serial);
+    assert!(
+        (got - want).abs() < 1e-9,
+        "through the service {got}, serial {want}"
+    );
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recall_needs_a_scored_query_set_and_a_scenario_that_sends_it() {
+    let dir = std::env::temp_dir().join(format!("capbench-recall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vectors.toml");
+    std::fs::write(
+        &file,
+        r#"
+[vars.q]
+from = "query_set"
+
+[[user]]
+kind = "v"
+
+[[user.tasks]]
+method = "POST"
+path = "/search"
+json = { vector = "{{q.vector}}" }
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for (argv, why) in [
+        (
+            vec!["--target", "http://127.0.0.1:9", "--scenario", file],
+            "run with --recall",
+        ),
+        (
+            vec![
+                "--target",
+                "http://127.0.0.1:9",
+                "--scenario",
+                "burst",
+                "--recall",
+            ],
+            "sends no query of the query set",
+        ),
+    ] {
+        let mut argv = argv;
+        argv.extend(["--run-time", "1s", "-q"]);
+        let e = load::run(common::load_args(&argv), None).await.unwrap_err();
+        let text = capbench::one_line(&e);
+        assert!(text.contains(why), "{argv:?}: {text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -777,3 +777,72 @@ async fn a_tags_filter_returns_only_tagged_traces_and_bad_tags_are_422() {
         .unwrap();
     assert_eq!(mode, "relaxed_order");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_by_vector_answers_as_the_search_sql_does_and_bad_vectors_are_422() {
+    let (svc, cfg) = start("svc_vector", |c| {
+        c.service.rate_limit_read_per_minute = 1000;
+    })
+    .await;
+    let (c, base) = (reqwest::Client::new(), svc.url());
+    let key = common::mint_key(&c, &base, "vector@test.invalid").await;
+    let post = async |body: Value| {
+        c.post(format!("{base}/api/v1/traces/search"))
+            .header("X-API-Key", &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let data = capbench::dataset::Dataset::new(cfg.dataset.clone());
+    let queries = data.query_set(capbench::config::Distribution::NearDuplicate, None, 3);
+    let mut conn = svc.state.pool.acquire().await.unwrap();
+    for v in &queries.vectors {
+        let resp = post(json!({"vector": v, "limit": 10})).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        let got: Vec<(String, f64)> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["similarity"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        // THE search SQL on a connection of the service's pool (its ef_search), the same vector.
+        let hits = capbench::db::search::search(&mut conn, &pgvector::Vector::from(v.clone()), 10)
+            .await
+            .unwrap();
+        let want: Vec<(String, f64)> = hits
+            .iter()
+            .map(|h| (h.id.to_string(), 1.0 - h.distance))
+            .collect();
+        assert_eq!(got.len(), 10);
+        for ((gi, gs), (wi, ws)) in got.iter().zip(&want) {
+            assert_eq!(
+                gi, wi,
+                "the generated rows' trust is 1: the re-rank keeps distance order"
+            );
+            assert!((gs - ws).abs() < 1e-6, "{gs} vs {ws}");
+        }
+    }
+    drop(conn);
+    let dims = cfg.dataset.dims as usize;
+    let ok = queries.vectors[0].clone();
+    for (bad, why) in [
+        (json!({"vector": vec![0.1; dims - 1]}), "must have"),
+        (json!({"vector": vec![0.0; dims]}), "not all zero"),
+        (json!({"vector": ok, "q": "both"}), "not both"),
+        (json!({"limit": 10}), "is required"),
+        (json!({"vector": "0.1,0.2"}), ""),
+    ] {
+        let resp = post(bad.clone()).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        let text = err["error"].as_str().unwrap_or_default();
+        assert!(!text.is_empty() && text.contains(why), "{bad}: {err}");
+    }
+}
