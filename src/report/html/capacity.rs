@@ -206,6 +206,7 @@ fn sweep_shown(sweep: &Sweep) -> SweepShown {
         hlines: vec![(slo, format!("SLO p99 < {} ms", number(slo)))],
         ..Chart::default()
     };
+    let recall = recall_chart(levels, axis);
     let knee = knee_of(sweep);
     match &knee {
         Knee::Found(k) => {
@@ -227,10 +228,53 @@ fn sweep_shown(sweep: &Sweep) -> SweepShown {
     SweepShown {
         group: Text::new(&sweep.group),
         axis,
-        charts: vec![Figure::xy(qps), Figure::xy(lat)],
+        charts: [Some(qps), Some(lat), recall]
+            .into_iter()
+            .flatten()
+            .map(Figure::xy)
+            .collect(),
         knee,
         slo: number(slo),
     }
+}
+
+/// The query distribution whose truth scored a sweep's answers (`recall_mean_<distribution>` on
+/// its levels, written by `load --recall`).
+pub fn scored_distribution(levels: &[(f64, &ResultEntry)]) -> Option<String> {
+    levels.iter().find_map(|(_, e)| {
+        e.metrics.keys().find_map(|m| match m {
+            Metric::RecallMeanOf(d) => Some(d.clone()),
+            _ => None,
+        })
+    })
+}
+
+/// Recall under load against the sweep's levels, when its answers were scored: does recall hold
+/// as concurrency rises?
+fn recall_chart(levels: &[(f64, &ResultEntry)], axis: &str) -> Option<Chart> {
+    let d = scored_distribution(levels)?;
+    Some(Chart {
+        title: format!("recall@10 under load vs {axis} ({d} queries, no filter)"),
+        x_label: axis.into(),
+        y_label: "recall@10 of the answers served".into(),
+        y_range: Some((0.0, 1.04)),
+        legend_lower_right: true,
+        series: vec![
+            Series::new(
+                "mean",
+                series_of(levels, &Metric::RecallMeanOf(d.clone())),
+                Style::LinePoints,
+                color(0),
+            ),
+            Series::new(
+                "worst answer",
+                series_of(levels, &Metric::RecallMinOf(d)),
+                Style::Points,
+                color(1),
+            ),
+        ],
+        ..Chart::default()
+    })
 }
 
 /// The two per-second series: (series, what it is, its y label).

@@ -137,3 +137,25 @@ fn a_ten_level_sweep_over_time_is_ten_small_charts_of_one_line_on_one_scale() {
     assert_eq!(html.matches("<svg").count(), 10);
     assert!(html.contains("class=\"multiples\""));
 }
+
+#[test]
+fn a_scored_sweep_shows_recall_under_load_per_level_and_an_unscored_one_does_not() {
+    let levels = [(1.0, 5.0, Some(1.0)), (10.0, 9.0, Some(1.0))];
+    let plain = sweep_record(&levels, Some(10.0));
+    assert_eq!(sweep_shown(&sweeps(&plain)[0]).charts.len(), 2);
+    let mut scored = plain.clone();
+    for (e, (mean, worst)) in scored.results.iter_mut().zip([(0.95, 0.6), (0.91, 0.5)]) {
+        e.metrics
+            .insert(Metric::RecallMeanOf("near-duplicate".into()), mean);
+        e.metrics
+            .insert(Metric::RecallMinOf("near-duplicate".into()), worst);
+    }
+    let shown = sweep_shown(&sweeps(&scored)[0]);
+    assert_eq!(shown.charts.len(), 3);
+    let Figure::Xy(c) = &shown.charts[2] else {
+        panic!("the recall chart")
+    };
+    assert!(c.title.contains("near-duplicate queries"), "{}", c.title);
+    assert_eq!(c.series[0].points, vec![(1.0, 0.95), (10.0, 0.91)]);
+    assert_eq!(c.series[1].points, vec![(1.0, 0.6), (10.0, 0.5)]);
+}
