@@ -226,6 +226,11 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         .await?;
         let prepared = Arc::new(users);
         for &users in &args.sweep {
+            // Every level scores the same queries, from the set's first.
+            target.rewind_scored();
+            if let Some(s) = &scenario {
+                s.rewind_scored();
+            }
             let plan = ClosedPlan {
                 users: users as usize,
                 spawn_rate: f64::INFINITY,

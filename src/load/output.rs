@@ -69,8 +69,11 @@ pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64, reca
         for e in done.stats.entries.values() {
             if let (Some(mean), Some(min)) = (e.recall.mean(), e.recall.min()) {
                 println!(
-                    "{:<6} {:<36} {label}: mean {mean:.4}, worst {min:.2}, {} answers scored",
-                    e.method, e.name, e.recall.scored
+                    "{:<6} {:<36} {label}: mean {mean:.4} over {} queries, worst answer {min:.2}, {} answers scored",
+                    e.method,
+                    e.name,
+                    e.recall.queries(),
+                    e.recall.scored
                 );
             }
         }

@@ -50,8 +50,9 @@ pub struct RequestOutcome {
     pub failure: Option<Failure>,
     /// Response body bytes.
     pub bytes: u64,
-    /// recall@k of the answer, when it was scored (`load --recall`; successes only).
-    pub recall: Option<f64>,
+    /// The query number and recall@k of the answer, when it was scored (`load --recall`;
+    /// successes only).
+    pub recall: Option<(usize, f64)>,
 }
 
 impl RequestOutcome {
@@ -129,8 +130,8 @@ impl Entry {
         if let Some(s) = o.status {
             *self.statuses.entry(s).or_default() += 1;
         }
-        if let Some(r) = o.recall {
-            self.recall.add(r);
+        if let Some((q, r)) = o.recall {
+            self.recall.add(q, r);
         }
     }
 

@@ -128,6 +128,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                     ef_search: config.service.search_ef_search,
                     vectors: Arc::new(vectors),
                     scorer,
+                    next: Arc::default(),
                 },
                 scenario: None,
                 service: None,

@@ -151,6 +151,11 @@ impl Scenario {
             .map(|k| k.name.as_str())
     }
 
+    /// Each sweep level from the scored set's first query (shared cursors).
+    pub fn rewind_scored(&self) {
+        self.vars.iter().for_each(Var::rewind_scored);
+    }
+
     /// Whether some request sends a query of the scored set (`from = "query_set"`).
     pub fn scores_any(&self) -> bool {
         self.kinds.iter().any(|k| {

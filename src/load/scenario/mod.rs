@@ -220,6 +220,9 @@ pub enum Target {
         vectors: Arc<Vec<Vector>>,
         /// With `--recall`: the query set the vectors are, whose truth scores every answer.
         scorer: Option<Arc<crate::load::recall::Scorer>>,
+        /// With `--recall`: the next query of the set, shared by every connection, so that a
+        /// level's searches go through the set in order whatever its number of connections.
+        next: Arc<std::sync::atomic::AtomicU64>,
     },
 }
 
@@ -238,6 +241,13 @@ impl Target {
         match self {
             Target::Http { .. } => ("capacity", "users"),
             Target::Database { .. } => ("capacity_db", "connections"),
+        }
+    }
+
+    /// Each sweep level from the scored set's first query: the database target's shared cursor.
+    pub fn rewind_scored(&self) {
+        if let Target::Database { next, .. } = self {
+            next.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -300,10 +310,17 @@ pub async fn send_sql(
     conn: Option<&mut sqlx::PgConnection>,
 ) -> RequestOutcome {
     let Target::Database {
-        vectors, scorer, ..
+        vectors,
+        scorer,
+        next,
+        ..
     } = target
     else {
         return RequestOutcome::failed("SQL", Arc::from(SQL_NAME), intended, Failure::NoConnection);
+    };
+    let n = match scorer {
+        Some(_) => next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        None => n,
     };
     let i = (n % vectors.len() as u64) as usize;
     // Scored: a page of k, the k of recall@k.
@@ -314,7 +331,7 @@ pub async fn send_sql(
             Ok(hits) => {
                 let recall = scorer.as_ref().map(|s| {
                     let got: Vec<_> = hits.iter().map(|h| (h.id, h.distance)).collect();
-                    s.score(i, &got)
+                    (i, s.score(i, &got))
                 });
                 (None, hits.len() as u64, recall)
             }

@@ -336,7 +336,7 @@ impl VirtualUser {
         headers: Option<&HeaderMap>,
         body: &[u8],
         query: Option<usize>,
-    ) -> (Option<Failure>, Option<f64>) {
+    ) -> (Option<Failure>, Option<(usize, f64)>) {
         match self.judge_answer(r, status, headers, body, query) {
             Ok(recall) => (None, recall),
             Err(f) => (Some(f), None),
@@ -350,7 +350,7 @@ impl VirtualUser {
         headers: Option<&HeaderMap>,
         body: &[u8],
         query: Option<usize>,
-    ) -> Result<Option<f64>, Failure> {
+    ) -> Result<Option<(usize, f64)>, Failure> {
         let scorer = query.and(self.scenario.scorer.as_ref());
         let e = &r.expect;
         let ok = match &e.statuses {
@@ -409,7 +409,7 @@ impl VirtualUser {
         }
         let recall = match (scorer, query, &parsed) {
             (Some(s), Some(q), Some(answer)) => {
-                Some(s.score_answer(q, answer).map_err(Failure::Expectation)?)
+                Some((q, s.score_answer(q, answer).map_err(Failure::Expectation)?))
             }
             _ => None,
         };

@@ -120,6 +120,14 @@ impl Var {
         })
     }
 
+    /// Back to the first value of a shared cursor over the scored query set (each sweep level
+    /// goes through the same queries); other variables keep counting.
+    pub fn rewind_scored(&self) {
+        if self.scored {
+            self.shared_next.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Draws the next value: `cursor` is the user's (user scope), `rng` the user's random source.
     pub fn draw(&self, cursor: &mut u64, rng: &mut Xoshiro256PlusPlus) -> Value {
         let n = match self.scope {

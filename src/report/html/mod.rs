@@ -1,15 +1,15 @@
 //! target-reports/index.html: one self-contained page (inline CSS and SVG, no JavaScript, nothing
-//! fetched) read top to bottom — verdicts, HNSW, capacity, HTTP, the rate limiter, history, the
-//! comparison with a baseline, the environment, links to Criterion's pages, and every figure of
-//! every record (so no kind or entry is silently dropped).
+//! fetched) read top to bottom — verdicts, HNSW, filtered search, capacity, HTTP, the rate limiter,
+//! history, the comparison with a baseline, the environment, links to Criterion's pages, and every
+//! figure of every record (so no kind or entry is silently dropped).
 //!
 //! Each section is a module that first builds a plain data struct from the records (`Xxx::of`,
 //! testable without HTML; every text from a record held as [`helpers::Text`], scrubbed of
 //! secrets) and then renders it with maud, which escapes all text. Charts are data too
 //! ([`helpers::Figure`]), drawn by [`super::charts`] when the page is rendered.
 //!
-//! - `verdicts`, `hnsw`, `capacity`, `http`, `limiter`, `history`, `comparison`, `environment`,
-//!   `criterion`, `figures`: the sections, in page order;
+//! - `verdicts`, `hnsw`, `filtered`, `capacity`, `http`, `limiter`, `history`, `comparison`,
+//!   `environment`, `criterion`, `figures`: the sections, in page order;
 //! - `latency`: the latency table and the percentile spectrum shared by capacity, HTTP and limiter;
 //! - `helpers`: text, number cells, the source line, figures.
 
@@ -18,6 +18,7 @@ mod comparison;
 mod criterion;
 mod environment;
 mod figures;
+mod filtered;
 mod helpers;
 mod history;
 mod hnsw;
@@ -88,9 +89,10 @@ nav a{margin-right:12px}
 "#;
 
 /// The sections' anchors and names, in page order.
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("verdicts", "Verdicts"),
     ("hnsw", "HNSW"),
+    ("filtered", "Filtered search"),
     ("capacity", "Capacity"),
     ("http", "HTTP"),
     ("limiter", "Rate limiter"),
@@ -113,6 +115,7 @@ pub struct Page {
     pub warnings: Vec<Text>,
     pub verdicts: verdicts::Verdicts,
     pub hnsw: hnsw::Hnsw,
+    pub filtered: filtered::Filtered,
     pub capacity: capacity::Capacity,
     pub http: http::Http,
     pub limiter: limiter::Limiter,
@@ -137,6 +140,7 @@ impl Page {
             warnings: warnings.iter().map(Text::from).collect(),
             verdicts: verdicts::Verdicts::of(&latest, view),
             hnsw: hnsw::Hnsw::of(kind(Kind::Hnsw)),
+            filtered: filtered::Filtered::of(kind(Kind::HnswFiltered)),
             capacity: capacity::Capacity::of(&latest),
             http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
             limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
@@ -184,6 +188,7 @@ impl Render for Page {
                     (self.header())
                     (self.verdicts)
                     (self.hnsw)
+                    (self.filtered)
                     (self.capacity)
                     (self.http)
                     (self.limiter)
