@@ -171,6 +171,8 @@ pub struct FilteredPass {
     pub plan: String,
     pub rounds: Vec<record::Metrics>,
     pub criterion_median_ms: Option<f64>,
+    /// pgbench on the same filtered SQL and settings (`CAPBENCH_COMPARE`, the comparison point).
+    pub pgbench: Option<crate::bench::hnsw::PgbenchResult>,
 }
 
 pub type RunOutcome = crate::bench::RunOutcome<FilteredPass>;
@@ -249,6 +251,28 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let mut results = rt.block_on(measure_rounds(&mut prepared, &config, &points))?;
     for (r, m) in results.iter_mut().zip(medians) {
         r.criterion_median_ms = m;
+    }
+    if config.bench.compare
+        && let Some(r) = results.iter_mut().find(|r| is_comparison_point(&r.point))
+    {
+        let case = &prepared.cases[&r.point.tag];
+        let set = Case {
+            distribution: prepared.distribution,
+            filter: Some(r.point.tag),
+        }
+        .set_name();
+        let script = crate::bench::hnsw::pgbench_script_of(
+            &set,
+            case.queries.len(),
+            k,
+            Some(&r.point.tag.name()),
+        );
+        r.pgbench = Some(crate::bench::hnsw::pgbench_with(
+            &config,
+            &prepared.url,
+            &script,
+            &pgbench_options(&r.point),
+        )?);
     }
     print_table(&config, &prepared, &results);
     let record = rt.block_on(write_record(&config, &mut prepared, &results))?;
@@ -495,9 +519,42 @@ async fn measure_rounds(
                 plan,
                 rounds: rounds.per_round().to_vec(),
                 criterion_median_ms: None,
+                pgbench: None,
             }
         })
         .collect())
+}
+
+/// The point pgbench runs beside (`CAPBENCH_COMPARE`): the 1 % uncorrelated tag with relaxed_order
+/// at pgvector's max_scan_tuples — the filter the iterative scan exists for.
+fn is_comparison_point(p: &Point) -> bool {
+    p.tag.name() == "u1"
+        && p.how
+            == How::Hnsw {
+                mode: IterativeScan::RelaxedOrder,
+                max_scan_tuples: None,
+            }
+}
+
+/// The settings of point `p` as pgbench's `PGOPTIONS` (what [`apply`] sets on the bench's session).
+fn pgbench_options(p: &Point) -> String {
+    let mut o = format!("-c hnsw.ef_search={}", p.ef_search);
+    match p.how {
+        How::Hnsw {
+            mode,
+            max_scan_tuples,
+        } => {
+            o.push_str(" -c enable_bitmapscan=off -c enable_seqscan=off");
+            if mode != IterativeScan::Off {
+                o.push_str(&format!(" -c hnsw.iterative_scan={}", mode.as_str()));
+            }
+            if let Some(t) = max_scan_tuples {
+                o.push_str(&format!(" -c hnsw.max_scan_tuples={t}"));
+            }
+        }
+        How::Exact => o.push_str(" -c enable_indexscan=off"),
+    }
+    o
 }
 
 fn print_table(config: &Config, prepared: &Prepared, results: &[FilteredPass]) {
@@ -570,6 +627,17 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[FilteredPass]) {
         "<k: queries that returned fewer rows than min(k, the filter's matches). planner: the plan PostgreSQL \
          picks left alone (exact = without the HNSW index). plan: the plan this point ran."
     );
+    for r in results {
+        if let (Some(pg), Some(median)) = (r.pgbench, r.criterion_median_ms) {
+            println!(
+                "pgbench -M prepared -c 1, same filtered SQL and settings, {}: avg {:.3} ms, {:.0} tps; criterion median / pgbench avg = {:.2}",
+                r.point.id(),
+                pg.latency_avg_ms,
+                pg.tps,
+                median / pg.latency_avg_ms
+            );
+        }
+    }
 }
 
 async fn write_record(
@@ -628,6 +696,10 @@ async fn write_record(
         }
         if let Some(m) = r.criterion_median_ms {
             metrics.insert(Metric::CriterionMedianMs, m);
+        }
+        if let Some(pg) = r.pgbench {
+            metrics.insert(Metric::PgbenchLatencyAvgMs, pg.latency_avg_ms);
+            metrics.insert(Metric::PgbenchTps, pg.tps);
         }
         rec.results.push(ResultEntry {
             name: r.point.id(),

@@ -340,6 +340,32 @@ async fn ground_truth_equals_postgres_exact_search() {
         filter: Tag::parse("c1"),
     };
     assert_eq!(stored.as_slice(), &truths.get(c1).unwrap().0.vectors[3][..]);
+
+    // pgbench's scripts (CAPBENCH_COMPARE) run THE search SQL on the stored vectors: exactly
+    // (index scans still off here), query 3 answers the case's truth, filtered and not.
+    for (set, tag) in [
+        ("heldout", Some("u10")),
+        ("heldout", None),
+        ("ood/c10", Some("c10")),
+    ] {
+        let script = hnsw::pgbench_script_of(set, 40, 10, tag);
+        let (first, sql) = script.split_once('\n').unwrap();
+        assert_eq!(first, "\\set qid random(0, 39)");
+        let sql = sql.trim().trim_end_matches(';').replace(":qid", "3");
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id FROM ({sql}) AS s")))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{set} {tag:?}: {e}\n{sql}"));
+        let case = Case {
+            distribution: Distribution::parse(set.split('/').next().unwrap()).unwrap(),
+            filter: tag.and_then(Tag::parse),
+        };
+        assert_eq!(case.set_name(), set);
+        let want = &truths.cases.iter().find(|(c, _)| *c == case).unwrap().1.ids[3];
+        let got: Vec<Uuid> = rows.into_iter().map(|r| r.0).collect();
+        assert_eq!(&got, want, "{set} {tag:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
-//! pgbench beside the hnsw bench (`CAPBENCH_COMPARE=1`): the same search SQL through PostgreSQL's
-//! own benchmark client, so a latency is quoted against an independent tool of the same run.
+//! pgbench beside the hnsw and hnsw_filtered benches (`CAPBENCH_COMPARE=1`): the same search SQL
+//! through PostgreSQL's own benchmark client, so a latency is quoted against an independent tool
+//! of the same run.
 
 use std::process::Command;
 
@@ -18,9 +19,22 @@ pub struct PgbenchResult {
 
 /// The pgbench script for THE search query, its vector read from `capacity_query_vectors` (the held-out set).
 pub fn pgbench_script(queries: usize, k: i64) -> String {
-    let vector = "(SELECT embedding FROM capacity_query_vectors WHERE query_set = 'heldout' AND query_no = :qid)";
-    let sql = search::SEARCH_SQL
-        .replace("$1", vector)
+    pgbench_script_of("heldout", queries, k, None)
+}
+
+/// The pgbench script for THE search query, its vector one of the first `queries` of the stored
+/// query set `query_set` (`capacity_query_vectors`), filtered by `tag` when given (the query's
+/// filtered form, as `hnsw_filtered` runs it).
+pub fn pgbench_script_of(query_set: &str, queries: usize, k: i64, tag: Option<&str>) -> String {
+    let vector = format!(
+        "(SELECT embedding FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
+    );
+    let sql = match tag {
+        None => search::SEARCH_SQL.to_string(),
+        Some(t) => search::SEARCH_FILTERED_SQL.replace("$4", &format!("'{{{t}}}'::text[]")),
+    };
+    let sql = sql
+        .replace("$1", &vector)
         .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))
         .replace("$3", &k.to_string());
     format!(
@@ -37,12 +51,28 @@ pub fn pgbench(
     queries: usize,
     k: i64,
 ) -> Result<PgbenchResult> {
+    pgbench_with(
+        config,
+        url,
+        &pgbench_script(queries, k),
+        &format!("-c hnsw.ef_search={ef}"),
+    )
+}
+
+/// Runs pgbench (`-n -M prepared -c 1`) on `script` for a fixed time, its sessions started with
+/// `options` (`PGOPTIONS`: the settings the measured point runs with).
+pub fn pgbench_with(
+    config: &Config,
+    url: &str,
+    script_text: &str,
+    options: &str,
+) -> Result<PgbenchResult> {
     let program = stack::pg_program(&config.servers, "pgbench");
     // The password goes in pgbench's environment, which other users cannot read (its command line
     // they can).
     let (url, password) = stack::split_password(url)?;
     let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&script, pgbench_script(queries, k))
+    std::fs::write(&script, script_text)
         .with_context(|| format!("writing {}", script.display()))?;
     let seconds = if config.bench.quick { 3 } else { 15 };
     let mut cmd = Command::new(&program);
@@ -62,7 +92,7 @@ pub fn pgbench(
         ])
         .arg(&script)
         .arg(&url)
-        .env("PGOPTIONS", format!("-c hnsw.ef_search={ef}"))
+        .env("PGOPTIONS", options)
         .output()
         .with_context(|| {
             format!(
