@@ -222,6 +222,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     }
     let k = i64::from(config.bench.k);
     let mut medians = Vec::new();
+    // How many queries each point's Criterion loop ran (warm-up included), from the set's first.
+    let mut drawn = Vec::new();
     for p in &points {
         rt.block_on(apply(&mut prepared.conn, p))?;
         let case = &prepared.cases[&p.tag];
@@ -239,6 +241,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             },
         )
         .with_context(|| format!("benchmark {}", p.id()))?;
+        drawn.push(next);
         if !bench_args.test {
             medians.push(criterion_median_ms(&config, &p.criterion_dir()));
         }
@@ -253,7 +256,10 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         r.criterion_median_ms = m;
     }
     if config.bench.compare
-        && let Some(r) = results.iter_mut().find(|r| is_comparison_point(&r.point))
+        && let Some((r, &drawn)) = results
+            .iter_mut()
+            .zip(&drawn)
+            .find(|(r, _)| is_comparison_point(&r.point))
     {
         let case = &prepared.cases[&r.point.tag];
         let set = Case {
@@ -264,6 +270,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         let script = crate::bench::hnsw::pgbench_script_of(
             &set,
             case.queries.len(),
+            drawn,
             k,
             Some(&r.point.tag.name()),
         );

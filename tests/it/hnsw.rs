@@ -348,9 +348,9 @@ async fn ground_truth_equals_postgres_exact_search() {
         ("heldout", None),
         ("ood/c10", Some("c10")),
     ] {
-        let script = hnsw::pgbench_script_of(set, 40, 10, tag);
+        let script = hnsw::pgbench_script_of(set, 40, 100, 10, tag);
         let (first, sql) = script.split_once('\n').unwrap();
-        assert_eq!(first, "\\set qid random(0, 39)");
+        assert_eq!(first, "\\set qid random(0, 99) % 40");
         let sql = sql.trim().trim_end_matches(';').replace(":qid", "3");
         let rows: Vec<(Uuid,)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id FROM ({sql}) AS s")))

@@ -19,13 +19,22 @@ pub struct PgbenchResult {
 
 /// The pgbench script for THE search query, its vector read from `capacity_query_vectors` (the held-out set).
 pub fn pgbench_script(queries: usize, k: i64) -> String {
-    pgbench_script_of("heldout", queries, k, None)
+    pgbench_script_of("heldout", queries, queries, k, None)
 }
 
-/// The pgbench script for THE search query, its vector one of the first `queries` of the stored
-/// query set `query_set` (`capacity_query_vectors`), filtered by `tag` when given (the query's
-/// filtered form, as `hnsw_filtered` runs it).
-pub fn pgbench_script_of(query_set: &str, queries: usize, k: i64, tag: Option<&str>) -> String {
+/// The pgbench script for THE search query, filtered by `tag` when given (the query's filtered
+/// form, as `hnsw_filtered` runs it), its vector query `i % queries` of the stored query set
+/// `query_set` (`capacity_query_vectors`) for `i` drawn uniformly below `drawn`: the queries a
+/// Criterion benchmark rotating through the set ran in `drawn` iterations, each about as often —
+/// where queries differ widely in cost (an iterative scan under a selective filter), a comparison
+/// holds only on the same queries.
+pub fn pgbench_script_of(
+    query_set: &str,
+    queries: usize,
+    drawn: usize,
+    k: i64,
+    tag: Option<&str>,
+) -> String {
     let vector = format!(
         "(SELECT embedding FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
     );
@@ -38,8 +47,9 @@ pub fn pgbench_script_of(query_set: &str, queries: usize, k: i64, tag: Option<&s
         .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))
         .replace("$3", &k.to_string());
     format!(
-        "\\set qid random(0, {})\n{sql};\n",
-        queries.saturating_sub(1)
+        "\\set qid random(0, {}) % {}\n{sql};\n",
+        drawn.max(1) - 1,
+        queries.max(1)
     )
 }
 
