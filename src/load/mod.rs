@@ -207,7 +207,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
     });
     let recall_column = scorer
         .as_ref()
-        .map(|s| format!("recall@{} {}", s.k, s.distribution.name()));
+        .map(|s| (format!("recall@{} {}", s.k, s.distribution.name()), s.len()));
 
     let mut outcome = LoadOutcome {
         finished: Vec::new(),
@@ -265,7 +265,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
             outcome.knee.as_ref(),
             args.slo_p99,
             target.sweep_names().1,
-            recall_column.as_deref(),
+            recall_column.as_ref().map(|(c, n)| (c.as_str(), *n)),
         );
         if let Some(label) = &recall_label {
             println!("recall column: {label}");

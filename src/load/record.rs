@@ -30,6 +30,7 @@ pub fn metrics_of(
         m.insert(Metric::RecallMeanOf(d.name().into()), mean);
         m.insert(Metric::RecallMinOf(d.name().into()), min);
         m.insert(Metric::Scored, e.recall.scored as f64);
+        m.insert(Metric::ScoredQueries, e.recall.queries() as f64);
     }
     for (s, _) in PERCENTILES {
         m.insert(Metric::Latency(s), e.ms(quantile(s)));

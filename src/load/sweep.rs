@@ -17,8 +17,10 @@ pub struct Level {
     pub p99_ms: f64,
     pub error_rate: f64,
     pub requests: u64,
-    /// The mean recall of the answers scored (`--recall`).
+    /// The mean recall of the answers scored (`--recall`), and how many of the set's queries
+    /// they answered.
     pub recall_mean: Option<f64>,
+    pub recall_queries: usize,
 }
 
 impl Level {
@@ -32,6 +34,7 @@ impl Level {
             error_rate: t.error_rate(),
             requests: t.requests,
             recall_mean: t.recall.mean(),
+            recall_queries: t.recall.queries(),
         }
     }
 
@@ -72,14 +75,15 @@ pub fn knee(levels: &[Level], slo_p99_ms: f64) -> Option<Knee> {
 }
 
 /// The sweep's table and knee; `unit` names a level (`users`, `connections`); `recall` names the
-/// recall column's conditions when answers were scored (`recall@10 heldout`).
+/// recall column (`recall@10 heldout`) and the query set's size when answers were scored.
 pub fn print(
     levels: &[Level],
     knee: Option<&Knee>,
     slo_p99_ms: f64,
     unit: &str,
-    recall: Option<&str>,
+    scored: Option<(&str, usize)>,
 ) {
+    let recall = scored.map(|(r, _)| r);
     println!();
     println!(
         "{:>7} {:>10} {:>9} {:>9} {:>8} {:>10} {}  {}",
@@ -123,6 +127,19 @@ pub fn print(
             objective(slo_p99_ms)
         ),
         None => println!("knee: none — no level met {}", objective(slo_p99_ms)),
+    }
+    if let Some((_, set)) = scored {
+        let partial: Vec<String> = levels
+            .iter()
+            .filter(|l| l.recall_mean.is_some() && l.recall_queries < set)
+            .map(|l| format!("{} ({} of {set})", l.users, l.recall_queries))
+            .collect();
+        if !partial.is_empty() {
+            println!(
+                "recall: levels {} answered only part of the query set: their recall is of those queries (run longer to cover it)",
+                partial.join(", ")
+            );
+        }
     }
 }
 
@@ -191,6 +208,7 @@ mod tests {
             error_rate: 0.0,
             requests: 100,
             recall_mean: None,
+            recall_queries: 0,
         }
     }
 

@@ -192,8 +192,9 @@ pub enum Metric {
     /// recall@k over another query distribution's set (`recall_mean_near-duplicate`): mean, worst.
     RecallMeanOf(String),
     RecallMinOf(String),
-    /// Answers scored for recall (`load --recall`).
+    /// Answers scored for recall (`load --recall`), and the distinct queries they answered.
     Scored,
+    ScoredQueries,
     /// The share of queries that returned fewer rows than k (or than the filter matches, if fewer).
     ShortShare,
     /// Rows the filter matches / all rows.
@@ -244,7 +245,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 40] = [
+const NAMED: [(&str, Metric); 41] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -256,6 +257,7 @@ const NAMED: [(&str, Metric); 40] = [
     ("recall_mean", Metric::RecallMean),
     ("recall_min", Metric::RecallMin),
     ("scored", Metric::Scored),
+    ("scored_queries", Metric::ScoredQueries),
     ("short_share", Metric::ShortShare),
     ("selectivity", Metric::Selectivity),
     ("max_scan_tuples", Metric::MaxScanTuples),
@@ -324,8 +326,8 @@ impl Metric {
             | Selectivity => Unit::Fraction,
             OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
-            MaxScanTuples | Scored | Status(_) | Count | Failures | EfSearch | Capacity
-            | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
+            MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
+            | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
             | KneeUsers | KneeConnections => Unit::Count,
         }
     }
@@ -340,8 +342,9 @@ impl Metric {
     pub fn rule(&self) -> Option<Rule> {
         use Metric::*;
         Some(match self {
-            Count | Scored | EfSearch | Users | Connections | SloP99Ms | Capacity
-            | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity | MaxScanTuples => {
+            Count | Scored | ScoredQueries | EfSearch | Users | Connections | SloP99Ms
+            | Capacity | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity
+            | MaxScanTuples => {
                 return None;
             }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {
