@@ -621,13 +621,7 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[FilteredPass]) {
             } else {
                 "hnsw"
             },
-            if r.plan.contains(schema::HNSW_INDEX) {
-                "hnsw"
-            } else if r.plan.contains("Bitmap") {
-                "bitmap"
-            } else {
-                "seq"
-            }
+            search::PlanKind::of(&r.plan).as_str()
         );
     }
     println!(

@@ -266,3 +266,36 @@ pub fn search_pool_options(
             })
         })
 }
+
+/// Which plan a point ran, read from its EXPLAIN line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// The HNSW index.
+    Hnsw,
+    /// A bitmap scan of the tags' index.
+    Bitmap,
+    /// A sequential scan.
+    Seq,
+}
+
+impl PlanKind {
+    /// The kind of plan `plan` (one line of EXPLAIN), as the hnsw_filtered bench and the report name it.
+    pub fn of(plan: &str) -> Self {
+        if plan.contains(super::schema::HNSW_INDEX) {
+            PlanKind::Hnsw
+        } else if plan.contains("Bitmap") {
+            PlanKind::Bitmap
+        } else {
+            PlanKind::Seq
+        }
+    }
+
+    /// `hnsw`, `bitmap`, `seq`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanKind::Hnsw => "hnsw",
+            PlanKind::Bitmap => "bitmap",
+            PlanKind::Seq => "seq",
+        }
+    }
+}

@@ -229,7 +229,10 @@ impl VirtualUser {
                 match resp.bytes().await {
                     Ok(body) => {
                         let (failure, recall) =
-                            self.judge(r, status, headers.as_ref(), &body, query);
+                            match self.judge(r, status, headers.as_ref(), &body, query) {
+                                Ok(recall) => (None, recall),
+                                Err(f) => (Some(f), None),
+                            };
                         (Some(status), body.len() as u64, failure, recall)
                     }
                     Err(e) => (Some(status), 0, Some(Failure::of_transport(&e)), None),
@@ -327,23 +330,10 @@ impl VirtualUser {
         Ok((req.headers(headers), query))
     }
 
-    /// Whether the answer is a success, and its recall when it answers the scored `query`; on
-    /// success, its values stored. An answer whose results cannot be scored is a failure.
+    /// Whether the answer is a success (`Err`: why not), and its recall when it answers the
+    /// scored `query`; on success, its values stored. An answer whose results cannot be scored is
+    /// a failure.
     fn judge(
-        &self,
-        r: &Request,
-        status: u16,
-        headers: Option<&HeaderMap>,
-        body: &[u8],
-        query: Option<usize>,
-    ) -> (Option<Failure>, Option<(usize, f64)>) {
-        match self.judge_answer(r, status, headers, body, query) {
-            Ok(recall) => (None, recall),
-            Err(f) => (Some(f), None),
-        }
-    }
-
-    fn judge_answer(
         &self,
         r: &Request,
         status: u16,

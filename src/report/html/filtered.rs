@@ -8,7 +8,7 @@ use super::super::charts::{Chart, Series, Style, color};
 use super::super::store::Stored;
 use super::helpers::{Figure, Num, Source, Text, section_of, side_by_side};
 use crate::dataset::{Correlation, Tag};
-use crate::db::schema::HNSW_INDEX;
+pub use crate::db::search::PlanKind;
 use crate::record::{Kind, Metric, Parameters, ResultEntry, RunRecord};
 
 /// The ways of running the filtered query, in the order the legends show them (a way a newer
@@ -50,39 +50,6 @@ pub struct Shown {
     pub rows: Vec<Row>,
     /// The conditions of every figure, and the pitfall.
     pub note: Text,
-}
-
-/// Which plan a point ran, read from its EXPLAIN line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanKind {
-    /// The HNSW index.
-    Hnsw,
-    /// A bitmap scan of the tags' index.
-    Bitmap,
-    /// A sequential scan.
-    Seq,
-}
-
-impl PlanKind {
-    /// The kind of plan `plan` (one line of EXPLAIN), as the bench's table names it.
-    pub fn of(plan: &str) -> Self {
-        if plan.contains(HNSW_INDEX) {
-            PlanKind::Hnsw
-        } else if plan.contains("Bitmap") {
-            PlanKind::Bitmap
-        } else {
-            PlanKind::Seq
-        }
-    }
-
-    /// `hnsw`, `bitmap`, `seq`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PlanKind::Hnsw => "hnsw",
-            PlanKind::Bitmap => "bitmap",
-            PlanKind::Seq => "seq",
-        }
-    }
 }
 
 /// One point: tag, selectivity, mode, ef_search; p50, p99, QPS, recall, worst, "< k" share; what
