@@ -30,6 +30,23 @@ pub struct GroundTruth {
     pub distances: Vec<Vec<f64>>,
 }
 
+impl GroundTruth {
+    /// From each query's (distance, row number) list, nearest first.
+    fn of_lists(dataset: &Dataset, k: usize, lists: &[Vec<(f64, u64)>]) -> Self {
+        GroundTruth {
+            k,
+            ids: lists
+                .iter()
+                .map(|l| l.iter().map(|&(_, i)| dataset.row_id(i)).collect())
+                .collect(),
+            distances: lists
+                .iter()
+                .map(|l| l.iter().map(|&(d, _)| d).collect())
+                .collect(),
+        }
+    }
+}
+
 /// The identity of a ground truth: the dataset it was computed on, the query count and k.
 pub fn fingerprint(dataset_fingerprint: &str, queries: usize, k: usize) -> String {
     let text =
@@ -351,20 +368,7 @@ pub fn compute_all(dataset: &Dataset, sets: &[QuerySet], cases: &[Case], k: usiz
         .enumerate()
         .map(|(ci, &c)| {
             let lists = &per_heap[offsets[ci]..offsets[ci] + len_of(ci)];
-            (
-                c,
-                GroundTruth {
-                    k,
-                    ids: lists
-                        .iter()
-                        .map(|v| v.iter().map(|&(_, i)| dataset.row_id(i)).collect())
-                        .collect(),
-                    distances: lists
-                        .iter()
-                        .map(|v| v.iter().map(|&(d, _)| d).collect())
-                        .collect(),
-                },
-            )
+            (c, GroundTruth::of_lists(dataset, k, lists))
         })
         .collect();
     Truths {
@@ -515,17 +519,7 @@ mod tests {
                 all
             })
             .collect();
-        GroundTruth {
-            k,
-            ids: lists
-                .iter()
-                .map(|l| l.iter().map(|&(_, i)| dataset.row_id(i)).collect())
-                .collect(),
-            distances: lists
-                .iter()
-                .map(|l| l.iter().map(|&(d, _)| d).collect())
-                .collect(),
-        }
+        GroundTruth::of_lists(dataset, k, &lists)
     }
 
     #[test]
