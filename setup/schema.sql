@@ -49,6 +49,21 @@ CREATE TABLE IF NOT EXISTS capacity_meta (
     loaded_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- The index variants built beside the HNSW index (setup --index; src/db/variant.rs), one row each:
+-- the dataset fingerprint it was built for (a rebuilt dataset drops the old table's indexes, and a
+-- row naming another fingerprint is stale), and pgvector's build as it ran.
+CREATE TABLE IF NOT EXISTS capacity_variants (
+    variant              text PRIMARY KEY,
+    fingerprint          text NOT NULL,
+    index_name           text NOT NULL,
+    settings             text NOT NULL,
+    build_seconds        double precision NOT NULL,
+    workers              integer NOT NULL,
+    maintenance_work_mem bigint NOT NULL,
+    notices              text[] NOT NULL DEFAULT '{}',
+    built_at             timestamptz NOT NULL DEFAULT now()
+);
+
 -- The query sets and their exact top-k neighbours (ground truth) per filter, computed by brute
 -- force for the dataset whose truth fingerprint each row carries (it covers the dataset fingerprint,
 -- the number of queries and k). `query_set`: heldout, near-duplicate, ood, or one of them drawn
@@ -110,3 +125,25 @@ CREATE INDEX ix_traces_tags ON traces USING gin (tags);
 CREATE INDEX ix_traces_embedding_hnsw ON traces
     USING hnsw (embedding vector_cosine_ops)
     WITH (m = {{m}}, ef_construction = {{ef_construction}});
+
+-- @section index_halfvec
+-- Half-precision HNSW as an expression index beside the full-precision one (pgvector >= 0.7): half
+-- the size. Queried with the same expression: ORDER BY embedding::halfvec(dims) <=> $1::halfvec(dims).
+CREATE INDEX ix_traces_embedding_halfvec ON traces
+    USING hnsw ((embedding::halfvec({{dims}})) halfvec_cosine_ops)
+    WITH (m = {{m}}, ef_construction = {{ef_construction}});
+
+-- @section index_bq
+-- Binary quantization: one bit per dimension, Hamming distance (pgvector >= 0.7), 32x smaller than
+-- vector; the query takes candidates from it and re-ranks them by exact cosine distance.
+CREATE INDEX ix_traces_embedding_bq ON traces
+    USING hnsw ((binary_quantize(embedding)::bit({{dims}})) bit_hamming_ops)
+    WITH (m = {{m}}, ef_construction = {{ef_construction}});
+
+-- @section index_ivfflat
+-- IVFFlat on an expression equal to the embedding (subvector of all its dimensions), so that it
+-- never competes with the HNSW index for the same ORDER BY: each query names the index it means.
+-- Built after the load (k-means needs the data); lists: rows / 1000 up to 1M rows, sqrt(rows) above.
+CREATE INDEX ix_traces_embedding_ivfflat ON traces
+    USING ivfflat ((subvector(embedding, 1, {{dims}})::vector({{dims}})) vector_cosine_ops)
+    WITH (lists = {{lists}});

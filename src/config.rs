@@ -273,6 +273,13 @@ pub struct BenchParams {
     /// near-duplicate or ood (docs/recall.md). The hnsw bench scores all three.
     #[arg(long, env = "CAPBENCH_QUERY_SET", default_value = "heldout", value_parser = parse_distribution)]
     pub query_set: Distribution,
+    /// The index variants `cargo bench variants` measures (comma-separated): hnsw, halfvec, bq,
+    /// ivfflat (docs/variants.md). Missing ones are built first, as `setup --index` builds them.
+    #[arg(long, env = "CAPBENCH_VARIANTS", value_delimiter = ',', default_value = "hnsw,halfvec,bq,ivfflat", value_parser = parse_variant)]
+    pub variants: Vec<crate::db::variant::Variant>,
+    /// The recall@k a variant must reach for the report to pick its fastest point meeting it.
+    #[arg(long, env = "CAPBENCH_RECALL_TARGET", default_value_t = 0.95, value_parser = parse_recall_target)]
+    pub recall_target: f64,
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
@@ -579,4 +586,15 @@ pub fn connect_timeout() -> std::time::Duration {
 /// Sets the connect timeout for every connection this process opens (PostgreSQL and Redis).
 pub fn set_connect_timeout(timeout: std::time::Duration) {
     CONNECT_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+pub fn parse_variant(s: &str) -> Result<crate::db::variant::Variant, String> {
+    s.parse()
+}
+
+fn parse_recall_target(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("the recall target is a fraction in (0, 1], like 0.95, not '{s}'")),
+    }
 }

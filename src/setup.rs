@@ -20,8 +20,10 @@ use crate::stack;
 
 mod build;
 mod copy_floor;
+mod variants;
 use build::*;
 pub use copy_floor::compare_copy_floor;
+pub use variants::{Ensured, ensure as ensure_variants, lines as variant_lines};
 
 /// Schema the new dataset is built in before it is swapped into the search path's first schema.
 const LOAD_SCHEMA: &str = "capbench_load";
@@ -53,6 +55,12 @@ pub struct SetupArgs {
     /// server-side binary file of the same rows (embedded stack only), `--repeat` times each.
     #[arg(long)]
     pub compare_copy_floor: bool,
+    /// Index variants to have on the dataset (comma-separated): hnsw (always: the dataset's own),
+    /// halfvec, bq (binary quantization + re-rank), ivfflat. Each is built once per dataset and
+    /// reused; its build time and size are printed (docs/variants.md).
+    #[arg(long = "index", env = "CAPBENCH_INDEX", value_delimiter = ',', default_value = "hnsw",
+          value_parser = crate::config::parse_variant)]
+    pub variants: Vec<crate::db::variant::Variant>,
     /// Repetitions of each side of --compare-copy-floor (the median is reported).
     #[arg(long, default_value_t = 3, requires = "compare_copy_floor")]
     pub repeat: u32,
@@ -587,6 +595,12 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
             rayon::current_num_threads()
         ),
         None => println!("truth        {what}: already stored"),
+    }
+    if args.variants.iter().any(|v| *v != crate::db::variant::Variant::Hnsw) {
+        let ensured = ensure_variants(&args.config, &url, &args.variants, opts.progress).await?;
+        for line in variant_lines(&ensured) {
+            println!("{line}");
+        }
     }
     if args.compare_copy_floor {
         eprintln!(

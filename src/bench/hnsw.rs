@@ -29,7 +29,9 @@ use crate::setup::{self, DatasetChange, Needs};
 
 mod pgbench;
 
-pub use pgbench::{PgbenchResult, pgbench, pgbench_script, pgbench_script_of, pgbench_with};
+pub use pgbench::{
+    PgbenchResult, pgbench, pgbench_script, pgbench_script_for, pgbench_script_of, pgbench_with,
+};
 
 /// The seeds' launch gate for raw HNSW search.
 pub use crate::gates::P99_MS as GATE_P99_MS;

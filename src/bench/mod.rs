@@ -9,6 +9,7 @@ pub mod hnsw_filtered;
 pub mod http_search;
 pub mod limiter_timeline;
 pub mod rate_limit;
+pub mod variants;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -24,7 +24,8 @@ pub struct IndexInfo {
     pub valid: bool,
 }
 
-/// The HNSW index on `table` (schema-qualified or on the search path), if there is one.
+/// The HNSW index of setup/schema.sql ([`schema::HNSW_INDEX`]) on `table` (schema-qualified or on
+/// the search path), if there is one (the index variants beside it are `db::variant`'s).
 pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexInfo>> {
     #[derive(sqlx::FromRow)]
     struct CatalogRow {
@@ -43,10 +44,10 @@ pub async fn info(conn: &mut PgConnection, table: &str) -> Result<Option<IndexIn
          JOIN pg_class ic ON ic.oid = i.indexrelid
          JOIN pg_am am ON am.oid = ic.relam
          JOIN pg_opclass opc ON opc.oid = i.indclass[0]
-         WHERE i.indrelid = to_regclass($1) AND am.amname = 'hnsw'
-         LIMIT 1",
+         WHERE i.indrelid = to_regclass($1) AND ic.relname = $2",
     )
     .bind(table)
+    .bind(schema::HNSW_INDEX)
     .fetch_optional(conn)
     .await
     .context("reading the HNSW index from the catalog")?;
@@ -123,6 +124,21 @@ pub async fn build(
     workers: u32,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<Vec<String>> {
+    let sql = schema::render("traces_index", dims, params)?;
+    build_sql(conn, monitor, &sql, workers, progress)
+        .await
+        .context("building the HNSW index")
+}
+
+/// Runs `sql`, a CREATE INDEX on `traces` (in a transaction: the worker count is set LOCAL), with
+/// `workers` parallel workers, `progress` fed as [`build`] feeds it. Returns pgvector's notices.
+pub async fn build_sql(
+    conn: &mut PgConnection,
+    monitor: Option<PgConnection>,
+    sql: &str,
+    workers: u32,
+    progress: impl Fn(u64, u64) + Send + 'static,
+) -> Result<Vec<String>> {
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *conn)
         .await?;
@@ -156,15 +172,14 @@ pub async fn build(
 
     let notices = BuildNotices::default();
     let subscriber = tracing_subscriber::registry().with(NoticeLayer(notices.clone()));
-    let sql = schema::render("traces_index", dims, params)?;
-    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
         .execute(&mut *conn)
         .with_subscriber(subscriber)
         .await;
     if let Some(w) = watcher {
         w.abort();
     }
-    result.context("building the HNSW index")?;
+    result?;
     sqlx::raw_sql("ALTER TABLE traces RESET (parallel_workers)")
         .execute(&mut *conn)
         .await?;

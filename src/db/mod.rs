@@ -7,6 +7,7 @@ pub mod load;
 pub mod schema;
 pub mod search;
 pub mod truth;
+pub mod variant;
 
 use std::time::Duration;
 

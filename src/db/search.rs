@@ -11,18 +11,53 @@ use uuid::Uuid;
 use crate::config::IterativeScan;
 use crate::dataset::EMBEDDING_MODEL_ID;
 
+/// What a search returns: the row and its exact cosine distance to `$1` (whatever index found it).
+macro_rules! select_list {
+    () => {
+        "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance"
+    };
+}
+
+/// The seeds' conditions on a searchable row (`$2` the embedding model).
+macro_rules! conditions {
+    () => {
+        "WHERE status = 'validated' AND embedding IS NOT NULL AND embedding_model_id = $2 AND is_flagged = false"
+    };
+}
+
 /// The search query's text with `$filter` (a condition, or nothing) added to its WHERE clause.
 macro_rules! search_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance \
-FROM traces \
-WHERE status = 'validated' AND embedding IS NOT NULL AND embedding_model_id = $2 AND is_flagged = false",
+            select_list!(),
+            " FROM traces ",
+            conditions!(),
             $filter,
-            " ORDER BY embedding <=> $1 \
-LIMIT $3"
+            " ORDER BY embedding <=> $1 LIMIT $3"
         )
     };
+}
+
+/// The search query as an index variant runs it (`db::variant`): the same select list and
+/// conditions, ordered by the variant's own expression — `order_by` (`embedding::halfvec(1536) <=>
+/// $1::vector::halfvec(1536)`, …). With `candidates`, that ordering only picks `$4` candidates,
+/// which the outer query re-ranks by exact cosine distance (binary quantization's re-rank, as
+/// pgvector's README writes it).
+pub fn variant_sql(order_by: &str, candidates: bool) -> String {
+    if candidates {
+        format!(
+            "{} FROM (SELECT id, title, trust_score, embedding FROM traces {} ORDER BY {order_by} LIMIT $4) AS candidates \
+             ORDER BY embedding <=> $1 LIMIT $3",
+            select_list!(),
+            conditions!()
+        )
+    } else {
+        format!(
+            "{} FROM traces {} ORDER BY {order_by} LIMIT $3",
+            select_list!(),
+            conditions!()
+        )
+    }
 }
 
 /// `$1` the query vector (binary), `$2` the embedding model, `$3` how many.

@@ -121,6 +121,8 @@ pub enum Unit {
     Count,
     /// 1 or 0.
     Flag,
+    /// Bytes (an index's size).
+    Bytes,
 }
 
 impl Unit {
@@ -133,6 +135,7 @@ impl Unit {
             Unit::Fraction => format!("{} %", v * 100.0),
             Unit::Ratio => format!("{v}x"),
             Unit::Count | Unit::Flag => format!("{v}"),
+            Unit::Bytes => format!("{v} B"),
         }
     }
 }
@@ -186,6 +189,13 @@ pub enum Metric {
     /// Seconds measured (a round).
     Seconds,
     EfSearch,
+    /// `ivfflat.probes`: IVFFlat lists scanned.
+    Probes,
+    /// Candidates a binary-quantized search takes from its index and re-ranks.
+    Candidates,
+    /// The index's size (`pg_relation_size`) and its build time (the CREATE INDEX statement).
+    IndexBytes,
+    BuildSeconds,
     /// recall@k over the query set: mean, and the worst query's.
     RecallMean,
     RecallMin,
@@ -245,7 +255,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 41] = [
+const NAMED: [(&str, Metric); 45] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -254,6 +264,10 @@ const NAMED: [(&str, Metric); 41] = [
     ("evals_per_second", Metric::EvalsPerSecond),
     ("seconds", Metric::Seconds),
     ("ef_search", Metric::EfSearch),
+    ("probes", Metric::Probes),
+    ("candidates", Metric::Candidates),
+    ("index_bytes", Metric::IndexBytes),
+    ("build_seconds", Metric::BuildSeconds),
     ("recall_mean", Metric::RecallMean),
     ("recall_min", Metric::RecallMin),
     ("scored", Metric::Scored),
@@ -319,7 +333,8 @@ impl Metric {
             Latency(_) | Uncorrected(_) | ScheduleLateness(_) | ServerStageP50(_)
             | CriterionMedianMs | PgbenchLatencyAvgMs | SqlP50Ms | OverheadP50Ms
             | RedisBenchmarkP50Ms | InterleavedP50Ms | SloP99Ms | KneeP99Ms => Unit::Milliseconds,
-            Seconds | DurationS => Unit::Seconds,
+            Seconds | DurationS | BuildSeconds => Unit::Seconds,
+            IndexBytes => Unit::Bytes,
             Rps | Qps | EvalsPerSecond | PgbenchTps | RedisBenchmarkRps | RefillPerSecond
             | SendRate | KneeRps => Unit::PerSecond,
             ErrorRate | RecallMean | RecallMin | RecallMeanOf(_) | RecallMinOf(_) | ShortShare
@@ -327,14 +342,14 @@ impl Metric {
             OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
-            | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
+            | Probes | Candidates | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
             | KneeUsers | KneeConnections => Unit::Count,
         }
     }
 
     /// Whether it counts something (requests, attempts, users…): shown as an integer.
     pub fn is_count(&self) -> bool {
-        matches!(self.unit(), Unit::Count | Unit::Flag)
+        matches!(self.unit(), Unit::Count | Unit::Flag | Unit::Bytes)
     }
 
     /// How a comparison judges it; `None` for figures that describe the setup, not the result
@@ -344,7 +359,7 @@ impl Metric {
         Some(match self {
             Count | Scored | ScoredQueries | EfSearch | Users | Connections | SloP99Ms
             | Capacity | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity
-            | MaxScanTuples => {
+            | MaxScanTuples | Probes | Candidates => {
                 return None;
             }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {

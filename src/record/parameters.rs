@@ -19,12 +19,14 @@ pub enum Kind {
     RateLimit,
     Capacity,
     Load,
+    Variants,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Hnsw,
         Kind::HnswFiltered,
+        Kind::Variants,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -39,6 +41,7 @@ impl Kind {
             Kind::RateLimit => "rate_limit",
             Kind::Capacity => "capacity",
             Kind::Load => "load",
+            Kind::Variants => "variants",
         }
     }
 }
@@ -74,6 +77,26 @@ pub enum Parameters {
     /// `cargo bench capacity`: `load` sweeps over HTTP and over the database.
     Capacity(LoadParameters),
     Load(LoadParameters),
+    Variants(VariantsParameters),
+}
+
+/// `cargo bench variants`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VariantsParameters {
+    /// Each variant measured: its index, settings, build time and workers, size.
+    pub variants: Vec<crate::db::variant::Built>,
+    /// Held-out queries timed (every distribution's set is scored), and k of recall@k.
+    pub queries: usize,
+    pub k: usize,
+    /// The recall@k the report picks each variant's best point by.
+    pub recall_target: f64,
+    pub quick: bool,
+    pub rounds: u32,
+    /// Each point's plan as it ran (EXPLAIN, one line, vectors abbreviated), by result name.
+    pub plans: BTreeMap<String, String>,
+    /// Rows of the dataset (the variants' sizes and IVFFlat's lists follow it).
+    pub rows: u64,
 }
 
 /// `cargo bench hnsw`.
@@ -195,6 +218,7 @@ impl Parameters {
             Parameters::RateLimit(_) => Kind::RateLimit,
             Parameters::Capacity(_) => Kind::Capacity,
             Parameters::Load(_) => Kind::Load,
+            Parameters::Variants(_) => Kind::Variants,
         }
     }
 
@@ -207,6 +231,7 @@ impl Parameters {
             Kind::RateLimit => Parameters::RateLimit(RateLimitParameters::default()),
             Kind::Capacity => Parameters::Capacity(LoadParameters::default()),
             Kind::Load => Parameters::Load(LoadParameters::default()),
+            Kind::Variants => Parameters::Variants(VariantsParameters::default()),
         }
     }
 
@@ -226,6 +251,7 @@ impl Parameters {
             Parameters::HttpSearch(p) => p.quick,
             Parameters::RateLimit(p) => p.quick,
             Parameters::Capacity(p) | Parameters::Load(p) => p.quick,
+            Parameters::Variants(p) => p.quick,
         }
     }
 
@@ -251,6 +277,11 @@ impl Parameters {
                 h.plans.clear();
             }
             Parameters::Capacity(l) | Parameters::Load(l) => l.environment_unread.clear(),
+            // The builds (time, size) and plans are outcomes; which variants ran, a selection.
+            Parameters::Variants(v) => {
+                v.variants.clear();
+                v.plans.clear();
+            }
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
         }
         p

@@ -35,13 +35,25 @@ pub fn pgbench_script_of(
     k: i64,
     tag: Option<&str>,
 ) -> String {
-    let vector = format!(
-        "(SELECT embedding FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
-    );
     let sql = match tag {
         None => search::SEARCH_SQL.to_string(),
         Some(t) => search::SEARCH_FILTERED_SQL.replace("$4", &format!("'{{{t}}}'::text[]")),
     };
+    pgbench_script_for(&sql, query_set, queries, drawn, k)
+}
+
+/// The pgbench script of `sql` (a search statement with `$1` the vector, `$2` the model, `$3` k;
+/// any other parameter already written in), its vector as [`pgbench_script_of`] draws it.
+pub fn pgbench_script_for(
+    sql: &str,
+    query_set: &str,
+    queries: usize,
+    drawn: usize,
+    k: i64,
+) -> String {
+    let vector = format!(
+        "(SELECT embedding FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
+    );
     let sql = sql
         .replace("$1", &vector)
         .replace("$2", &format!("'{}'", dataset::EMBEDDING_MODEL_ID))

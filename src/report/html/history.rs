@@ -38,7 +38,9 @@ pub struct Run {
 fn history_metrics(kind: record::Kind) -> [(Metric, &'static str); 2] {
     let p99 = (Metric::P99_MS, "p99 latency (ms)");
     match kind {
-        record::Kind::Hnsw | record::Kind::HnswFiltered => [p99, (Metric::RecallMean, "recall@10")],
+        record::Kind::Hnsw | record::Kind::HnswFiltered | record::Kind::Variants => {
+            [p99, (Metric::RecallMean, "recall@10")]
+        }
         record::Kind::HttpSearch | record::Kind::Load => {
             [p99, (Metric::Rps, "requests per second")]
         }

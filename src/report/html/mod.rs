@@ -1,5 +1,5 @@
 //! target-reports/index.html: one self-contained page (inline CSS and SVG, no JavaScript, nothing
-//! fetched) read top to bottom — verdicts, HNSW, filtered search, capacity, HTTP, the rate limiter,
+//! fetched) read top to bottom — verdicts, HNSW, filtered search, index variants, capacity, HTTP, the rate limiter,
 //! history, the comparison with a baseline, the environment, links to Criterion's pages, and every
 //! figure of every record (so no kind or entry is silently dropped).
 //!
@@ -8,7 +8,7 @@
 //! secrets) and then renders it with maud, which escapes all text. Charts are data too
 //! ([`helpers::Figure`]), drawn by [`super::charts`] when the page is rendered.
 //!
-//! - `verdicts`, `hnsw`, `filtered`, `capacity`, `http`, `limiter`, `history`, `comparison`,
+//! - `verdicts`, `hnsw`, `filtered`, `variants`, `capacity`, `http`, `limiter`, `history`, `comparison`,
 //!   `environment`, `criterion`, `figures`: the sections, in page order;
 //! - `latency`: the latency table and the percentile spectrum shared by capacity, HTTP and limiter;
 //! - `helpers`: text, number cells, the source line, figures.
@@ -25,6 +25,7 @@ mod hnsw;
 mod http;
 mod latency;
 mod limiter;
+mod variants;
 mod verdicts;
 
 use std::collections::BTreeMap;
@@ -89,10 +90,11 @@ nav a{margin-right:12px}
 "#;
 
 /// The sections' anchors and names, in page order.
-const NAV: [(&str, &str); 11] = [
+const NAV: [(&str, &str); 12] = [
     ("verdicts", "Verdicts"),
     ("hnsw", "HNSW"),
     ("filtered", "Filtered search"),
+    ("variants", "Index variants"),
     ("capacity", "Capacity"),
     ("http", "HTTP"),
     ("limiter", "Rate limiter"),
@@ -116,6 +118,7 @@ pub struct Page {
     pub verdicts: verdicts::Verdicts,
     pub hnsw: hnsw::Hnsw,
     pub filtered: filtered::Filtered,
+    pub variants: variants::Variants,
     pub capacity: capacity::Capacity,
     pub http: http::Http,
     pub limiter: limiter::Limiter,
@@ -141,6 +144,7 @@ impl Page {
             verdicts: verdicts::Verdicts::of(&latest, view),
             hnsw: hnsw::Hnsw::of(kind(Kind::Hnsw)),
             filtered: filtered::Filtered::of(kind(Kind::HnswFiltered)),
+            variants: variants::Variants::of(kind(Kind::Variants)),
             capacity: capacity::Capacity::of(&latest),
             http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
             limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
@@ -189,6 +193,7 @@ impl Render for Page {
                     (self.verdicts)
                     (self.hnsw)
                     (self.filtered)
+                    (self.variants)
                     (self.capacity)
                     (self.http)
                     (self.limiter)
