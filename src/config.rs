@@ -280,6 +280,14 @@ pub struct BenchParams {
     /// The recall@k a variant must reach for the report to pick its fastest point meeting it.
     #[arg(long, env = "CAPBENCH_RECALL_TARGET", default_value_t = 0.95, value_parser = parse_recall_target)]
     pub recall_target: f64,
+    /// Query pools of `cargo bench memory` (comma-separated sizes): distinct held-out queries per
+    /// pass; a larger pool touches more of the index, which matters once it no longer fits.
+    #[arg(long, env = "CAPBENCH_MEMORY_POOLS", value_delimiter = ',', default_values_t = [1000, 10000], value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub memory_pools: Vec<u32>,
+    /// shared_buffers (MB) of `cargo bench memory`'s small_buffers regime [default: 1/8 of the
+    /// HNSW index, at least 16].
+    #[arg(long, env = "CAPBENCH_SMALL_SHARED_BUFFERS", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub small_shared_buffers_mb: Option<u64>,
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,

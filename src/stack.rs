@@ -94,6 +94,31 @@ pub async fn postgres(servers: &Servers, database: &str) -> Result<String> {
     Ok(cluster.url(database))
 }
 
+/// The embedded PostgreSQL restarted with `settings` for this start only (`shared_buffers=128MB`),
+/// or, with none, as setup/postgres.conf says; its OS page cache of the relation files `evict`
+/// (`pg_relation_filepath`) dropped while it is stopped. Fails for a user's own server
+/// (`DATABASE_URL`): capbench never restarts or reconfigures it. Returns the files evicted.
+pub async fn restart_postgres(
+    servers: &Servers,
+    settings: &[String],
+    evict: &[String],
+) -> Result<usize> {
+    if servers.database_url.is_some() {
+        bail!("a server of DATABASE_URL is measured as it is, never restarted or reconfigured");
+    }
+    let (servers, settings, evict) = (servers.clone(), settings.to_vec(), evict.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let _lock = StackLock::acquire(&servers.home)?;
+        let cluster = LocalCluster::new(&servers)?;
+        cluster.stop()?;
+        let files = cluster.drop_os_cache(&evict)?;
+        cluster.restart_with(&settings)?;
+        anyhow::Ok(files)
+    })
+    .await
+    .context("restarting the embedded PostgreSQL")?
+}
+
 /// Whether PostgreSQL refused the password (SQLSTATE 28P01) somewhere in `e`.
 fn password_refused(e: &anyhow::Error) -> bool {
     e.chain()

@@ -8,6 +8,7 @@ pub mod hnsw;
 pub mod hnsw_filtered;
 pub mod http_search;
 pub mod limiter_timeline;
+pub mod memory;
 pub mod rate_limit;
 pub mod variants;
 

@@ -196,6 +196,12 @@ pub enum Metric {
     /// The index's size (`pg_relation_size`) and its build time (the CREATE INDEX statement).
     IndexBytes,
     BuildSeconds,
+    /// Blocks per query found in shared_buffers (hits) and read from outside it, of the index and
+    /// of the table (heap + TOAST), from pg_statio before and after a pass.
+    IndexHitsPerQuery,
+    IndexReadsPerQuery,
+    TableHitsPerQuery,
+    TableReadsPerQuery,
     /// recall@k over the query set: mean, and the worst query's.
     RecallMean,
     RecallMin,
@@ -255,7 +261,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 45] = [
+const NAMED: [(&str, Metric); 49] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -268,6 +274,10 @@ const NAMED: [(&str, Metric); 45] = [
     ("candidates", Metric::Candidates),
     ("index_bytes", Metric::IndexBytes),
     ("build_seconds", Metric::BuildSeconds),
+    ("index_hits_per_query", Metric::IndexHitsPerQuery),
+    ("index_reads_per_query", Metric::IndexReadsPerQuery),
+    ("table_hits_per_query", Metric::TableHitsPerQuery),
+    ("table_reads_per_query", Metric::TableReadsPerQuery),
     ("recall_mean", Metric::RecallMean),
     ("recall_min", Metric::RecallMin),
     ("scored", Metric::Scored),
@@ -342,7 +352,8 @@ impl Metric {
             OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
-            | Probes | Candidates | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
+            | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery
+            | TableReadsPerQuery | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
             | KneeUsers | KneeConnections => Unit::Count,
         }
     }

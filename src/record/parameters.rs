@@ -20,13 +20,15 @@ pub enum Kind {
     Capacity,
     Load,
     Variants,
+    Memory,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Hnsw,
         Kind::HnswFiltered,
         Kind::Variants,
+        Kind::Memory,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Capacity => "capacity",
             Kind::Load => "load",
             Kind::Variants => "variants",
+            Kind::Memory => "memory",
         }
     }
 }
@@ -78,6 +81,29 @@ pub enum Parameters {
     Capacity(LoadParameters),
     Load(LoadParameters),
     Variants(VariantsParameters),
+    Memory(MemoryParameters),
+}
+
+/// `cargo bench memory`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryParameters {
+    pub ef_search: u32,
+    pub k: usize,
+    /// The query pools' sizes.
+    pub pools: Vec<usize>,
+    /// The HNSW index, the table (heap + TOAST) and shared_buffers as set up, in bytes.
+    pub index_bytes: i64,
+    pub table_bytes: i64,
+    pub shared_buffers_bytes: i64,
+    /// shared_buffers of the small_buffers regime.
+    pub small_shared_buffers_bytes: i64,
+    /// How the cold regime emptied the caches.
+    pub cold_method: String,
+    /// Regimes not measured, and why.
+    pub skipped: Vec<String>,
+    pub quick: bool,
+    pub rows: u64,
 }
 
 /// `cargo bench variants`.
@@ -219,6 +245,7 @@ impl Parameters {
             Parameters::Capacity(_) => Kind::Capacity,
             Parameters::Load(_) => Kind::Load,
             Parameters::Variants(_) => Kind::Variants,
+            Parameters::Memory(_) => Kind::Memory,
         }
     }
 
@@ -232,6 +259,7 @@ impl Parameters {
             Kind::Capacity => Parameters::Capacity(LoadParameters::default()),
             Kind::Load => Parameters::Load(LoadParameters::default()),
             Kind::Variants => Parameters::Variants(VariantsParameters::default()),
+            Kind::Memory => Parameters::Memory(MemoryParameters::default()),
         }
     }
 
@@ -252,6 +280,7 @@ impl Parameters {
             Parameters::RateLimit(p) => p.quick,
             Parameters::Capacity(p) | Parameters::Load(p) => p.quick,
             Parameters::Variants(p) => p.quick,
+            Parameters::Memory(p) => p.quick,
         }
     }
 
@@ -281,6 +310,12 @@ impl Parameters {
             Parameters::Variants(v) => {
                 v.variants.clear();
                 v.plans.clear();
+            }
+            // Sizes are the dataset's outcome; what was skipped, the server's.
+            Parameters::Memory(m) => {
+                m.index_bytes = 0;
+                m.table_bytes = 0;
+                m.skipped.clear();
             }
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
         }

@@ -364,6 +364,85 @@ impl LocalCluster {
         }
         Ok(format!("PostgreSQL: stopped (127.0.0.1:{port})"))
     }
+
+    /// Stops the cluster and starts it again, with `settings` (`shared_buffers=128MB`, …) given on
+    /// the server's command line for this start only (`pg_ctl start -o "-c …"`): the next restart
+    /// without them is back to setup/postgres.conf. Settings are checked to be `name=value` words.
+    pub fn restart_with(&self, settings: &[String]) -> Result<()> {
+        for s in settings {
+            let ok = s.split_once('=').is_some_and(|(n, v)| {
+                !n.is_empty()
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    && !v.is_empty()
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+            });
+            if !ok {
+                bail!("not a server setting of the form name=value: '{s}'");
+            }
+        }
+        if self.is_running()? {
+            self.stop()?;
+        }
+        let options: String = settings.iter().map(|s| format!("-c {s} ")).collect();
+        let log = self.log();
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "120".as_ref(),
+        ];
+        if !options.is_empty() {
+            args.push("-o".as_ref());
+            args.push(options.trim_end().as_ref());
+        }
+        let out = self.pg_ctl("start", &args)?;
+        if !out.status.success() {
+            let tail = fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "the embedded PostgreSQL did not start again on 127.0.0.1:{} with [{}] ({}): see {}",
+                self.port,
+                settings.join(", "),
+                last_lines(&tail, 2),
+                log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks the kernel to drop the cached pages of the relation files `relative` (paths as
+    /// `pg_relation_filepath` gives them, under the data directory; every 1 GB segment of each):
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`, which needs no privilege and empties the OS page
+    /// cache of exactly these files (of their clean pages: call it with the server stopped, after
+    /// its shutdown checkpoint). Returns the files advised.
+    pub fn drop_os_cache(&self, relative: &[String]) -> Result<usize> {
+        let mut files = 0;
+        for rel in relative {
+            let base = self.data().join(rel);
+            for segment in 0.. {
+                let path = if segment == 0 {
+                    base.clone()
+                } else {
+                    PathBuf::from(format!("{}.{segment}", base.display()))
+                };
+                let Ok(file) = File::open(&path) else {
+                    if segment == 0 {
+                        bail!("no relation file {}", path.display());
+                    }
+                    break;
+                };
+                nix::fcntl::posix_fadvise(
+                    &file,
+                    0,
+                    0,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                )
+                .with_context(|| format!("posix_fadvise(DONTNEED) of {}", path.display()))?;
+                files += 1;
+            }
+        }
+        Ok(files)
+    }
 }
 
 /// Runs `cmd`, writing `input` to its standard input (then closing it), and collects its output.
