@@ -288,6 +288,16 @@ pub struct BenchParams {
     /// HNSW index, at least 16].
     #[arg(long, env = "CAPBENCH_SMALL_SHARED_BUFFERS", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub small_shared_buffers_mb: Option<u64>,
+    /// Dataset sizes of `cargo bench scale` (comma-separated; `300K`, `1M`): each is loaded once
+    /// into a database of its own and kept by its fingerprint [quick mode: 2K, 5K].
+    #[arg(long, env = "CAPBENCH_SCALE_ROWS", value_delimiter = ',', default_values_t = [10_000, 30_000, 100_000, 300_000], value_parser = parse_row_count)]
+    pub scale_rows: Vec<u64>,
+    /// hnsw.ef_search of the scale bench's fixed point (hnsw and halfvec).
+    #[arg(long, env = "CAPBENCH_SCALE_EF_SEARCH", default_value_t = 40, value_parser = parse_ef_search)]
+    pub scale_ef_search: u32,
+    /// Row counts the capacity plan extrapolates to (comma-separated; `1M,10M`).
+    #[arg(long, env = "CAPBENCH_PLAN_ROWS", value_delimiter = ',', default_values_t = [1_000_000, 10_000_000], value_parser = parse_row_count)]
+    pub plan_rows: Vec<u64>,
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
@@ -606,3 +616,19 @@ fn parse_recall_target(s: &str) -> Result<f64, String> {
         _ => Err(format!("the recall target is a fraction in (0, 1], like 0.95, not '{s}'")),
     }
 }
+
+/// `10M`, `1.5M`, `300K`, `1000000` → rows.
+pub fn parse_row_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('b' | 'B' | 'g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (&t[..], 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v > 0.0 && (v * mult) >= 1.0 && (v * mult) <= 1e12 => Ok((v * mult).round() as u64),
+        _ => Err(format!("'{s}' is not a row count (like 300000, 300K, 10M)")),
+    }
+}
+

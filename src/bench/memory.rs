@@ -160,6 +160,9 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
         search::check_plan(&mut conn, &queries[0], k, ef, schema::HNSW_INDEX).await?;
         let prewarmed = index::prewarm(&mut conn).await?;
         let files = relation_files(&mut conn).await?;
+        // This session's counters (the prewarm's reads) flushed now, not into a pass's window.
+        counters(&mut conn).await?;
+        drop(conn);
         let small = config.bench.small_shared_buffers_mb.unwrap_or_else(|| {
             ((prewarmed.index_bytes >> 20) / 8).max(16) as u64
         });
@@ -199,10 +202,8 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                     let qs = &queries[..pool.min(queries.len())];
                     let mut filling = None;
                     match regime {
-                        Regime::Warm => {
-                            let mut c = db::connect(&url).await?;
-                            index::prewarm(&mut c).await?;
-                        }
+                        // Prewarmed on the pass's own connection, before its counters are read.
+                        Regime::Warm => {}
                         Regime::Cold => {
                             let n = stack::restart_postgres(&config.servers, &[], &files).await?;
                             eprintln!(
@@ -210,11 +211,11 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                             );
                         }
                         Regime::SmallBuffers => {
-                            let first = pass(&url, regime, qs, k, ef).await?;
+                            let first = pass(&url, regime, qs, k, ef, false).await?;
                             filling = Some(first.curve);
                         }
                     }
-                    let mut p = pass(&url, regime, qs, k, ef).await?;
+                    let mut p = pass(&url, regime, qs, k, ef, regime == Regime::Warm).await?;
                     p.filling = filling;
                     eprintln!(
                         "memory: {}: {} queries, p50 {:.2} ms, p99 {:.2} ms, index reads/query {:.1}, table reads/query {:.1}",
@@ -311,10 +312,21 @@ async fn counters(conn: &mut PgConnection) -> Result<[i64; 4]> {
 }
 
 /// One pass over `queries` on a fresh connection (no warm-up: the first query is the first the
-/// regime sees), bounded by [`PASS_BOUND`].
-async fn pass(url: &str, regime: Regime, queries: &[Vector], k: i64, ef: u32) -> Result<Pass> {
+/// regime sees; with `prewarm`, the index and the table are loaded first, on this connection,
+/// before its counters are read), bounded by [`PASS_BOUND`].
+async fn pass(
+    url: &str,
+    regime: Regime,
+    queries: &[Vector],
+    k: i64,
+    ef: u32,
+    prewarm: bool,
+) -> Result<Pass> {
     let mut conn = db::connect(url).await?;
     search::set_ef_search(&mut conn, ef, false).await?;
+    if prewarm {
+        index::prewarm(&mut conn).await?;
+    }
     let before = counters(&mut conn).await?;
     let mut hist = record::latency_histogram();
     let mut curve = Vec::new();

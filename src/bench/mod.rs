@@ -10,6 +10,7 @@ pub mod http_search;
 pub mod limiter_timeline;
 pub mod memory;
 pub mod rate_limit;
+pub mod scale;
 pub mod variants;
 
 use std::process::ExitCode;
@@ -140,6 +141,16 @@ impl BenchArgs {
     /// The arguments of this process.
     pub fn from_env() -> Result<Self> {
         Self::parse(&std::env::args().collect::<Vec<_>>())
+    }
+
+    /// Whether the filter names `group` itself (`cargo bench scale`, `scale/bq`): how an opt-in
+    /// bench tells a request for it from a plain `cargo bench` or another bench's name.
+    pub fn names(&self, group: &str) -> bool {
+        match &self.filter {
+            Filter::Regex(r) => r.as_str().contains(group),
+            Filter::Exact(e) => e.starts_with(group),
+            Filter::All | Filter::Nothing => false,
+        }
     }
 
     /// Whether Criterion would run the benchmark `id` (e.g. `hnsw/ef_search/40`).

@@ -156,7 +156,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let mut warm = None;
     for (i, p) in points.iter().enumerate() {
         if warm != Some(p.variant) {
-            rt.block_on(prewarm(&mut prepared.conn, p.variant))?;
+            rt.block_on(variant::prewarm(&mut prepared.conn, p.variant))?;
             warm = Some(p.variant);
         }
         rt.block_on(apply(&mut prepared.conn, p))?;
@@ -258,20 +258,6 @@ async fn apply(conn: &mut PgConnection, p: &Point) -> Result<()> {
     .execute(&mut *conn)
     .await
     .with_context(|| format!("applying the settings of {}", p.id()))?;
-    Ok(())
-}
-
-/// The variant's index, the table and its TOAST (where the re-rank reads the vectors) into
-/// shared_buffers: the variants together can exceed it, so each is loaded before its own points.
-async fn prewarm(conn: &mut PgConnection, v: Variant) -> Result<()> {
-    sqlx::query(
-        "SELECT pg_prewarm(to_regclass($1)), pg_prewarm('traces'),
-                pg_prewarm(reltoastrelid) FROM pg_class WHERE oid = 'traces'::regclass AND reltoastrelid <> 0",
-    )
-    .bind(v.index_name())
-    .execute(conn)
-    .await
-    .with_context(|| format!("pg_prewarm of the {v} index and the table"))?;
     Ok(())
 }
 
@@ -395,7 +381,7 @@ async fn measure_rounds(
         let mut conn = db::connect(&prepared.url).await?;
         for vi in round_order(variants.len(), round) {
             let v = variants[vi];
-            prewarm(&mut conn, v).await?;
+            variant::prewarm(&mut conn, v).await?;
             let of: Vec<usize> = (0..points.len())
                 .filter(|&i| points[i].variant == v)
                 .collect();

@@ -275,6 +275,21 @@ pub async fn explain(
     .context("EXPLAIN of a variant's search query")
 }
 
+/// The variant's index, the table and its TOAST (where the re-rank reads the vectors) into
+/// shared_buffers (pg_prewarm, which must be installed): the variants together can exceed it, so
+/// a bench loads each before its own points.
+pub async fn prewarm(conn: &mut PgConnection, v: Variant) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_prewarm(to_regclass($1)), pg_prewarm('traces'),
+                pg_prewarm(reltoastrelid) FROM pg_class WHERE oid = 'traces'::regclass AND reltoastrelid <> 0",
+    )
+    .bind(v.index_name())
+    .execute(conn)
+    .await
+    .with_context(|| format!("pg_prewarm of the {v} index and the table"))?;
+    Ok(())
+}
+
 /// How a variant was built, as `capacity_variants` (or, for HNSW, `capacity_meta`) records it,
 /// with its size now.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -196,6 +196,9 @@ pub enum Metric {
     /// The index's size (`pg_relation_size`) and its build time (the CREATE INDEX statement).
     IndexBytes,
     BuildSeconds,
+    /// The table's size (heap + TOAST, `pg_table_size`) and its rows (a scale point's dataset).
+    TableBytes,
+    Rows,
     /// Blocks per query found in shared_buffers (hits) and read from outside it, of the index and
     /// of the table (heap + TOAST), from pg_statio before and after a pass.
     IndexHitsPerQuery,
@@ -261,7 +264,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 49] = [
+const NAMED: [(&str, Metric); 51] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -274,6 +277,8 @@ const NAMED: [(&str, Metric); 49] = [
     ("candidates", Metric::Candidates),
     ("index_bytes", Metric::IndexBytes),
     ("build_seconds", Metric::BuildSeconds),
+    ("table_bytes", Metric::TableBytes),
+    ("rows", Metric::Rows),
     ("index_hits_per_query", Metric::IndexHitsPerQuery),
     ("index_reads_per_query", Metric::IndexReadsPerQuery),
     ("table_hits_per_query", Metric::TableHitsPerQuery),
@@ -344,7 +349,7 @@ impl Metric {
             | CriterionMedianMs | PgbenchLatencyAvgMs | SqlP50Ms | OverheadP50Ms
             | RedisBenchmarkP50Ms | InterleavedP50Ms | SloP99Ms | KneeP99Ms => Unit::Milliseconds,
             Seconds | DurationS | BuildSeconds => Unit::Seconds,
-            IndexBytes => Unit::Bytes,
+            IndexBytes | TableBytes => Unit::Bytes,
             Rps | Qps | EvalsPerSecond | PgbenchTps | RedisBenchmarkRps | RefillPerSecond
             | SendRate | KneeRps => Unit::PerSecond,
             ErrorRate | RecallMean | RecallMin | RecallMeanOf(_) | RecallMinOf(_) | ShortShare
@@ -353,7 +358,7 @@ impl Metric {
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
             | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery
-            | TableReadsPerQuery | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
+            | TableReadsPerQuery | Rows | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
             | KneeUsers | KneeConnections => Unit::Count,
         }
     }
@@ -370,7 +375,7 @@ impl Metric {
         Some(match self {
             Count | Scored | ScoredQueries | EfSearch | Users | Connections | SloP99Ms
             | Capacity | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity
-            | MaxScanTuples | Probes | Candidates => {
+            | MaxScanTuples | Probes | Candidates | Rows => {
                 return None;
             }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {

@@ -27,7 +27,7 @@ pub use gate::{Check, Gate, GateKind, Op};
 pub use metric::{Metric, Metrics, Rule, Stat, Unit, UnknownMetric};
 pub use parameters::{
     HnswFilteredParameters, HnswParameters, HttpSearchParameters, Kind, LoadModel, LoadParameters,
-    MemoryParameters, Parameters, RateLimitParameters, VariantsParameters,
+    MemoryParameters, Parameters, RateLimitParameters, ScaleParameters, VariantsParameters,
 };
 
 use crate::secrets;

@@ -21,14 +21,16 @@ pub enum Kind {
     Load,
     Variants,
     Memory,
+    Scale,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Hnsw,
         Kind::HnswFiltered,
         Kind::Variants,
         Kind::Memory,
+        Kind::Scale,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Load => "load",
             Kind::Variants => "variants",
             Kind::Memory => "memory",
+            Kind::Scale => "scale",
         }
     }
 }
@@ -82,6 +85,31 @@ pub enum Parameters {
     Load(LoadParameters),
     Variants(VariantsParameters),
     Memory(MemoryParameters),
+    Scale(ScaleParameters),
+}
+
+/// `cargo bench scale`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScaleParameters {
+    /// The dataset sizes measured, and the dimension of all of them.
+    pub sizes: Vec<u64>,
+    pub dims: u32,
+    /// Rows per cluster (kept constant, so only the size grows).
+    pub rows_per_cluster: u64,
+    /// Each variant's fixed point: its knob and value (IVFFlat's probes as a share of lists).
+    pub points: Vec<String>,
+    /// The row counts the plan extrapolates to.
+    pub plan_rows: Vec<u64>,
+    /// Held-out queries per point, and k of recall@k.
+    pub queries: usize,
+    pub k: usize,
+    /// The builds per size: (rows, how each variant was built).
+    pub builds: Vec<(u64, Vec<crate::db::variant::Built>)>,
+    /// shared_buffers and the machine's memory, for the plan's "fits" column (bytes).
+    pub shared_buffers_bytes: i64,
+    pub memory_bytes: u64,
+    pub quick: bool,
 }
 
 /// `cargo bench memory`.
@@ -246,6 +274,7 @@ impl Parameters {
             Parameters::Load(_) => Kind::Load,
             Parameters::Variants(_) => Kind::Variants,
             Parameters::Memory(_) => Kind::Memory,
+            Parameters::Scale(_) => Kind::Scale,
         }
     }
 
@@ -260,6 +289,7 @@ impl Parameters {
             Kind::Load => Parameters::Load(LoadParameters::default()),
             Kind::Variants => Parameters::Variants(VariantsParameters::default()),
             Kind::Memory => Parameters::Memory(MemoryParameters::default()),
+            Kind::Scale => Parameters::Scale(ScaleParameters::default()),
         }
     }
 
@@ -281,6 +311,7 @@ impl Parameters {
             Parameters::Capacity(p) | Parameters::Load(p) => p.quick,
             Parameters::Variants(p) => p.quick,
             Parameters::Memory(p) => p.quick,
+            Parameters::Scale(p) => p.quick,
         }
     }
 
@@ -316,6 +347,10 @@ impl Parameters {
                 m.index_bytes = 0;
                 m.table_bytes = 0;
                 m.skipped.clear();
+            }
+            Parameters::Scale(p) => {
+                p.builds.clear();
+                p.memory_bytes = 0;
             }
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
         }

@@ -24,6 +24,7 @@ pub mod compare;
 #[cfg(feature = "html")]
 pub mod html;
 pub mod noise;
+pub mod plan;
 pub mod store;
 
 #[cfg(feature = "html")]

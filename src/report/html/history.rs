@@ -49,7 +49,7 @@ fn history_metrics(kind: record::Kind) -> [(Metric, &'static str); 2] {
             (Metric::EvalsPerSecond, "evaluations per second"),
         ],
         record::Kind::Capacity => [(Metric::KneeRps, "RPS at the knee"), p99],
-        record::Kind::Memory => [p99, (Metric::Qps, "queries per second")],
+        record::Kind::Memory | record::Kind::Scale => [p99, (Metric::Qps, "queries per second")],
     }
 }
 
