@@ -1,5 +1,5 @@
 //! target-reports/index.html: one self-contained page (inline CSS and SVG, no JavaScript, nothing
-//! fetched) read top to bottom — verdicts, HNSW, filtered search, index variants, the memory regime, capacity, HTTP, the rate limiter,
+//! fetched) read top to bottom — verdicts, HNSW, filtered search, index variants, the memory regime, scale and the capacity plan, capacity, HTTP, the rate limiter,
 //! history, the comparison with a baseline, the environment, links to Criterion's pages, and every
 //! figure of every record (so no kind or entry is silently dropped).
 //!
@@ -8,7 +8,7 @@
 //! secrets) and then renders it with maud, which escapes all text. Charts are data too
 //! ([`helpers::Figure`]), drawn by [`super::charts`] when the page is rendered.
 //!
-//! - `verdicts`, `hnsw`, `filtered`, `variants`, `memory`, `capacity`, `http`, `limiter`, `history`, `comparison`,
+//! - `verdicts`, `hnsw`, `filtered`, `variants`, `memory`, `scale`, `capacity`, `http`, `limiter`, `history`, `comparison`,
 //!   `environment`, `criterion`, `figures`: the sections, in page order;
 //! - `latency`: the latency table and the percentile spectrum shared by capacity, HTTP and limiter;
 //! - `helpers`: text, number cells, the source line, figures.
@@ -26,6 +26,7 @@ mod http;
 mod latency;
 mod limiter;
 mod memory;
+mod scale;
 mod variants;
 mod verdicts;
 
@@ -91,12 +92,13 @@ nav a{margin-right:12px}
 "#;
 
 /// The sections' anchors and names, in page order.
-const NAV: [(&str, &str); 13] = [
+const NAV: [(&str, &str); 14] = [
     ("verdicts", "Verdicts"),
     ("hnsw", "HNSW"),
     ("filtered", "Filtered search"),
     ("variants", "Index variants"),
     ("memory", "Memory regime"),
+    ("scale", "Scale and plan"),
     ("capacity", "Capacity"),
     ("http", "HTTP"),
     ("limiter", "Rate limiter"),
@@ -122,6 +124,7 @@ pub struct Page {
     pub filtered: filtered::Filtered,
     pub variants: variants::Variants,
     pub memory: memory::Memory,
+    pub scale: scale::Scale,
     pub capacity: capacity::Capacity,
     pub http: http::Http,
     pub limiter: limiter::Limiter,
@@ -149,6 +152,7 @@ impl Page {
             filtered: filtered::Filtered::of(kind(Kind::HnswFiltered)),
             variants: variants::Variants::of(kind(Kind::Variants)),
             memory: memory::Memory::of(kind(Kind::Memory)),
+            scale: scale::Scale::of(kind(Kind::Scale)),
             capacity: capacity::Capacity::of(&latest),
             http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
             limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
@@ -199,6 +203,7 @@ impl Render for Page {
                     (self.filtered)
                     (self.variants)
                     (self.memory)
+                    (self.scale)
                     (self.capacity)
                     (self.http)
                     (self.limiter)
