@@ -24,3 +24,4 @@ mod serve_hardening;
 mod service;
 mod setup;
 mod stack;
+mod variants;
