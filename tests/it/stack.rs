@@ -600,3 +600,61 @@ async fn redis_benchmark_runs_against_the_password_protected_redis_and_leaves_no
         "{users:?}"
     );
 }
+
+/// What the memory bench does to the private server: a restart with a setting for that start only,
+/// then back to setup/postgres.conf's; the page cache of a relation's files dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_a_setting_lasts_one_start_and_relation_files_leave_the_page_cache() {
+    let base = capbench::config::Config::from_env().unwrap();
+    let dir = base.servers.home.join("test-restart-with");
+    let cluster = capbench::stack::LocalCluster::with_bindir(
+        common::pg_bindir().into(),
+        dir.clone(),
+        common::free_port(),
+    )
+    .unwrap();
+    cluster.ensure_running().expect("start a private cluster");
+    let shared_buffers = |url: String| async move {
+        let mut c = capbench::db::connect(&url).await.unwrap();
+        let v: String = sqlx::query_scalar("SHOW shared_buffers")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        v
+    };
+    let configured = shared_buffers(cluster.url("postgres")).await;
+    cluster
+        .restart_with(&["shared_buffers=32MB".to_string()])
+        .unwrap();
+    assert_eq!(shared_buffers(cluster.url("postgres")).await, "32MB");
+    cluster.restart_with(&[]).unwrap();
+    assert_eq!(
+        shared_buffers(cluster.url("postgres")).await,
+        configured,
+        "the next start is setup/postgres.conf's again"
+    );
+    let err = cluster
+        .restart_with(&["shared_buffers=1GB -c evil=1".to_string()])
+        .unwrap_err();
+    assert!(err.to_string().contains("name=value"), "{err}");
+
+    let mut c = capbench::db::connect(&cluster.url("postgres")).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS cached; CREATE TABLE cached AS SELECT g FROM generate_series(1, 100000) g; CHECKPOINT",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let path: String = sqlx::query_scalar("SELECT pg_relation_filepath('cached')")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(cluster.drop_os_cache(&[path]).unwrap(), 1, "one segment file");
+    let err = cluster
+        .drop_os_cache(&["base/1/999999999".to_string()])
+        .unwrap_err();
+    assert!(err.to_string().contains("no relation file"), "{err}");
+    drop(c);
+    cluster.stop().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
