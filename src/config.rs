@@ -613,7 +613,9 @@ pub fn parse_variant(s: &str) -> Result<crate::db::variant::Variant, String> {
 fn parse_recall_target(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        _ => Err(format!("the recall target is a fraction in (0, 1], like 0.95, not '{s}'")),
+        _ => Err(format!(
+            "the recall target is a fraction in (0, 1], like 0.95, not '{s}'"
+        )),
     }
 }
 
@@ -627,8 +629,9 @@ pub fn parse_row_count(s: &str) -> Result<u64, String> {
         _ => (&t[..], 1.0),
     };
     match num.parse::<f64>() {
-        Ok(v) if v > 0.0 && (v * mult) >= 1.0 && (v * mult) <= 1e12 => Ok((v * mult).round() as u64),
+        Ok(v) if v > 0.0 && (v * mult) >= 1.0 && (v * mult) <= 1e12 => {
+            Ok((v * mult).round() as u64)
+        }
         _ => Err(format!("'{s}' is not a row count (like 300000, 300K, 10M)")),
     }
 }
-

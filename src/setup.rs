@@ -596,7 +596,11 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
         ),
         None => println!("truth        {what}: already stored"),
     }
-    if args.variants.iter().any(|v| *v != crate::db::variant::Variant::Hnsw) {
+    if args
+        .variants
+        .iter()
+        .any(|v| *v != crate::db::variant::Variant::Hnsw)
+    {
         let ensured = ensure_variants(&args.config, &url, &args.variants, opts.progress).await?;
         for line in variant_lines(&ensured) {
             println!("{line}");

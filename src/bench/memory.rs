@@ -382,7 +382,16 @@ fn print_table(config: &Config, passes: &[Pass], small_mb: u64, skipped: &[Strin
     );
     println!(
         "{:<30} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "pass", "queries", "first10", "p50", "p99", "QPS", "idx hit/q", "idx read/q", "tbl hit/q", "tbl read/q"
+        "pass",
+        "queries",
+        "first10",
+        "p50",
+        "p99",
+        "QPS",
+        "idx hit/q",
+        "idx read/q",
+        "tbl hit/q",
+        "tbl read/q"
     );
     for p in passes {
         let first: Vec<f64> = p.curve.iter().take(10).copied().collect();
@@ -467,7 +476,10 @@ mod tests {
         let v: Vec<String> = ["b"].iter().map(|s| s.to_string()).collect();
         let all = plan(&BenchArgs::parse(&v).unwrap(), &cfg);
         assert_eq!(all.len(), 6);
-        assert_eq!(id(Regime::SmallBuffers, 1000), "memory/small_buffers/pool=1000");
+        assert_eq!(
+            id(Regime::SmallBuffers, 1000),
+            "memory/small_buffers/pool=1000"
+        );
         let v: Vec<String> = ["b", "memory/cold"].iter().map(|s| s.to_string()).collect();
         assert_eq!(plan(&BenchArgs::parse(&v).unwrap(), &cfg).len(), 2);
         cfg.bench.quick = true;

@@ -61,7 +61,9 @@ pub fn fixed_value(v: Variant, rows: u64, ef_search: u32) -> u32 {
     match v.knob() {
         Knob::EfSearch => ef_search,
         Knob::Candidates => BQ_CANDIDATES,
-        Knob::Probes => ((f64::from(variant::ivfflat_lists(rows)) * PROBES_SHARE).round() as u32).max(1),
+        Knob::Probes => {
+            ((f64::from(variant::ivfflat_lists(rows)) * PROBES_SHARE).round() as u32).max(1)
+        }
     }
 }
 
@@ -143,11 +145,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let mut builds = Vec::new();
     let mut shared_buffers = 0;
     for &rows in &sizes {
-        let variants: Vec<Variant> = points
-            .iter()
-            .filter(|p| p.1 == rows)
-            .map(|p| p.0)
-            .collect();
+        let variants: Vec<Variant> = points.iter().filter(|p| p.1 == rows).map(|p| p.0).collect();
         let (mut p, b, sb) = rt.block_on(measure_size(&config, rows, &variants))?;
         shared_buffers = sb;
         passes.append(&mut p);
@@ -343,7 +341,11 @@ async fn measure_size(
 }
 
 /// The fitted growth of metric `f` of `variant`'s passes against their row counts.
-pub fn growth(passes: &[ScalePass], variant: Variant, f: impl Fn(&ScalePass) -> f64) -> Option<PowerLaw> {
+pub fn growth(
+    passes: &[ScalePass],
+    variant: Variant,
+    f: impl Fn(&ScalePass) -> f64,
+) -> Option<PowerLaw> {
     let pts: Vec<(f64, f64)> = passes
         .iter()
         .filter(|p| p.variant == variant)
@@ -488,14 +490,23 @@ mod tests {
         cfg.bench.quick = false;
         cfg.bench.variants = vec![Variant::Hnsw, Variant::Bq];
         cfg.bench.scale_rows = vec![10_000, 30_000];
-        assert!(selected(&args(&[]), &cfg).is_empty(), "opt-in: not in a plain cargo bench");
-        assert!(selected(&args(&["hnsw"]), &cfg).is_empty(), "cargo bench hnsw is not a request for scale");
+        assert!(
+            selected(&args(&[]), &cfg).is_empty(),
+            "opt-in: not in a plain cargo bench"
+        );
+        assert!(
+            selected(&args(&["hnsw"]), &cfg).is_empty(),
+            "cargo bench hnsw is not a request for scale"
+        );
         assert_eq!(selected(&args(&["scale"]), &cfg).len(), 4);
         assert_eq!(selected(&args(&["scale/bq"]), &cfg).len(), 2);
         cfg.bench.quick = true;
         let quick = selected(&args(&[]), &cfg);
         assert_eq!(quick.len(), 4);
-        assert!(quick.iter().all(|p| p.1 <= 5_000), "quick mode: tiny sizes only");
+        assert!(
+            quick.iter().all(|p| p.1 <= 5_000),
+            "quick mode: tiny sizes only"
+        );
     }
 
     #[test]
@@ -504,7 +515,11 @@ mod tests {
         cfg.bench.quick = false;
         cfg.dataset = crate::config::DatasetParams::default();
         assert_eq!(config_of(&cfg, 300_000).dataset.clusters, 3000);
-        assert_eq!(database_of(&cfg, 100_000), "capbench", "the main dataset is reused");
+        assert_eq!(
+            database_of(&cfg, 100_000),
+            "capbench",
+            "the main dataset is reused"
+        );
         assert_eq!(database_of(&cfg, 30_000), "capbench_scale_30000");
         assert_eq!(fixed_value(Variant::Ivfflat, 100_000, 40), 8);
         assert_eq!(fixed_value(Variant::Ivfflat, 1_000_000, 40), 80);

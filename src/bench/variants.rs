@@ -501,7 +501,11 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[VariantPass]) {
     println!();
     for r in results {
         let l = &r.latency;
-        let (_, mean, worst) = r.recall.first().copied().unwrap_or((Distribution::Heldout, 0.0, 0.0));
+        let (_, mean, worst) =
+            r.recall
+                .first()
+                .copied()
+                .unwrap_or((Distribution::Heldout, 0.0, 0.0));
         print!(
             "{:<36} {:>9} {:>7.2} {:>7.2} {:>7.2} {:>7.0} {:>7.3} {:>6.2}",
             r.point.id(),
@@ -570,7 +574,11 @@ async fn write_record(
                 metrics.insert(Metric::RecallMinOf(d.name().into()), worst);
             }
         }
-        if let Some(b) = prepared.builds.iter().find(|b| b.variant == r.point.variant) {
+        if let Some(b) = prepared
+            .builds
+            .iter()
+            .find(|b| b.variant == r.point.variant)
+        {
             metrics.insert(Metric::IndexBytes, b.size_bytes as f64);
             metrics.insert(Metric::BuildSeconds, b.build_seconds);
         }
@@ -619,14 +627,22 @@ mod tests {
         assert!(ids.contains(&"variants/ivfflat/probes=32".to_string()));
         assert_eq!(all.len(), 5 + 5 + 5 + 6);
         assert_eq!(plan(&args(&["variants/ivfflat"]), &cfg).len(), 6);
-        assert_eq!(plan(&args(&["hnsw/ef_search/40"]), &cfg).len(), 0, "not the hnsw bench's ids");
+        assert_eq!(
+            plan(&args(&["hnsw/ef_search/40"]), &cfg).len(),
+            0,
+            "not the hnsw bench's ids"
+        );
         assert_eq!(
             plan(&args(&["hnsw"]), &cfg).len(),
             5,
             "`cargo bench hnsw` (a regex) also selects the hnsw variant's points"
         );
         cfg.bench.variants = vec![Variant::Bq];
-        assert!(plan(&args(&[]), &cfg).iter().all(|p| p.candidates().is_some()));
+        assert!(
+            plan(&args(&[]), &cfg)
+                .iter()
+                .all(|p| p.candidates().is_some())
+        );
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Variant {
     pub fn order_by(self, dims: u32) -> String {
         match self {
             Variant::Hnsw => "embedding <=> $1".into(),
-            Variant::Halfvec => format!("embedding::halfvec({dims}) <=> $1::vector::halfvec({dims})"),
+            Variant::Halfvec => {
+                format!("embedding::halfvec({dims}) <=> $1::vector::halfvec({dims})")
+            }
             Variant::Bq => {
                 format!("binary_quantize(embedding)::bit({dims}) <~> binary_quantize($1::vector)")
             }
@@ -181,7 +183,11 @@ impl Variant {
         if quick {
             // The first, a middle and the last value: the shape of the curve, not its detail.
             if values.len() > 3 {
-                values = vec![values[0], values[values.len() / 2], values[values.len() - 1]];
+                values = vec![
+                    values[0],
+                    values[values.len() / 2],
+                    values[values.len() - 1],
+                ];
             }
         }
         values
@@ -467,22 +473,54 @@ mod tests {
             assert!(create.contains(lhs), "{v}: {create} indexes {lhs}");
             assert!(sql.contains(&format!("ORDER BY {indexed}")), "{v}: {sql}");
             // Every variant returns the exact cosine distance, whatever its index computes.
-            assert!(sql.starts_with("SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance"));
+            assert!(sql.starts_with(
+                "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance"
+            ));
         }
-        assert!(Variant::Bq.search_sql(8).contains("LIMIT $4) AS candidates ORDER BY embedding <=> $1 LIMIT $3"));
+        assert!(
+            Variant::Bq
+                .search_sql(8)
+                .contains("LIMIT $4) AS candidates ORDER BY embedding <=> $1 LIMIT $3")
+        );
         assert_eq!(Variant::Hnsw.search_sql(1536), search::SEARCH_SQL);
-        assert!(Variant::Ivfflat.create_sql(100_000, 1536, &params).unwrap().contains("lists = 100"));
+        assert!(
+            Variant::Ivfflat
+                .create_sql(100_000, 1536, &params)
+                .unwrap()
+                .contains("lists = 100")
+        );
     }
 
     #[test]
     fn sweeps_stay_within_each_knobs_range() {
         let efs = [16, 40, 64, 100, 200];
         assert_eq!(Variant::Hnsw.sweep(&efs, 100_000, false), efs);
-        assert_eq!(Variant::Ivfflat.sweep(&efs, 100_000, false), [1, 2, 4, 8, 16, 32]);
-        assert_eq!(Variant::Ivfflat.sweep(&efs, 20_000, false), [1, 2, 4, 8, 16], "at most lists (20)");
-        assert!(Variant::Bq.sweep(&efs, 100_000, false).iter().all(|&c| c <= 1000), "ef_search's range");
+        assert_eq!(
+            Variant::Ivfflat.sweep(&efs, 100_000, false),
+            [1, 2, 4, 8, 16, 32]
+        );
+        assert_eq!(
+            Variant::Ivfflat.sweep(&efs, 20_000, false),
+            [1, 2, 4, 8, 16],
+            "at most lists (20)"
+        );
+        assert!(
+            Variant::Bq
+                .sweep(&efs, 100_000, false)
+                .iter()
+                .all(|&c| c <= 1000),
+            "ef_search's range"
+        );
         assert_eq!(Variant::Halfvec.sweep(&efs, 100_000, true), [16, 64, 200]);
-        assert!(Variant::Bq.settings_sql(200).contains("hnsw.ef_search = 200"));
-        assert!(Variant::Ivfflat.settings_sql(8).contains("ivfflat.probes = 8"));
+        assert!(
+            Variant::Bq
+                .settings_sql(200)
+                .contains("hnsw.ef_search = 200")
+        );
+        assert!(
+            Variant::Ivfflat
+                .settings_sql(8)
+                .contains("ivfflat.probes = 8")
+        );
     }
 }

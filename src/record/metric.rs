@@ -358,8 +358,8 @@ impl Metric {
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
             | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery
-            | TableReadsPerQuery | Rows | Capacity | Attempts | Allowed | Denied | TheoreticalAllowed | Users | Connections
-            | KneeUsers | KneeConnections => Unit::Count,
+            | TableReadsPerQuery | Rows | Capacity | Attempts | Allowed | Denied
+            | TheoreticalAllowed | Users | Connections | KneeUsers | KneeConnections => Unit::Count,
         }
     }
 

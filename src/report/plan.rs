@@ -72,9 +72,9 @@ impl PowerLaw {
 /// `10M`, `300K`, `1.5M`, `2000`: a row count as people write it.
 pub fn rows_label(n: u64) -> String {
     let f = n as f64;
-    let (v, unit) = if n >= 1_000_000 && n % 100_000 == 0 {
+    let (v, unit) = if n >= 1_000_000 && n.is_multiple_of(100_000) {
         (f / 1e6, "M")
-    } else if n >= 1000 && n % 100 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(100) {
         (f / 1e3, "K")
     } else {
         return n.to_string();

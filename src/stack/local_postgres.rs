@@ -372,7 +372,8 @@ impl LocalCluster {
         for s in settings {
             let ok = s.split_once('=').is_some_and(|(n, v)| {
                 !n.is_empty()
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
                     && !v.is_empty()
                     && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
             });

@@ -638,7 +638,9 @@ async fn a_restart_with_a_setting_lasts_one_start_and_relation_files_leave_the_p
         .unwrap_err();
     assert!(err.to_string().contains("name=value"), "{err}");
 
-    let mut c = capbench::db::connect(&cluster.url("postgres")).await.unwrap();
+    let mut c = capbench::db::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS cached; CREATE TABLE cached AS SELECT g FROM generate_series(1, 100000) g; CHECKPOINT",
     )
@@ -649,7 +651,11 @@ async fn a_restart_with_a_setting_lasts_one_start_and_relation_files_leave_the_p
         .fetch_one(&mut c)
         .await
         .unwrap();
-    assert_eq!(cluster.drop_os_cache(&[path]).unwrap(), 1, "one segment file");
+    assert_eq!(
+        cluster.drop_os_cache(&[path]).unwrap(),
+        1,
+        "one segment file"
+    );
     let err = cluster
         .drop_os_cache(&["base/1/999999999".to_string()])
         .unwrap_err();

@@ -25,14 +25,20 @@ async fn variants_are_built_once_scan_their_own_index_and_find_the_true_neighbou
         .unwrap();
     assert_eq!(first.len(), 4);
     assert!(!first[0].fresh, "HNSW comes with the dataset");
-    assert!(first[1..].iter().all(|e| e.fresh), "the others are built now");
+    assert!(
+        first[1..].iter().all(|e| e.fresh),
+        "the others are built now"
+    );
     for e in &first {
         assert!(e.built.size_bytes > 0, "{:?}", e.built);
         assert!(e.built.build_seconds > 0.0);
         assert_eq!(e.built.index_name, e.built.variant.index_name());
     }
     let sizes: Vec<i64> = first.iter().map(|e| e.built.size_bytes).collect();
-    assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "bq < halfvec < hnsw: {sizes:?}");
+    assert!(
+        sizes[2] < sizes[1] && sizes[1] < sizes[0],
+        "bq < halfvec < hnsw: {sizes:?}"
+    );
     assert_eq!(first[3].built.settings, "lists=10");
 
     // A second call reuses them: same build figures, nothing rebuilt.
@@ -67,7 +73,9 @@ async fn variants_are_built_once_scan_their_own_index_and_find_the_true_neighbou
         );
         for other in Variant::ALL.iter().filter(|o| **o != v) {
             assert!(
-                !plan.iter().any(|l| l.contains(&format!("{} ", other.index_name()))),
+                !plan
+                    .iter()
+                    .any(|l| l.contains(&format!("{} ", other.index_name()))),
                 "{v} must not touch {other}'s index: {plan:?}"
             );
         }
@@ -81,7 +89,10 @@ async fn variants_are_built_once_scan_their_own_index_and_find_the_true_neighbou
             for h in &hits {
                 let pos = gt.ids[j].iter().position(|id| *id == h.id);
                 if let Some(p) = pos {
-                    assert!((gt.distances[j][p] - h.distance).abs() < 1e-5, "{v}: exact distance");
+                    assert!(
+                        (gt.distances[j][p] - h.distance).abs() < 1e-5,
+                        "{v}: exact distance"
+                    );
                 }
             }
             let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
@@ -93,7 +104,10 @@ async fn variants_are_built_once_scan_their_own_index_and_find_the_true_neighbou
             Variant::Bq => 0.9,
             _ => 0.95,
         };
-        assert!(recall >= floor, "{v} at its widest: recall {recall} < {floor}");
+        assert!(
+            recall >= floor,
+            "{v} at its widest: recall {recall} < {floor}"
+        );
     }
 }
 

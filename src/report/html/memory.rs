@@ -201,12 +201,12 @@ mod tests {
     fn the_section_shows_each_regime_its_reads_and_its_warm_up_curve() {
         let entry = |name: &str, p99: f64, reads: f64| ResultEntry {
             name: name.into(),
-            metrics: [
-                (Metric::P99_MS, p99),
-                (Metric::IndexReadsPerQuery, reads),
-            ]
+            metrics: [(Metric::P99_MS, p99), (Metric::IndexReadsPerQuery, reads)].into(),
+            series: [(
+                CURVE.to_string(),
+                vec![(1.0, 40.0), (2.0, 20.0), (3.0, 2.0)],
+            )]
             .into(),
-            series: [(CURVE.to_string(), vec![(1.0, 40.0), (2.0, 20.0), (3.0, 2.0)])].into(),
             ..ResultEntry::default()
         };
         let mut record = RunRecord::new(
@@ -231,14 +231,25 @@ mod tests {
         let shown = m.0.as_ref().unwrap();
         assert_eq!(shown.rows.len(), 2);
         assert_eq!(shown.rows[1].regime.as_str(), "small_buffers");
-        assert_eq!(shown.rows[1].cells[0], Num::of(Some(62.0 / 3.0)), "first 10 mean");
+        assert_eq!(
+            shown.rows[1].cells[0],
+            Num::of(Some(62.0 / 3.0)),
+            "first 10 mean"
+        );
         let Figure::Xy(curves) = &shown.charts[0] else {
             panic!()
         };
         assert_eq!(curves.series.len(), 2, "a curve per regime");
         let html = m.render().into_string();
-        assert!(html.contains("id=\"memory\"") && html.contains("781 MiB") && html.contains("97 MiB"));
+        assert!(
+            html.contains("id=\"memory\"") && html.contains("781 MiB") && html.contains("97 MiB")
+        );
         assert!(html.contains("cold: not measured"));
-        assert!(Memory::of(None).render().into_string().contains("cargo bench memory"));
+        assert!(
+            Memory::of(None)
+                .render()
+                .into_string()
+                .contains("cargo bench memory")
+        );
     }
 }

@@ -103,8 +103,12 @@ impl Scale {
                 ..Chart::default()
             };
             for (i, v) in variants.iter().enumerate() {
-                c.series
-                    .push(Series::new(*v, series(v, m, scale), Style::LinePoints, color(i)));
+                c.series.push(Series::new(
+                    *v,
+                    series(v, m, scale),
+                    Style::LinePoints,
+                    color(i),
+                ));
             }
             if !log_y {
                 c.y_range = Some((0.0, 1.04));
@@ -177,9 +181,7 @@ impl Scale {
             })
             .collect();
         // The table grows with the rows whatever the index: fitted once, from any variant's points.
-        let table_fit = variants
-            .first()
-            .and_then(|v| fit(v, &Metric::TableBytes));
+        let table_fit = variants.first().and_then(|v| fit(v, &Metric::TableBytes));
         let mut plan = Vec::new();
         for &n in &p.plan_rows {
             let x = n as f64;
@@ -192,9 +194,17 @@ impl Scale {
                 let fits = match (index, with_table) {
                     (Some(i), Some(t)) => format!(
                         "index {} shared_buffers ({:.1} GiB); index + table {} RAM ({:.0} GiB)",
-                        if i <= p.shared_buffers_bytes as f64 { "fits" } else { "exceeds" },
+                        if i <= p.shared_buffers_bytes as f64 {
+                            "fits"
+                        } else {
+                            "exceeds"
+                        },
                         p.shared_buffers_bytes as f64 / GIB,
-                        if t <= p.memory_bytes as f64 { "fit" } else { "exceed" },
+                        if t <= p.memory_bytes as f64 {
+                            "fit"
+                        } else {
+                            "exceed"
+                        },
                         p.memory_bytes as f64 / GIB
                     ),
                     _ => "-".into(),
@@ -344,10 +354,19 @@ mod tests {
         assert_eq!(row.reach.as_str(), "×100");
         let gib = 1e7 * 8192.0 / GIB;
         assert_eq!(row.cells[0], Num::of(Some(gib)));
-        assert!(row.fits.as_str().contains("index exceeds shared_buffers"), "{:?}", row.fits);
+        assert!(
+            row.fits.as_str().contains("index exceeds shared_buffers"),
+            "{:?}",
+            row.fits
+        );
         assert!(row.fits.as_str().contains("exceed RAM"), "152 GiB > 24 GiB");
         let html = Scale(Some(shown)).render().into_string();
         assert!(html.contains("Extrapolated from 3 measured sizes (10K, 30K, 100K)"));
-        assert!(Scale::of(None).render().into_string().contains("cargo bench scale"));
+        assert!(
+            Scale::of(None)
+                .render()
+                .into_string()
+                .contains("cargo bench scale")
+        );
     }
 }

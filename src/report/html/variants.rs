@@ -123,9 +123,7 @@ impl Variants {
         let others = super::hnsw::other_distributions(&s.record);
         let k = params.k;
         let mut chart = Chart {
-            title: format!(
-                "Index variants: recall@{k} vs QPS (one point per knob value; held-out queries, serial, warm)"
-            ),
+            title: format!("Index variants: recall@{k} vs QPS (a point per knob value)"),
             x_label: format!("mean recall@{k} (held-out queries)"),
             y_label: "queries per second (one connection, log scale)".into(),
             log_y: true,
@@ -165,6 +163,12 @@ impl Variants {
             let variant: Option<Variant> = name.parse().ok();
             if let Some((j, meets)) = best_point(&pts, params.recall_target) {
                 let e = mine[j];
+                if let (Some(r), Some(q)) = (e.metric(&Metric::RecallMean), e.metric(&Metric::Qps))
+                {
+                    chart
+                        .notes
+                        .push(((r, q), format!("{name} {}", point(e).map_or("", |p| p.1))));
+                }
                 best.push(Best {
                     variant: Text::new(name),
                     describe: Text::new(variant.map_or("", |v| v.describe())),
@@ -296,7 +300,13 @@ mod tests {
 
     #[test]
     fn the_front_keeps_only_points_nothing_beats_on_both_axes() {
-        let pts = [(0.9, 1000.0), (0.95, 800.0), (0.93, 500.0), (0.99, 200.0), (0.8, 900.0)];
+        let pts = [
+            (0.9, 1000.0),
+            (0.95, 800.0),
+            (0.93, 500.0),
+            (0.99, 200.0),
+            (0.8, 900.0),
+        ];
         assert_eq!(
             pareto_front(&pts),
             vec![(0.9, 1000.0), (0.95, 800.0), (0.99, 200.0)],
@@ -367,12 +377,20 @@ mod tests {
             panic!("an xy chart")
         };
         assert_eq!(c.series[0].label, "hnsw (781 MiB)");
-        assert_eq!(c.series.last().unwrap().label, "Pareto front (all variants)");
+        assert_eq!(
+            c.series.last().unwrap().label,
+            "Pareto front (all variants)"
+        );
         let html = v.render().into_string();
         assert!(html.contains("id=\"variants\""));
         assert!(html.contains("never reaches the target"));
         assert!(html.contains("recall ood"));
         assert!(html.contains("ix_traces_embedding_bq"));
-        assert!(Variants::of(None).render().into_string().contains("cargo bench variants"));
+        assert!(
+            Variants::of(None)
+                .render()
+                .into_string()
+                .contains("cargo bench variants")
+        );
     }
 }
