@@ -202,8 +202,11 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                 continue;
             };
             let p = results[i].point;
+            // Its index back in shared_buffers: the rounds ended on another variant's.
+            rt.block_on(variant::prewarm(&mut prepared.conn, p.variant))?;
             let script = pgbench_script(
                 &prepared.sql[i],
+                config.dataset.dims,
                 prepared.sets[0].queries.len(),
                 drawn[i],
                 k,
@@ -236,6 +239,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
 /// queries Criterion's loop ran).
 fn pgbench_script(
     sql: &str,
+    dims: u32,
     queries: usize,
     drawn: usize,
     k: i64,
@@ -245,7 +249,14 @@ fn pgbench_script(
         Some(c) => sql.replace("$4", &c.to_string()),
         None => sql.to_string(),
     };
-    crate::bench::hnsw::pgbench_script_for(&sql, "heldout", queries, drawn, k)
+    crate::bench::hnsw::pgbench_script_for(
+        &sql,
+        "heldout",
+        queries,
+        drawn,
+        k,
+        &format!("subvector(embedding, 1, {dims})"),
+    )
 }
 
 /// The session settings of point `p`: its knob, sequential scans off, no plan cached under
@@ -647,9 +658,10 @@ mod tests {
 
     #[test]
     fn the_pgbench_script_inlines_every_parameter() {
-        let s = pgbench_script(&Variant::Bq.search_sql(8), 100, 50, 10, Some(200));
+        let s = pgbench_script(&Variant::Bq.search_sql(8), 8, 100, 50, 10, Some(200));
         assert!(!s.contains('$'), "{s}");
         assert!(s.contains("LIMIT 200) AS candidates"), "{s}");
         assert!(s.contains("LIMIT 10;"), "{s}");
+        assert!(s.contains("(SELECT subvector(embedding, 1, 8) FROM capacity_query_vectors"), "{s}");
     }
 }

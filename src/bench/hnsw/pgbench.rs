@@ -39,20 +39,24 @@ pub fn pgbench_script_of(
         None => search::SEARCH_SQL.to_string(),
         Some(t) => search::SEARCH_FILTERED_SQL.replace("$4", &format!("'{{{t}}}'::text[]")),
     };
-    pgbench_script_for(&sql, query_set, queries, drawn, k)
+    pgbench_script_for(&sql, query_set, queries, drawn, k, "embedding")
 }
 
 /// The pgbench script of `sql` (a search statement with `$1` the vector, `$2` the model, `$3` k;
-/// any other parameter already written in), its vector as [`pgbench_script_of`] draws it.
+/// any other parameter already written in), its vector as [`pgbench_script_of`] draws it: the
+/// stored query's `column` expression (`embedding`, or `subvector(embedding, 1, dims)`, which hands
+/// the statement a value already out of TOAST, as a bound parameter is — where the statement
+/// compares it with hundreds of rows outside the index, each comparison would otherwise fetch it).
 pub fn pgbench_script_for(
     sql: &str,
     query_set: &str,
     queries: usize,
     drawn: usize,
     k: i64,
+    column: &str,
 ) -> String {
     let vector = format!(
-        "(SELECT embedding FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
+        "(SELECT {column} FROM capacity_query_vectors WHERE query_set = '{query_set}' AND query_no = :qid)"
     );
     let sql = sql
         .replace("$1", &vector)
