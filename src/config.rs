@@ -276,7 +276,7 @@ pub struct BenchParams {
     /// The index variants `cargo bench variants` measures (comma-separated): hnsw, halfvec, bq,
     /// ivfflat (docs/variants.md). Missing ones are built first, as `setup --index` builds them.
     #[arg(long, env = "CAPBENCH_VARIANTS", value_delimiter = ',', default_value = "hnsw,halfvec,bq,ivfflat", value_parser = parse_variant)]
-    pub variants: Vec<crate::db::variant::Variant>,
+    pub variants: Vec<Variant>,
     /// The recall@k a variant must reach for the report to pick its fastest point meeting it.
     #[arg(long, env = "CAPBENCH_RECALL_TARGET", default_value_t = 0.95, value_parser = parse_recall_target)]
     pub recall_target: f64,
@@ -606,7 +606,7 @@ pub fn set_connect_timeout(timeout: std::time::Duration) {
     CONNECT_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
 }
 
-pub fn parse_variant(s: &str) -> Result<crate::db::variant::Variant, String> {
+pub fn parse_variant(s: &str) -> Result<Variant, String> {
     s.parse()
 }
 
@@ -633,5 +633,61 @@ pub fn parse_row_count(s: &str) -> Result<u64, String> {
             Ok((v * mult).round() as u64)
         }
         _ => Err(format!("'{s}' is not a row count (like 300000, 300K, 10M)")),
+    }
+}
+
+/// One way of indexing the embeddings.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// HNSW on `vector` (the seeds' index, built by setup with the dataset).
+    Hnsw,
+    /// HNSW on `embedding::halfvec(dims)`.
+    Halfvec,
+    /// HNSW on `binary_quantize(embedding)::bit(dims)` (Hamming), re-ranked by exact cosine.
+    Bq,
+    /// IVFFlat on `subvector(embedding, 1, dims)::vector(dims)`.
+    Ivfflat,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [
+        Variant::Hnsw,
+        Variant::Halfvec,
+        Variant::Bq,
+        Variant::Ivfflat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Hnsw => "hnsw",
+            Variant::Halfvec => "halfvec",
+            Variant::Bq => "bq",
+            Variant::Ivfflat => "ivfflat",
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown index variant '{s}' (one of {})",
+                    Variant::ALL.map(|v| v.as_str()).join(", ")
+                )
+            })
     }
 }

@@ -60,7 +60,7 @@ pub struct SetupArgs {
     /// reused; its build time and size are printed (docs/variants.md).
     #[arg(long = "index", env = "CAPBENCH_INDEX", value_delimiter = ',', default_value = "hnsw",
           value_parser = crate::config::parse_variant)]
-    pub variants: Vec<crate::db::variant::Variant>,
+    pub variants: Vec<crate::config::Variant>,
     /// Repetitions of each side of --compare-copy-floor (the median is reported).
     #[arg(long, default_value_t = 3, requires = "compare_copy_floor")]
     pub repeat: u32,

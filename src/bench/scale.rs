@@ -210,6 +210,21 @@ async fn measure_size(
         .unwrap_or(None)
     };
     if loaded.as_deref() != Some(fingerprint.as_str()) {
+        // The HNSW graph is built in maintenance_work_mem; beyond it pgvector spills and slows.
+        let graph = rows * (u64::from(cfg.dataset.dims) * 4 + 8) * 21 / 20;
+        let mut conn = db::connect(&url).await?;
+        let server = db::ServerInfo::read(&mut conn).await?;
+        drop(conn);
+        if variants.iter().any(|v| v.method() == "hnsw")
+            && graph as i64 > server.maintenance_work_mem_bytes
+        {
+            eprintln!(
+                "scale: the {} HNSW graph (~{:.1} GiB) exceeds maintenance_work_mem ({:.1} GiB): its build will                  spill and be several times slower (raise maintenance_work_mem for the build to measure the fast case)",
+                rows_label(rows),
+                graph as f64 / f64::from(1 << 30),
+                server.maintenance_work_mem_bytes as f64 / f64::from(1 << 30)
+            );
+        }
         match free_disk(config) {
             Some(free) if free < need + need / 5 => bail!(
                 "scale: the {} dataset with {} index variant(s) needs about {:.1} GiB of disk and {:.1} GiB are \

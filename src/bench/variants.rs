@@ -662,6 +662,9 @@ mod tests {
         assert!(!s.contains('$'), "{s}");
         assert!(s.contains("LIMIT 200) AS candidates"), "{s}");
         assert!(s.contains("LIMIT 10;"), "{s}");
-        assert!(s.contains("(SELECT subvector(embedding, 1, 8) FROM capacity_query_vectors"), "{s}");
+        assert!(
+            s.contains("(SELECT subvector(embedding, 1, 8) FROM capacity_query_vectors"),
+            "{s}"
+        );
     }
 }

@@ -10,8 +10,6 @@
 //! because two indexes on the same expression are chosen between by cost alone (the planner
 //! usually prefers HNSW), which no setting can reliably overrule (docs/research/index-variants.md).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -25,21 +23,7 @@ use crate::db::{index, schema, search};
 /// The oldest pgvector with halfvec, bit indexes, `binary_quantize` and `subvector`.
 pub const MIN_PGVECTOR: &str = "0.7.0";
 
-/// One way of indexing the embeddings.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Variant {
-    /// HNSW on `vector` (the seeds' index, built by setup with the dataset).
-    Hnsw,
-    /// HNSW on `embedding::halfvec(dims)`.
-    Halfvec,
-    /// HNSW on `binary_quantize(embedding)::bit(dims)` (Hamming), re-ranked by exact cosine.
-    Bq,
-    /// IVFFlat on `subvector(embedding, 1, dims)::vector(dims)`.
-    Ivfflat,
-}
+pub use crate::config::Variant;
 
 /// What a variant's sweep turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,22 +49,6 @@ impl Knob {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
-        Variant::Hnsw,
-        Variant::Halfvec,
-        Variant::Bq,
-        Variant::Ivfflat,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Hnsw => "hnsw",
-            Variant::Halfvec => "halfvec",
-            Variant::Bq => "bq",
-            Variant::Ivfflat => "ivfflat",
-        }
-    }
-
     /// What it is, in a few words (tables, the report).
     pub fn describe(self) -> &'static str {
         match self {
@@ -202,28 +170,6 @@ impl Variant {
             Knob::Probes => format!("SET ivfflat.probes = {value}"),
         };
         format!("{knob}; SET enable_seqscan = off")
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Variant::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s.trim())
-            .ok_or_else(|| {
-                format!(
-                    "unknown index variant '{s}' (one of {})",
-                    Variant::ALL.map(|v| v.as_str()).join(", ")
-                )
-            })
     }
 }
 
