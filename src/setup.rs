@@ -60,7 +60,7 @@ pub struct SetupArgs {
     /// reused; its build time and size are printed (docs/variants.md).
     #[arg(long = "index", env = "CAPBENCH_INDEX", value_delimiter = ',', default_value = "hnsw",
           value_parser = crate::config::parse_variant)]
-    pub variants: Vec<crate::config::Variant>,
+    pub indexes: Vec<crate::config::Variant>,
     /// Repetitions of each side of --compare-copy-floor (the median is reported).
     #[arg(long, default_value_t = 3, requires = "compare_copy_floor")]
     pub repeat: u32,
@@ -597,11 +597,11 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
         None => println!("truth        {what}: already stored"),
     }
     if args
-        .variants
+        .indexes
         .iter()
         .any(|v| *v != crate::db::variant::Variant::Hnsw)
     {
-        let ensured = ensure_variants(&args.config, &url, &args.variants, opts.progress).await?;
+        let ensured = ensure_variants(&args.config, &url, &args.indexes, opts.progress).await?;
         for line in variant_lines(&ensured) {
             println!("{line}");
         }
