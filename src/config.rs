@@ -84,11 +84,12 @@ impl Config {
 
     /// The embedded stack's database for this configuration: quick mode keeps its small dataset
     /// apart, so it never replaces the 100K one.
-    pub fn local_database(&self) -> &'static str {
-        if self.bench.quick {
-            "capbench_quick"
-        } else {
-            "capbench"
+    /// `CAPBENCH_DATABASE` names another one (a test's, so it never replaces either).
+    pub fn local_database(&self) -> &str {
+        match &self.servers.database {
+            Some(name) => name,
+            None if self.bench.quick => "capbench_quick",
+            None => "capbench",
         }
     }
 }
@@ -333,6 +334,10 @@ pub struct Servers {
     /// password (`secret`, mode 0600).
     #[arg(long, env = "CAPBENCH_HOME", default_value_os_t = default_home())]
     pub home: PathBuf,
+    /// Database of the embedded PostgreSQL to use [default: capbench; capbench_quick in quick
+    /// mode]: another name keeps another dataset apart (the tests use it, so they never replace yours).
+    #[arg(long = "database", env = "CAPBENCH_DATABASE", value_parser = parse_database_name)]
+    pub database: Option<String>,
     /// Loopback port of the embedded PostgreSQL (not 5432, so a user's own server is never touched).
     /// A running embedded server keeps its port: asking for another one is an error until it is
     /// stopped (`setup --stop`).
@@ -689,5 +694,20 @@ impl std::str::FromStr for Variant {
                     Variant::ALL.map(|v| v.as_str()).join(", ")
                 )
             })
+    }
+}
+
+fn parse_database_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "a database name of lower-case letters, digits and _ (at most 63, not starting with a digit), not '{s}'"
+        ))
     }
 }

@@ -956,6 +956,8 @@ async fn ctrl_c_during_compare_copy_floor_removes_its_file() {
     let _ = std::fs::remove_file(&file);
     let mut child = setup_bin("")
         .env_remove("DATABASE_URL")
+        // A database of its own: never the dataset a user (or the main job) loaded.
+        .env("CAPBENCH_DATABASE", "capbench_test_copy_floor")
         .args([
             "--rows",
             "20000",
