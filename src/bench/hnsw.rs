@@ -401,7 +401,7 @@ pub async fn measure_rounds(
 }
 
 /// recall@k of answer `hits` to query `j` of `truth`.
-fn score(truth: &GroundTruth, j: usize, hits: &[search::Hit]) -> f64 {
+pub fn score(truth: &GroundTruth, j: usize, hits: &[search::Hit]) -> f64 {
     let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
     truth::recall(&truth.ids[j], &truth.distances[j], &got)
 }

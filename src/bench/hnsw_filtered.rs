@@ -420,10 +420,10 @@ async fn prepare(config: &Config, points: &mut Vec<Point>) -> Result<Prepared> {
                 "{}: PostgreSQL would not run the plan this point measures ({}): check the HNSW index and \
                  the tags index (cargo run --release --bin setup -- --force rebuilds them)",
                 p.id(),
-                one_line_plan(&forced)
+                search::one_line_plan(&forced)
             );
         }
-        plans.insert(*p, (one_line_plan(&forced), prefers_exact));
+        plans.insert(*p, (search::one_line_plan(&forced), prefers_exact));
     }
     planner_defaults(&mut conn).await?;
     let prewarmed = index::prewarm(&mut conn).await?;
@@ -441,16 +441,6 @@ async fn prepare(config: &Config, points: &mut Vec<Point>) -> Result<Prepared> {
         pgvector,
         plans,
     })
-}
-
-fn one_line_plan(plan: &[String]) -> String {
-    search::abbreviate_vectors(
-        &plan
-            .iter()
-            .map(|l| l.trim())
-            .collect::<Vec<_>>()
-            .join(" / "),
-    )
 }
 
 /// Rounds after the first stop after this long (the first runs every query: recall needs them all).

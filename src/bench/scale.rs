@@ -17,7 +17,7 @@ use pgvector::Vector;
 use crate::bench::{BenchArgs, LatencySummary, Rounds};
 use crate::config::Config;
 use crate::dataset::{self, Distribution};
-use crate::db::truth::{self, Case};
+use crate::db::truth::Case;
 use crate::db::variant::{self, Built, Knob, Variant};
 use crate::db::{self, search};
 use crate::record::{
@@ -127,7 +127,8 @@ pub fn main() -> ExitCode {
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
     let points = selected(&bench_args, &config);
-    if points.is_empty() && !bench_args.names(GROUP) && !config.bench.quick {
+    // Said to a plain `cargo bench` only (not to `cargo bench hnsw`, which asks for something else).
+    if points.is_empty() && bench_args.selects(GROUP) && !config.bench.quick {
         eprintln!("scale: opt-in — run it by name: cargo bench scale (docs/scale.md)");
     }
     let ids: Vec<String> = points.iter().map(|&(v, r)| id(v, r)).collect();
@@ -303,7 +304,7 @@ async fn measure_size(
                 "{}: PostgreSQL would not scan {} ({})",
                 id(v, rows),
                 v.index_name(),
-                plan.join(" / ")
+                search::one_line_plan(&plan)
             );
         }
         variant::prewarm(&mut conn, v).await?;
@@ -320,9 +321,7 @@ async fn measure_size(
                 let hits = variant::search(&mut conn, &sql, q, k, candidates).await?;
                 hist.saturating_record(t.elapsed().as_nanos() as u64);
                 if round == 0 {
-                    let got: Vec<(uuid::Uuid, f64)> =
-                        hits.iter().map(|h| (h.id, h.distance)).collect();
-                    recalls.push(truth::recall(&gt.ids[j], &gt.distances[j], &got));
+                    recalls.push(crate::bench::hnsw::score(gt, j, &hits));
                 }
             }
             rounds.add(&hist, start.elapsed().as_secs_f64())?;
@@ -464,12 +463,10 @@ async fn write_record(
     );
     for p in passes {
         let mut metrics = p.latency.metrics();
-        let knob = match p.variant.knob() {
-            Knob::EfSearch => Metric::EfSearch,
-            Knob::Candidates => Metric::Candidates,
-            Knob::Probes => Metric::Probes,
-        };
-        metrics.insert(knob, f64::from(p.value));
+        metrics.insert(
+            crate::bench::variants::knob_metric(p.variant.knob()),
+            f64::from(p.value),
+        );
         metrics.insert(Metric::Rows, p.rows as f64);
         metrics.insert(Metric::Qps, p.qps);
         metrics.insert(Metric::RecallMean, p.recall);

@@ -23,7 +23,7 @@ use crate::bench::{
 };
 use crate::config::Config;
 use crate::dataset::{self, Distribution};
-use crate::db::truth::{self, Case, GroundTruth};
+use crate::db::truth::{Case, GroundTruth};
 use crate::db::variant::{self, Built, Knob, Variant};
 use crate::db::{self, search};
 use crate::record::{
@@ -60,11 +60,16 @@ impl Point {
     }
 
     fn metric(&self) -> Metric {
-        match self.variant.knob() {
-            Knob::EfSearch => Metric::EfSearch,
-            Knob::Candidates => Metric::Candidates,
-            Knob::Probes => Metric::Probes,
-        }
+        knob_metric(self.variant.knob())
+    }
+}
+
+/// The record's metric for a knob's value.
+pub fn knob_metric(k: Knob) -> Metric {
+    match k {
+        Knob::EfSearch => Metric::EfSearch,
+        Knob::Candidates => Metric::Candidates,
+        Knob::Probes => Metric::Probes,
     }
 }
 
@@ -337,12 +342,12 @@ async fn prepare(config: &Config, points: &[Point]) -> Result<Prepared> {
                  (cargo run --release --bin setup -- --index {} builds it)",
                 p.id(),
                 p.variant.index_name(),
-                one_line(&plan),
+                search::one_line_plan(&plan),
                 p.variant
             );
         }
         sql.push(text);
-        plans.push(one_line(&plan));
+        plans.push(search::one_line_plan(&plan));
     }
     eprintln!(
         "variants: plans checked: each point scans its variant's own index ({} points)",
@@ -356,16 +361,6 @@ async fn prepare(config: &Config, points: &[Point]) -> Result<Prepared> {
         sql,
         plans,
     })
-}
-
-fn one_line(plan: &[String]) -> String {
-    search::abbreviate_vectors(
-        &plan
-            .iter()
-            .map(|l| l.trim())
-            .collect::<Vec<_>>()
-            .join(" / "),
-    )
 }
 
 /// Rounds after the first stop a point after this long (the first runs every query of every set).
@@ -458,10 +453,7 @@ fn score(set: &Set, answers: &[Vec<search::Hit>]) -> (Distribution, f64, f64) {
     let scores: Vec<f64> = answers
         .iter()
         .enumerate()
-        .map(|(j, hits)| {
-            let got: Vec<(uuid::Uuid, f64)> = hits.iter().map(|h| (h.id, h.distance)).collect();
-            truth::recall(&set.truth.ids[j], &set.truth.distances[j], &got)
-        })
+        .map(|(j, hits)| crate::bench::hnsw::score(&set.truth, j, hits))
         .collect();
     (
         set.distribution,

@@ -170,6 +170,17 @@ pub fn abbreviate_vectors(plan: &str) -> String {
     out
 }
 
+/// A plan's lines joined into one (` / `), vectors abbreviated: what a record and a message keep.
+pub fn one_line_plan(plan: &[String]) -> String {
+    abbreviate_vectors(
+        &plan
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" / "),
+    )
+}
+
 /// Whether a plan scans the HNSW index `index`.
 pub fn plan_uses_index(plan: &[String], index: &str) -> bool {
     plan.iter()
