@@ -504,10 +504,13 @@ async fn the_document_mix_reads_what_it_created_and_a_failed_extraction_is_one_f
 #[test]
 fn per_name_thresholds_of_a_scenario_file_decide_the_exit_code() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (url, _seen) = rt.block_on(documents_server(true));
     let reports =
         std::env::temp_dir().join(format!("capbench-scenario-exit-{}", std::process::id()));
+    // Each run gets a server of its own: the ids it loses depend on how many documents an
+    // account already has, so a server shared by both runs would make the second depend on
+    // where the first stopped (an on_start create that loses its id ends that user).
     let run = |thresholds: &[&str]| {
+        let (url, _seen) = rt.block_on(documents_server(true));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_load"));
         cmd.args([
             "--target",
