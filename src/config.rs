@@ -299,6 +299,10 @@ pub struct BenchParams {
     /// Row counts the capacity plan extrapolates to (comma-separated; `1M,10M`).
     #[arg(long, env = "CAPBENCH_PLAN_ROWS", value_delimiter = ',', default_values_t = [1_000_000, 10_000_000], value_parser = parse_row_count)]
     pub plan_rows: Vec<u64>,
+    /// Dimensions the capacity plan also shows (comma-separated; `768,3072`), besides the measured
+    /// one: index sizes from pgvector's page layout, times assumed to grow with the dimension.
+    #[arg(long, env = "CAPBENCH_PLAN_DIMS", value_delimiter = ',', value_parser = parse_plan_dims)]
+    pub plan_dims: Vec<u32>,
     /// Neighbours per query: the search LIMIT and the k of recall@k.
     #[arg(long, env = "CAPBENCH_K", default_value_t = 10, value_parser = parse_k)]
     pub k: u32,
@@ -485,6 +489,17 @@ fn parse_rows(s: &str) -> Result<u64, String> {
         return Err("rows must be at least 1".into());
     }
     Ok(n)
+}
+
+/// A dimension to plan for: any pgvector can index with some variant (`bit` up to 64,000); which
+/// variants it fits is the plan's to say.
+fn parse_plan_dims(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n @ 1..=64_000) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a dimension from 1 to 64000 (the largest pgvector indexes, as bit)"
+        )),
+    }
 }
 
 fn parse_dims(s: &str) -> Result<u32, String> {
@@ -709,5 +724,21 @@ fn parse_database_name(s: &str) -> Result<String, String> {
         Err(format!(
             "a database name of lower-case letters, digits and _ (at most 63, not starting with a digit), not '{s}'"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_dimensions_reach_past_the_measured_limit_but_not_past_pgvectors() {
+        assert_eq!(parse_plan_dims("3072"), Ok(3072));
+        assert_eq!(parse_plan_dims(" 64000"), Ok(64_000));
+        assert!(parse_plan_dims("0").is_err());
+        assert!(parse_plan_dims("64001").unwrap_err().contains("64000"));
+        assert!(parse_plan_dims("big").is_err());
+        // The dataset's own dimension stays bound by the HNSW index on `vector`.
+        assert!(parse_dims("3072").is_err());
     }
 }

@@ -30,7 +30,8 @@ use crate::setup::{self, DatasetChange, Needs};
 mod pgbench;
 
 pub use pgbench::{
-    PgbenchResult, pgbench, pgbench_script, pgbench_script_for, pgbench_script_of, pgbench_with,
+    PgbenchResult, pgbench, pgbench_for, pgbench_script, pgbench_script_for, pgbench_script_of,
+    pgbench_with,
 };
 
 /// The seeds' launch gate for raw HNSW search.

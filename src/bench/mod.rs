@@ -462,6 +462,70 @@ pub fn round_order(len: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..len).map(move |i| (i + round) % len.max(1))
 }
 
+/// capbench against an independent tool on the same work, measured in alternating rounds: this
+/// machine's speed drifts by 10–30 % from one few-second stretch to the next (a neighbour, the CPU's
+/// clock), so two figures taken minutes apart can differ by more than what is compared; a ratio is
+/// only fair within a round. The figures are medians over the rounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interleaved {
+    pub rounds: usize,
+    /// capbench's figure (ms): a p50 or a mean, as the tool's own figure is.
+    pub ours_ms: f64,
+    /// The tool's figure (ms).
+    pub theirs_ms: f64,
+    /// Median over rounds of the per-round ratio ours / theirs.
+    pub ratio: f64,
+    /// The lowest and highest per-round ratio.
+    pub spread: (f64, f64),
+    /// The tool's rate (per second).
+    pub theirs_rate: f64,
+}
+
+impl Interleaved {
+    /// `rounds` × (`ours`, then `theirs`): `ours` returns capbench's figure in ms, `theirs` the
+    /// tool's figure in ms and its rate. The first error ends the comparison and is returned.
+    pub fn measure(
+        rounds: usize,
+        mut ours: impl FnMut() -> Result<f64>,
+        mut theirs: impl FnMut() -> Result<(f64, f64)>,
+    ) -> Result<Self> {
+        let mut pairs = Vec::with_capacity(rounds);
+        for _ in 0..rounds.max(1) {
+            let o = ours()?;
+            let (t, rate) = theirs()?;
+            pairs.push((o, t, rate));
+        }
+        Ok(Self::of(&pairs))
+    }
+
+    /// From (ours ms, theirs ms, theirs rate) per round; at least one round.
+    pub fn of(pairs: &[(f64, f64, f64)]) -> Self {
+        let ratios: Vec<f64> = pairs.iter().map(|(o, t, _)| o / t).collect();
+        Self {
+            rounds: pairs.len(),
+            ours_ms: median(pairs.iter().map(|p| p.0).collect()),
+            theirs_ms: median(pairs.iter().map(|p| p.1).collect()),
+            ratio: median(ratios.clone()),
+            spread: (
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ),
+            theirs_rate: median(pairs.iter().map(|p| p.2).collect()),
+        }
+    }
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 #[cfg(test)]
 mod rounds_tests {
     use super::*;
@@ -554,5 +618,33 @@ mod rounds_tests {
         assert_eq!(calls, 3, "nothing ran after the first error");
         group.finish();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn interleaved_takes_the_median_of_per_round_ratios_not_the_ratio_of_medians() {
+        // The machine slows down in round 2: each round's own ratio is 1.0 or 1.1, while the
+        // figures themselves drift by 2×.
+        let pairs = [(1.0, 1.0, 1000.0), (2.2, 2.0, 500.0), (1.1, 1.0, 900.0)];
+        let c = Interleaved::of(&pairs);
+        assert_eq!(c.rounds, 3);
+        assert!((c.ratio - 1.1).abs() < 1e-12, "{c:?}");
+        assert_eq!(c.spread, (1.0, 1.1));
+        assert_eq!((c.ours_ms, c.theirs_ms, c.theirs_rate), (1.1, 1.0, 900.0));
+        let mut calls = Vec::new();
+        let mut n = 0.0;
+        let measured = Interleaved::measure(
+            2,
+            || {
+                n += 1.0;
+                Ok(n)
+            },
+            || Ok((2.0, 1.0)),
+        )
+        .unwrap();
+        calls.push(measured.rounds);
+        assert_eq!((measured.rounds, measured.ratio), (2, 0.75));
+        assert!(Interleaved::measure(3, || anyhow::bail!("down"), || Ok((1.0, 1.0))).is_err());
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
     }
 }

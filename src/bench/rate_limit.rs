@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use criterion::Throughput;
 
 use crate::bench::{
-    BenchArgs, LatencySummary, criterion, criterion_median_ms, limiter_timeline, time_async,
+    BenchArgs, Interleaved, LatencySummary, criterion, criterion_median_ms, limiter_timeline,
+    time_async,
 };
 use crate::config::Config;
 use crate::ratelimit::{Limit, TokenBucket};
@@ -92,32 +93,6 @@ pub struct RedisBenchmark {
     pub rps: f64,
 }
 
-/// The allowed path against redis-benchmark, measured in alternating rounds (this machine's
-/// loopback latency changes by 3× from one second to the next; a ratio is only fair within a round).
-#[derive(Debug, Clone, Copy)]
-pub struct Interleaved {
-    pub rounds: usize,
-    /// Median over rounds of capbench's p50 (ms).
-    pub capbench_p50_ms: f64,
-    /// Median over rounds of redis-benchmark's p50 (ms).
-    pub redis_benchmark_p50_ms: f64,
-    /// Median over rounds of the per-round ratio capbench p50 / redis-benchmark p50.
-    pub ratio: f64,
-    /// The lowest and highest per-round ratio.
-    pub spread: (f64, f64),
-    pub redis_benchmark_rps: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// `rounds` × (`n` allowed evaluations through [`TokenBucket`], then redis-benchmark `-n n`).
 fn interleaved_comparison(
     rt: &tokio::runtime::Runtime,
@@ -127,36 +102,25 @@ fn interleaved_comparison(
     quick: bool,
 ) -> Result<Interleaved> {
     let (rounds, n) = if quick { (5, 500) } else { (21, 2_000) };
-    let (mut ours, mut theirs, mut ratios, mut rps) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..rounds {
-        let mut hist = record::latency_histogram();
-        rt.block_on(async {
-            for _ in 0..n {
-                let t = Instant::now();
-                tb.check(key, UNLIMITED).await?;
-                hist.saturating_record(t.elapsed().as_nanos() as u64);
-            }
-            anyhow::Ok(())
-        })?;
-        let p50 = hist.value_at_quantile(0.5) as f64 / 1e6;
-        let rb = redis_benchmark(url, tb.sha(), n)?;
-        ours.push(p50);
-        theirs.push(rb.p50_ms);
-        ratios.push(p50 / rb.p50_ms);
-        rps.push(rb.rps);
-    }
-    let spread = (
-        ratios.iter().copied().fold(f64::MAX, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
-    Ok(Interleaved {
+    Interleaved::measure(
         rounds,
-        spread,
-        capbench_p50_ms: median(ours),
-        redis_benchmark_p50_ms: median(theirs),
-        ratio: median(ratios),
-        redis_benchmark_rps: median(rps),
-    })
+        || {
+            let mut hist = record::latency_histogram();
+            rt.block_on(async {
+                for _ in 0..n {
+                    let t = Instant::now();
+                    tb.check(key, UNLIMITED).await?;
+                    hist.saturating_record(t.elapsed().as_nanos() as u64);
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(hist.value_at_quantile(0.5) as f64 / 1e6)
+        },
+        || {
+            let rb = redis_benchmark(url, tb.sha(), n)?;
+            Ok((rb.p50_ms, rb.rps))
+        },
+    )
 }
 
 pub type RunOutcome = crate::bench::RunOutcome<LimiterPass>;
@@ -492,13 +456,7 @@ fn print_table(results: &[LimiterPass], compared: Option<Interleaved>) {
             "allowed path vs redis-benchmark -c 1 (EVALSHA of the same script), {} alternating rounds: \
              capbench p50 {:.4} ms, redis-benchmark p50 {:.4} ms ({:.0} req/s); median ratio {:.2} \
              (rounds {:.2}–{:.2}; target <= {RATIO_TARGET})",
-            c.rounds,
-            c.capbench_p50_ms,
-            c.redis_benchmark_p50_ms,
-            c.redis_benchmark_rps,
-            c.ratio,
-            c.spread.0,
-            c.spread.1
+            c.rounds, c.ours_ms, c.theirs_ms, c.theirs_rate, c.ratio, c.spread.0, c.spread.1
         );
     }
 }
@@ -526,9 +484,9 @@ async fn write_record(
         }
         let mut gates = Vec::new();
         if let (Some(c), Path::Allowed) = (compared, r.path) {
-            metrics.insert(Metric::RedisBenchmarkP50Ms, c.redis_benchmark_p50_ms);
-            metrics.insert(Metric::RedisBenchmarkRps, c.redis_benchmark_rps);
-            metrics.insert(Metric::InterleavedP50Ms, c.capbench_p50_ms);
+            metrics.insert(Metric::RedisBenchmarkP50Ms, c.theirs_ms);
+            metrics.insert(Metric::RedisBenchmarkRps, c.theirs_rate);
+            metrics.insert(Metric::InterleavedP50Ms, c.ours_ms);
             metrics.insert(Metric::RatioVsRedisBenchmark, c.ratio);
             gates.push(Gate::check(
                 format!("p50 within {RATIO_TARGET}x of redis-benchmark"),

@@ -453,6 +453,8 @@ async fn write_record(
                 .map(|&v| point_label(v, config.bench.scale_ef_search))
                 .collect(),
             plan_rows: config.bench.plan_rows.clone(),
+            plan_dims: config.bench.plan_dims.clone(),
+            m: config.index.m,
             queries: config.bench.queries as usize,
             k: config.bench.k as usize,
             builds,

@@ -13,13 +13,16 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use rand::{RngExt, SeedableRng};
+
 use anyhow::{Context, Result};
 use criterion::{BenchmarkId, SamplingMode, Throughput};
 use pgvector::Vector;
 use sqlx::PgConnection;
 
 use crate::bench::{
-    BenchArgs, LatencySummary, Rounds, criterion, criterion_median_ms, round_order, time_async,
+    BenchArgs, Interleaved, LatencySummary, Rounds, criterion, criterion_median_ms, round_order,
+    time_async,
 };
 use crate::config::Config;
 use crate::dataset::{self, Distribution};
@@ -27,7 +30,8 @@ use crate::db::truth::{Case, GroundTruth};
 use crate::db::variant::{self, Built, Knob, Variant};
 use crate::db::{self, search};
 use crate::record::{
-    self, Environment, Metric, Metrics, Parameters, ResultEntry, RunRecord, VariantsParameters,
+    self, Environment, Gate, GateKind, Metric, Metrics, Op, Parameters, ResultEntry, RunRecord,
+    VariantsParameters,
 };
 use crate::setup::{self, DatasetChange, Needs};
 
@@ -106,7 +110,9 @@ pub struct VariantPass {
     pub plan: String,
     pub rounds: Vec<Metrics>,
     pub criterion_median_ms: Option<f64>,
-    pub pgbench: Option<crate::bench::hnsw::PgbenchResult>,
+    /// Its mean latency against pgbench's on the same SQL, settings and queries, in alternating
+    /// rounds (`CAPBENCH_COMPARE`, each variant's middle point).
+    pub pgbench: Option<Interleaved>,
 }
 
 pub type RunOutcome = crate::bench::RunOutcome<VariantPass>;
@@ -209,11 +215,12 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             let p = results[i].point;
             // Its index back in shared_buffers: the rounds ended on another variant's.
             rt.block_on(variant::prewarm(&mut prepared.conn, p.variant))?;
+            let queries = prepared.sets[0].queries.len();
             let script = pgbench_script(
                 &prepared.sql[i],
                 config.dataset.dims,
-                prepared.sets[0].queries.len(),
-                drawn[i],
+                queries,
+                queries,
                 k,
                 p.candidates(),
             );
@@ -225,12 +232,45 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
                 },
                 p.value
             );
-            results[i].pgbench = Some(crate::bench::hnsw::pgbench_with(
-                &config,
-                &prepared.url,
-                &script,
-                &options,
-            )?);
+            let (rounds, seconds) = if config.bench.quick { (3, 1) } else { (9, 3) };
+            let (sql, candidates) = (&prepared.sql[i], p.candidates());
+            let (url, held) = (&prepared.url, &prepared.sets[0].queries);
+            // Both sides draw each query uniformly from the set, as pgbench's `random()` does: a
+            // round of ours walking the set in order would cover one stretch of it, and where
+            // queries differ in cost (bq's do, by 2×) rounds of stretches are not rounds of draws.
+            let mut draw = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(i as u64);
+            // Each side starts every round on a new session: pgbench cannot keep one between runs,
+            // and a new backend is slower for its first seconds (it maps the shared buffers it
+            // touches: pgbench's own per-second figures fall from 10.9 to 7.3 ms over 14 s on
+            // bq's statement), so a warm session against pgbench's new ones read 15 % faster.
+            let compared = Interleaved::measure(
+                rounds,
+                || {
+                    rt.block_on(async {
+                        let mut session = db::connect(url).await?;
+                        apply(&mut session, &p).await?;
+                        let conn = &mut session;
+                        let (start, mut n) = (Instant::now(), 0u32);
+                        while start.elapsed().as_secs_f64() < f64::from(seconds) {
+                            let q = &held[draw.random_range(0..held.len())];
+                            variant::search(conn, sql, q, k, candidates).await?;
+                            n += 1;
+                        }
+                        Ok(start.elapsed().as_secs_f64() * 1e3 / f64::from(n))
+                    })
+                },
+                || {
+                    let pg = crate::bench::hnsw::pgbench_for(
+                        &config,
+                        &prepared.url,
+                        &script,
+                        &options,
+                        seconds,
+                    )?;
+                    Ok((pg.latency_avg_ms, pg.tps))
+                },
+            )?;
+            results[i].pgbench = Some(compared);
         }
     }
     print_table(&config, &prepared, &results);
@@ -364,6 +404,33 @@ async fn prepare(config: &Config, points: &[Point]) -> Result<Prepared> {
 }
 
 /// Rounds after the first stop a point after this long (the first runs every query of every set).
+/// How far a variant's mean latency may sit from pgbench's on the same work (issue #16: "agrees
+/// with pgbench on the same SQL within 10 %").
+pub const PGBENCH_AGREEMENT: f64 = 0.10;
+
+/// The two sides of [`PGBENCH_AGREEMENT`] as gates on the interleaved ratio.
+fn pgbench_gates(ratio: f64) -> Vec<Gate> {
+    [
+        (Op::Ge, 1.0 - PGBENCH_AGREEMENT),
+        (Op::Le, 1.0 + PGBENCH_AGREEMENT),
+    ]
+    .into_iter()
+    .map(|(op, bound)| {
+        Gate::check(
+            format!(
+                "mean within {:.0} % of pgbench's",
+                PGBENCH_AGREEMENT * 100.0
+            ),
+            GateKind::Comparison,
+            Metric::RatioVsPgbench,
+            op,
+            bound,
+            Some(ratio),
+        )
+    })
+    .collect()
+}
+
 const LATER_ROUND_SECONDS: f64 = 1.0;
 
 const WARM_UP_QUERIES: usize = 5;
@@ -527,13 +594,20 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[VariantPass]) {
         println!();
     }
     for r in results {
-        if let (Some(pg), Some(median)) = (r.pgbench, r.criterion_median_ms) {
+        if let Some(c) = r.pgbench {
             println!(
-                "pgbench -M prepared -c 1, same SQL and settings, {}: avg {:.3} ms, {:.0} tps; criterion median / pgbench avg = {:.2}",
+                "{} vs pgbench -M prepared -c 1 (same SQL, settings and queries), {} alternating rounds: \
+                 capbench mean {:.3} ms, pgbench mean {:.3} ms ({:.0} tps); median ratio {:.2} \
+                 (rounds {:.2}–{:.2}; agreement within ±{:.0} %)",
                 r.point.id(),
-                pg.latency_avg_ms,
-                pg.tps,
-                median / pg.latency_avg_ms
+                c.rounds,
+                c.ours_ms,
+                c.theirs_ms,
+                c.theirs_rate,
+                c.ratio,
+                c.spread.0,
+                c.spread.1,
+                PGBENCH_AGREEMENT * 100.0
             );
         }
     }
@@ -588,15 +662,20 @@ async fn write_record(
         if let Some(m) = r.criterion_median_ms {
             metrics.insert(Metric::CriterionMedianMs, m);
         }
-        if let Some(pg) = r.pgbench {
-            metrics.insert(Metric::PgbenchLatencyAvgMs, pg.latency_avg_ms);
-            metrics.insert(Metric::PgbenchTps, pg.tps);
+        let mut gates = Vec::new();
+        if let Some(c) = r.pgbench {
+            metrics.insert(Metric::PgbenchLatencyAvgMs, c.theirs_ms);
+            metrics.insert(Metric::PgbenchTps, c.theirs_rate);
+            metrics.insert(Metric::InterleavedMeanMs, c.ours_ms);
+            metrics.insert(Metric::RatioVsPgbench, c.ratio);
+            gates = pgbench_gates(c.ratio);
         }
         rec.results.push(ResultEntry {
             name: r.point.id(),
             metrics,
             histogram: Some(record::encode_histogram(&r.histogram)?),
             rounds: r.rounds.clone(),
+            gates,
             ..ResultEntry::default()
         });
     }

@@ -238,6 +238,10 @@ pub enum Metric {
     RedisBenchmarkRps,
     InterleavedP50Ms,
     RatioVsRedisBenchmark,
+    /// capbench's mean latency (ms) interleaved with pgbench on the same SQL, and the median of the
+    /// rounds' ratios capbench / pgbench.
+    InterleavedMeanMs,
+    RatioVsPgbench,
     /// The limiter timeline's bucket and traffic.
     Capacity,
     RefillPerSecond,
@@ -264,7 +268,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 51] = [
+const NAMED: [(&str, Metric); 53] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -300,6 +304,8 @@ const NAMED: [(&str, Metric); 51] = [
     ("redis_benchmark_p50_ms", Metric::RedisBenchmarkP50Ms),
     ("redis_benchmark_rps", Metric::RedisBenchmarkRps),
     ("interleaved_p50_ms", Metric::InterleavedP50Ms),
+    ("interleaved_mean_ms", Metric::InterleavedMeanMs),
+    ("ratio_vs_pgbench", Metric::RatioVsPgbench),
     ("ratio_vs_redis_benchmark", Metric::RatioVsRedisBenchmark),
     ("capacity", Metric::Capacity),
     ("refill_per_second", Metric::RefillPerSecond),
@@ -347,14 +353,16 @@ impl Metric {
         match self {
             Latency(_) | Uncorrected(_) | ScheduleLateness(_) | ServerStageP50(_)
             | CriterionMedianMs | PgbenchLatencyAvgMs | SqlP50Ms | OverheadP50Ms
-            | RedisBenchmarkP50Ms | InterleavedP50Ms | SloP99Ms | KneeP99Ms => Unit::Milliseconds,
+            | RedisBenchmarkP50Ms | InterleavedP50Ms | InterleavedMeanMs | SloP99Ms | KneeP99Ms => {
+                Unit::Milliseconds
+            }
             Seconds | DurationS | BuildSeconds => Unit::Seconds,
             IndexBytes | TableBytes => Unit::Bytes,
             Rps | Qps | EvalsPerSecond | PgbenchTps | RedisBenchmarkRps | RefillPerSecond
             | SendRate | KneeRps => Unit::PerSecond,
             ErrorRate | RecallMean | RecallMin | RecallMeanOf(_) | RecallMinOf(_) | ShortShare
             | Selectivity => Unit::Fraction,
-            OverheadRatio | RatioVsRedisBenchmark => Unit::Ratio,
+            OverheadRatio | RatioVsRedisBenchmark | RatioVsPgbench => Unit::Ratio,
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
             | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery

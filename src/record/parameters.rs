@@ -101,6 +101,11 @@ pub struct ScaleParameters {
     pub points: Vec<String>,
     /// The row counts the plan extrapolates to.
     pub plan_rows: Vec<u64>,
+    /// Other dimensions the plan shows (empty: only `dims`).
+    pub plan_dims: Vec<u32>,
+    /// HNSW's m of the variants' indexes (the page layout model's neighbour lists; 0 in records
+    /// before it was kept: read as 16).
+    pub m: u32,
     /// Held-out queries per point, and k of recall@k.
     pub queries: usize,
     pub k: usize,

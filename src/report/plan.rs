@@ -83,6 +83,97 @@ pub fn rows_label(n: u64) -> String {
     format!("{}{unit}", s.trim_end_matches(".0"))
 }
 
+/// pgvector's on-disk layout (0.8), for the plan's other dimensions: what one row costs an index of
+/// `variant`, in 8 KiB pages. An index page holds whole tuples only, so the bytes per row step with
+/// the dimension instead of growing smoothly: a 1536-d `vector` element (6,224 bytes) and its
+/// neighbour list (200 bytes at m = 16) leave no room for a second one, so each row takes a page of
+/// its own; at 1536 `halfvec` two fit, bit(1536) sixteen. Measured: 100K rows of 1536 dims took
+/// 781 MiB (hnsw, this model 781), 391 (halfvec, 391), 48 (bq, 49), 782 (ivfflat, 781).
+pub mod layout {
+    use crate::config::Variant;
+
+    const PAGE: usize = 8192;
+    /// A page less its header (24) and pgvector's special space (8).
+    const USABLE: usize = PAGE - 24 - 8;
+    /// Each tuple's line pointer.
+    const ITEM_ID: usize = 4;
+    /// HnswElementTupleData up to its value: type, level, deleted, version, 10 heap TIDs, the
+    /// neighbour tuple's TID, padding.
+    const ELEMENT_HEADER: usize = 72;
+    /// IndexTupleData (IVFFlat's list tuples).
+    const INDEX_TUPLE_HEADER: usize = 8;
+
+    fn maxalign(n: usize) -> usize {
+        (n + 7) & !7
+    }
+
+    /// The indexed value's size: varlena header + dims (+ unused) + the elements.
+    fn value_bytes(variant: Variant, dims: u32) -> usize {
+        let d = dims as usize;
+        8 + match variant {
+            Variant::Hnsw | Variant::Ivfflat => 4 * d,
+            Variant::Halfvec => 2 * d,
+            Variant::Bq => d.div_ceil(8),
+        }
+    }
+
+    /// The table's bytes per row (heap and TOAST) at `to` dims less at `from`: the `vector` column
+    /// keeps every float whatever the index, out of line in TOAST chunks (about 1,996 bytes, four
+    /// to a page: 2.6 % over the raw bytes).
+    pub fn table_bytes_per_row_change(from: u32, to: u32) -> f64 {
+        4.0 * (f64::from(to) - f64::from(from)) * PAGE as f64 / (4.0 * 1996.0)
+    }
+
+    /// pgvector's largest indexable dimension for the variant's type (`vector` 2,000, `halfvec`
+    /// 4,000, `bit` 64,000).
+    pub fn max_dims(variant: Variant) -> u32 {
+        match variant {
+            Variant::Hnsw | Variant::Ivfflat => 2_000,
+            Variant::Halfvec => 4_000,
+            Variant::Bq => 64_000,
+        }
+    }
+
+    /// The type the variant's index holds, as pgvector's limits name it.
+    pub fn indexed_type(variant: Variant) -> &'static str {
+        match variant {
+            Variant::Hnsw => "vector in HNSW",
+            Variant::Ivfflat => "vector in IVFFlat",
+            Variant::Halfvec => "halfvec",
+            Variant::Bq => "bit",
+        }
+    }
+
+    /// Bytes of index per row at `dims` (HNSW with `m` neighbours per layer); None beyond
+    /// [`max_dims`].
+    pub fn bytes_per_row(variant: Variant, dims: u32, m: u32) -> Option<f64> {
+        if dims == 0 || dims > max_dims(variant) {
+            return None;
+        }
+        let value = value_bytes(variant, dims);
+        let page = PAGE as f64;
+        if variant == Variant::Ivfflat {
+            let tuple = maxalign(INDEX_TUPLE_HEADER + value) + ITEM_ID;
+            return Some(page / (USABLE / tuple).max(1) as f64);
+        }
+        let m = m.max(2) as usize;
+        // An element of level l keeps (l + 2)·m neighbour TIDs (6 bytes each) after a 4-byte
+        // header; a level is reached with probability (1/m)^l, so the mean list is about
+        // (2 + 1/(m−1))·m TIDs.
+        let neighbours = |tids: f64| maxalign(4 + (tids * 6.0).ceil() as usize);
+        let mean_tids = (2.0 + 1.0 / (m as f64 - 1.0)) * m as f64;
+        let element = maxalign(ELEMENT_HEADER + value);
+        let pair = element + neighbours(mean_tids) + 2 * ITEM_ID;
+        Some(if pair <= USABLE {
+            // Element and neighbours on one page, as many pairs as fit.
+            page / (USABLE / pair) as f64
+        } else {
+            // Too big together: the element fills a page, its neighbours share others.
+            page + (neighbours(mean_tids) + ITEM_ID) as f64 * page / USABLE as f64
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +211,50 @@ mod tests {
         assert_eq!(rows_label(300_000), "300K");
         assert_eq!(rows_label(2_500), "2.5K");
         assert_eq!(rows_label(1234), "1234");
+    }
+
+    #[test]
+    fn the_page_layout_model_reproduces_the_measured_index_sizes_and_pgvectors_limits() {
+        use super::layout::{bytes_per_row, max_dims};
+        use crate::config::Variant;
+        const MIB: f64 = (1u64 << 20) as f64;
+        // 100K rows × 1536 dims, m = 16, measured on this machine (docs/variants.md).
+        for (v, measured_mib) in [
+            (Variant::Hnsw, 781.3),
+            (Variant::Halfvec, 390.6),
+            (Variant::Bq, 47.9),
+            (Variant::Ivfflat, 782.0),
+        ] {
+            let model = bytes_per_row(v, 1536, 16).unwrap() * 1e5 / MIB;
+            assert!(
+                (model / measured_mib - 1.0).abs() < 0.03,
+                "{v}: model {model:.1} MiB, measured {measured_mib}"
+            );
+        }
+        // Whole tuples per page: a page per 1536-d vector row, and the same page up to the size
+        // where a second would fit; halfvec halves it; a dimension past the type's limit has no
+        // index at all.
+        let hnsw = |d| bytes_per_row(Variant::Hnsw, d, 16).unwrap();
+        assert_eq!(hnsw(1536), 8192.0);
+        assert_eq!(hnsw(1200), 8192.0);
+        assert_eq!(hnsw(768), 4096.0);
+        assert_eq!(bytes_per_row(Variant::Halfvec, 1536, 16), Some(4096.0));
+        assert!(bytes_per_row(Variant::Halfvec, 3072, 16).unwrap() >= 8192.0);
+        assert_eq!(bytes_per_row(Variant::Hnsw, 3072, 16), None);
+        assert_eq!(bytes_per_row(Variant::Ivfflat, 3072, 16), None);
+        assert_eq!(max_dims(Variant::Halfvec), 4000);
+        assert!(
+            bytes_per_row(Variant::Bq, 3072, 16).unwrap()
+                > bytes_per_row(Variant::Bq, 1536, 16).unwrap()
+        );
+        assert!(
+            (super::layout::table_bytes_per_row_change(1536, 3072) / 6144.0 - 1.026).abs() < 0.001
+        );
+        assert!(super::layout::table_bytes_per_row_change(1536, 768) < 0.0);
+        // More neighbours per layer, bigger lists.
+        assert!(
+            bytes_per_row(Variant::Bq, 1536, 32).unwrap()
+                > bytes_per_row(Variant::Bq, 1536, 16).unwrap()
+        );
     }
 }

@@ -85,13 +85,25 @@ pub fn pgbench(
     )
 }
 
-/// Runs pgbench (`-n -M prepared -c 1`) on `script` for a fixed time, its sessions started with
-/// `options` (`PGOPTIONS`: the settings the measured point runs with).
+/// Runs pgbench (`-n -M prepared -c 1`) on `script` for a fixed time (3 s quick, 15 s), its
+/// sessions started with `options` (`PGOPTIONS`: the settings the measured point runs with).
 pub fn pgbench_with(
     config: &Config,
     url: &str,
     script_text: &str,
     options: &str,
+) -> Result<PgbenchResult> {
+    let seconds = if config.bench.quick { 3 } else { 15 };
+    pgbench_for(config, url, script_text, options, seconds)
+}
+
+/// [`pgbench_with`] for `seconds` (at least 1).
+pub fn pgbench_for(
+    config: &Config,
+    url: &str,
+    script_text: &str,
+    options: &str,
+    seconds: u32,
 ) -> Result<PgbenchResult> {
     let program = stack::pg_program(&config.servers, "pgbench");
     // The password goes in pgbench's environment, which other users cannot read (its command line
@@ -100,7 +112,6 @@ pub fn pgbench_with(
     let script = std::env::temp_dir().join(format!("capbench-pgbench-{}.sql", std::process::id()));
     std::fs::write(&script, script_text)
         .with_context(|| format!("writing {}", script.display()))?;
-    let seconds = if config.bench.quick { 3 } else { 15 };
     let mut cmd = Command::new(&program);
     if let Some(password) = password {
         cmd.env("PGPASSWORD", password);
@@ -113,7 +124,7 @@ pub fn pgbench_with(
             "-c",
             "1",
             "-T",
-            &seconds.to_string(),
+            &seconds.max(1).to_string(),
             "-f",
         ])
         .arg(&script)

@@ -6,10 +6,11 @@
 use maud::{Render, html};
 
 use super::super::charts::{Chart, Series, Style, color};
-use super::super::plan::{PowerLaw, rows_label};
+use super::super::plan::{PowerLaw, layout, rows_label};
 use super::super::store::Stored;
 use super::helpers::{Figure, Num, Source, Text, section_of, side_by_side};
-use crate::record::{Kind, Metric, Parameters, ResultEntry};
+use crate::config::Variant;
+use crate::record::{Kind, Metric, Parameters, ResultEntry, ScaleParameters};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scale(pub Option<Shown>);
@@ -37,12 +38,13 @@ pub struct Growth {
     pub recall: Vec<Num>,
 }
 
-/// One predicted row: rows, variant, how far beyond the measurements, index GiB, index + table
+/// One predicted row: rows, dims, variant, how far beyond the measurements, index GiB, index + table
 /// GiB (memory to stay before the cliff), build minutes, p99 ms; whether the index fits this
 /// machine's shared_buffers and the index + table its RAM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRow {
     pub rows: Text,
+    pub dims: Text,
     pub variant: Text,
     pub reach: Text,
     pub cells: Vec<Num>,
@@ -60,6 +62,76 @@ fn slope_text(f: Option<PowerLaw>) -> Text {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// The plan of variant `v` at `n` rows of `d` dims: the fits of the measured dimension, scaled to
+/// `d` — index size by pgvector's page layout ([`layout`]), the table by its column's bytes, build
+/// time and p99 in proportion to the dimension (assumed, not measured).
+#[allow(clippy::too_many_arguments)]
+fn plan_row(
+    p: &ScaleParameters,
+    v: &str,
+    x: f64,
+    n: u64,
+    d: u32,
+    m: u32,
+    fit: &dyn Fn(&str, &Metric) -> Option<PowerLaw>,
+    table_fit: Option<PowerLaw>,
+) -> PlanRow {
+    let size = fit(v, &Metric::IndexBytes);
+    let variant = v.parse::<Variant>().ok();
+    // None: no index of this type at `d` dims.
+    let layout_factor = match variant {
+        Some(var) => layout::bytes_per_row(var, d, m)
+            .zip(layout::bytes_per_row(var, p.dims, m))
+            .map(|(to, from)| to / from),
+        None => (d == p.dims).then_some(1.0),
+    };
+    let time_factor = f64::from(d) / f64::from(p.dims.max(1));
+    let index = size.zip(layout_factor).map(|(f, k)| f.at(x) * k);
+    let table = table_fit.map(|f| f.at(x) + x * layout::table_bytes_per_row_change(p.dims, d));
+    let with_table = index.zip(table).map(|(i, t)| i + t);
+    let timed = |m: &Metric| {
+        fit(v, m)
+            .filter(|_| layout_factor.is_some())
+            .map(|f| f.at(x) * time_factor)
+    };
+    let fits = match (index, with_table, variant) {
+        (Some(i), Some(t), _) => format!(
+            "index {} shared_buffers ({:.1} GiB); index + table {} RAM ({:.0} GiB)",
+            if i <= p.shared_buffers_bytes as f64 {
+                "fits"
+            } else {
+                "exceeds"
+            },
+            p.shared_buffers_bytes as f64 / GIB,
+            if t <= p.memory_bytes as f64 {
+                "fit"
+            } else {
+                "exceed"
+            },
+            p.memory_bytes as f64 / GIB
+        ),
+        (_, _, Some(var)) if layout_factor.is_none() => format!(
+            "no such index: pgvector indexes at most {} dims as {}",
+            layout::max_dims(var),
+            layout::indexed_type(var)
+        ),
+        _ => "-".into(),
+    };
+    PlanRow {
+        rows: Text::new(rows_label(n)),
+        dims: Text::new(d.to_string()),
+        variant: Text::new(v),
+        reach: Text::new(size.map_or("-".into(), |f| format!("×{:.0}", f.reach(x)))),
+        cells: vec![
+            Num::of(index.map(|b| b / GIB)),
+            Num::of(with_table.map(|b| b / GIB)),
+            Num::of(timed(&Metric::BuildSeconds).map(|s| s / 60.0)),
+            Num::of(timed(&Metric::P99_MS)),
+        ],
+        fits: Text::new(fits),
+    }
+}
 
 impl Scale {
     pub fn of(latest: Option<&Stored>) -> Self {
@@ -183,51 +255,25 @@ impl Scale {
         // The table grows with the rows whatever the index: fitted once, from any variant's points.
         let table_fit = variants.first().and_then(|v| fit(v, &Metric::TableBytes));
         let mut plan = Vec::new();
+        let mut dims = vec![p.dims];
+        dims.extend(p.plan_dims.iter().filter(|d| **d != p.dims));
+        let m = if p.m == 0 { 16 } else { p.m };
         for &n in &p.plan_rows {
             let x = n as f64;
-            for v in &variants {
-                let size = fit(v, &Metric::IndexBytes);
-                let build = fit(v, &Metric::BuildSeconds);
-                let p99 = fit(v, &Metric::P99_MS);
-                let index = size.map(|f| f.at(x));
-                let with_table = index.zip(table_fit.map(|f| f.at(x))).map(|(i, t)| i + t);
-                let fits = match (index, with_table) {
-                    (Some(i), Some(t)) => format!(
-                        "index {} shared_buffers ({:.1} GiB); index + table {} RAM ({:.0} GiB)",
-                        if i <= p.shared_buffers_bytes as f64 {
-                            "fits"
-                        } else {
-                            "exceeds"
-                        },
-                        p.shared_buffers_bytes as f64 / GIB,
-                        if t <= p.memory_bytes as f64 {
-                            "fit"
-                        } else {
-                            "exceed"
-                        },
-                        p.memory_bytes as f64 / GIB
-                    ),
-                    _ => "-".into(),
-                };
-                plan.push(PlanRow {
-                    rows: Text::new(rows_label(n)),
-                    variant: Text::new(v),
-                    reach: Text::new(size.map_or("-".into(), |f| format!("×{:.0}", f.reach(x)))),
-                    cells: vec![
-                        Num::of(index.map(|b| b / GIB)),
-                        Num::of(with_table.map(|b| b / GIB)),
-                        Num::of(build.map(|f| f.at(x) / 60.0)),
-                        Num::of(p99.map(|f| f.at(x))),
-                    ],
-                    fits: Text::new(fits),
-                });
+            for &d in &dims {
+                for v in &variants {
+                    plan.push(plan_row(p, v, x, n, d, m, &fit, table_fit));
+                }
             }
         }
         let basis = format!(
             "Extrapolated from {} measured sizes ({}) on {} ({} cores); a power law fitted to each figure \
              (least squares on log rows, log figure). Predictions far beyond the largest size (the × column) \
              assume the growth stays the same — it does not once the index outgrows memory (see the memory \
-             section): the p99 figures hold only while the index fits.",
+             section): the p99 figures hold only while the index fits. Rows of another dimension than \
+             the measured one scale these fits: the index size by pgvector's page layout (whole tuples \
+             per 8 KiB page: docs/scale.md), the table by the vector column's bytes, build time and p99 \
+             in proportion to the dimension — an assumption, not a measurement.",
             sizes.len(),
             sizes
                 .iter()
@@ -289,13 +335,13 @@ impl Render for Scale {
                 p.note { (s.basis) }
                 div.scroll { table {
                     tr {
-                        th { "rows" } th { "variant" } th { "beyond the largest measured" }
+                        th { "rows" } th { "dims" } th { "variant" } th { "beyond the largest measured" }
                         th { "index (GiB)" } th { "index + table (GiB): memory before the cliff" }
                         th { "build on this machine (min)" } th { "p99 (ms), while it fits" } th { "this machine" }
                     }
                     @for r in &s.plan {
                         tr {
-                            td { (r.rows) } td { (r.variant) } td.n { (r.reach) }
+                            td { (r.rows) } td.n { (r.dims) } td { (r.variant) } td.n { (r.reach) }
                             @for c in &r.cells { (c) }
                             td { (r.fits) }
                         }
@@ -341,6 +387,19 @@ mod tests {
             }),
         );
         record.results = [1e4, 3e4, 1e5].iter().map(|&r| entry("hnsw", r)).collect();
+        let mut half: Vec<ResultEntry> = [1e4, 3e4, 1e5]
+            .iter()
+            .map(|&r| entry("halfvec", r))
+            .collect();
+        for e in &mut half {
+            let b = e.metrics[&Metric::IndexBytes];
+            e.metrics.insert(Metric::IndexBytes, b / 2.0);
+        }
+        record.results.extend(half);
+        if let Parameters::Scale(p) = &mut record.parameters {
+            p.dims = 1536;
+            p.plan_dims = vec![3072, 1536];
+        }
         let s = Stored {
             path: PathBuf::from("/r/runs/scale-1.json"),
             record,
@@ -350,7 +409,7 @@ mod tests {
         assert_eq!(shown.growth[0].slopes[1].as_str(), "1.50 (R² 1.00)");
         assert_eq!(shown.growth[0].point.as_str(), "ef_search=40");
         let row = &shown.plan[0];
-        assert_eq!(row.rows.as_str(), "10M");
+        assert_eq!((row.rows.as_str(), row.variant.as_str()), ("10M", "hnsw"));
         assert_eq!(row.reach.as_str(), "×100");
         let gib = 1e7 * 8192.0 / GIB;
         assert_eq!(row.cells[0], Num::of(Some(gib)));
@@ -360,6 +419,36 @@ mod tests {
             row.fits
         );
         assert!(row.fits.as_str().contains("exceed RAM"), "152 GiB > 24 GiB");
+        // Per rows: the measured dimension first, then each other one asked, every variant.
+        let at = |d: &str, v: &str| {
+            shown
+                .plan
+                .iter()
+                .find(|r| r.dims.as_str() == d && r.variant.as_str() == v)
+                .unwrap()
+        };
+        assert_eq!(shown.plan.len(), 4);
+        assert_eq!(shown.plan[0].dims.as_str(), "1536");
+        // 3072 dims: no HNSW index on vector; halfvec's rows go from two per page to one, and
+        // its table grows by the column's extra 6 KiB per row; its build twice as long (assumed).
+        let none = at("3072", "hnsw");
+        assert_eq!(none.cells[0], Num::of(None));
+        assert!(
+            none.fits
+                .as_str()
+                .contains("at most 2000 dims as vector in HNSW"),
+            "{:?}",
+            none.fits
+        );
+        let (h1, h3) = (at("1536", "halfvec"), at("3072", "halfvec"));
+        assert_eq!(h3.cells[0], Num::of(Some(gib)));
+        assert_eq!(h1.cells[0], Num::of(Some(gib / 2.0)));
+        let val = |n: &Num| n.0.as_deref().unwrap().parse::<f64>().unwrap();
+        let table = |r: &PlanRow| val(&r.cells[1]) - val(&r.cells[0]);
+        let grown = (table(h3) - table(h1)) * GIB / 1e7;
+        assert!((grown / 6144.0 - 1.026).abs() < 0.01, "{grown}");
+        let ratio = val(&h3.cells[2]) / val(&h1.cells[2]);
+        assert!((ratio - 2.0).abs() < 1e-3, "{ratio}");
         let html = Scale(Some(shown)).render().into_string();
         assert!(html.contains("Extrapolated from 3 measured sizes (10K, 30K, 100K)"));
         assert!(

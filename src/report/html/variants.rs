@@ -48,7 +48,7 @@ pub struct Best {
 }
 
 /// One point: variant, knob value, p50, p99, p99.9, QPS, recall (held-out) and worst, each other
-/// distribution's recall, criterion's median, pgbench's average.
+/// distribution's recall, criterion's median, the mean beside pgbench, pgbench's mean and the ratio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub variant: Text,
@@ -214,7 +214,9 @@ impl Variants {
                     cells.push(Num::metric(e, &Metric::RecallMeanOf(d.clone())));
                 }
                 cells.push(Num::metric(e, &Metric::CriterionMedianMs));
+                cells.push(Num::metric(e, &Metric::InterleavedMeanMs));
                 cells.push(Num::metric(e, &Metric::PgbenchLatencyAvgMs));
+                cells.push(Num::metric(e, &Metric::RatioVsPgbench));
                 Row {
                     variant: Text::new(v),
                     point: Text::new(p),
@@ -279,12 +281,19 @@ impl Render for Variants {
                         th { "variant" } th { "point" } th { "p50 (ms)" } th { "p99 (ms)" } th { "p99.9 (ms)" }
                         th { "QPS" } th { "recall heldout" } th { "worst" }
                         @for o in &s.others { th { "recall " (o) } }
-                        th { "criterion (ms)" } th { "pgbench avg (ms)" }
+                        th { "criterion (ms)" } th { "mean beside pgbench (ms)" } th { "pgbench mean (ms)" }
+                        th { "÷ pgbench" }
                     }
                     @for r in &s.rows {
                         tr { td { (r.variant) } td { (r.point) } @for c in &r.cells { (c) } }
                     }
                 } }
+                p.note {
+                    "pgbench: each variant's middle point, the same SQL, settings and held-out queries through \
+                     pgbench -M prepared -c 1, in rounds alternating with capbench's own pass of the same length \
+                     (this machine's speed drifts between rounds); the figures are medians over the rounds, and \
+                     ÷ pgbench the median of the rounds' ratios of mean latencies."
+                }
             }
         });
         section_of("variants", "Index variants", Kind::Variants, content).render_to(buffer);
