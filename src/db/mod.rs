@@ -8,6 +8,7 @@ pub mod schema;
 pub mod search;
 pub mod truth;
 pub mod variant;
+pub mod writes;
 
 use std::time::Duration;
 

@@ -25,3 +25,4 @@ mod service;
 mod setup;
 mod stack;
 mod variants;
+mod writes;

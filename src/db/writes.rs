@@ -1,0 +1,281 @@
+//! The write benches' table: `capbench_writes.traces`, a copy of the dataset's rows in the shape a
+//! launched API has — primary key, the tags' GIN index and the HNSW index, none of the variants'
+//! indexes (each would add its own insert cost to every write) — built once per dataset
+//! fingerprint beside the dataset, in a schema of its own. The write benches change only this
+//! copy, never `public.traces`: the rows users wrote through the service, and the dataset the read
+//! benches measure, are out of their reach.
+//!
+//! Every row a write bench adds carries the write bench's own contributor ([`WRITER_EMAIL`], a
+//! seed user the API cannot create), so that restoring the copy is a DELETE of those rows and a
+//! VACUUM, not a rebuild; a run that stopped half-way leaves rows that the next one (or
+//! [`restore`]) removes, saying how many.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::dataset::CONTRIBUTOR_EMAIL;
+use crate::db::{self, index, load, schema};
+
+/// The schema of the copy; its table is `traces`, so that the search SQL runs on it unchanged
+/// with this schema first on the search path.
+pub const SCHEMA: &str = "capbench_writes";
+
+/// The contributor of every row a write bench adds.
+pub const WRITER_EMAIL: &str = "write-bench@capbench.invalid";
+
+/// The search path of a session on the copy.
+pub const SEARCH_PATH: &str = "capbench_writes, public";
+
+/// The copy as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteTable {
+    pub fingerprint: String,
+    /// Rows of the dataset in it.
+    pub rows: u64,
+    /// The HNSW index's CREATE INDEX time when the copy was built (this run, or the one that built
+    /// it), and whether this run built it.
+    pub build_seconds: f64,
+    pub built_now: bool,
+    /// What an earlier run left and this one removed.
+    pub restored: Option<Restored>,
+}
+
+/// Rows the write benches had added, removed, and the VACUUM after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Restored {
+    pub rows: u64,
+    pub vacuum_seconds: f64,
+}
+
+/// A session on the copy: `url`'s database with [`SEARCH_PATH`].
+pub async fn session(url: &str) -> Result<PgConnection> {
+    let mut conn = db::connect(url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO {SEARCH_PATH}"
+    )))
+    .execute(&mut conn)
+    .await
+    .context("setting the write table's search path")?;
+    Ok(conn)
+}
+
+/// The write bench's contributor (created on first use).
+pub async fn writer(conn: &mut PgConnection) -> Result<Uuid> {
+    sqlx::query(
+        "INSERT INTO public.users (id, email, display_name, is_seed)
+         VALUES ($1, $2, 'capbench write bench', true)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(Uuid::new_v4())
+    .bind(WRITER_EMAIL)
+    .execute(&mut *conn)
+    .await
+    .context("creating the write bench's contributor")?;
+    sqlx::query_scalar("SELECT id FROM public.users WHERE email = $1 AND is_seed")
+        .bind(WRITER_EMAIL)
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading the write bench's contributor")
+}
+
+/// The copy for the dataset loaded at `conn` (fingerprint `fingerprint`, `rows` rows): reused when
+/// it was built for it (rows an earlier run left removed first), built otherwise.
+pub async fn ensure(
+    conn: &mut PgConnection,
+    config: &Config,
+    fingerprint: &str,
+    rows: u64,
+) -> Result<WriteTable> {
+    let (schema_exists, meta): (bool, Option<(String, f64)>) = {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(SCHEMA)
+                .fetch_one(&mut *conn)
+                .await?;
+        let has_meta: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{SCHEMA}.meta"))
+            .fetch_one(&mut *conn)
+            .await?;
+        let meta = if has_meta {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT fingerprint, build_seconds FROM {SCHEMA}.meta WHERE id = 1"
+            )))
+            .fetch_optional(&mut *conn)
+            .await?
+        } else {
+            None
+        };
+        (exists, meta)
+    };
+    if schema_exists && meta.is_none() {
+        bail!(
+            "a schema named {SCHEMA} exists that capbench did not make (it has no {SCHEMA}.meta): \
+             capbench keeps its write benches' table there; rename or drop that schema"
+        );
+    }
+    if let Some((fp, build_seconds)) = &meta
+        && fp == fingerprint
+        && is_complete(conn).await?
+    {
+        let restored = restore(conn).await?;
+        return Ok(WriteTable {
+            fingerprint: fp.clone(),
+            rows: dataset_rows(conn).await?,
+            build_seconds: *build_seconds,
+            built_now: false,
+            restored: (restored.rows > 0).then_some(restored),
+        });
+    }
+    let build_seconds = build(conn, config, fingerprint).await?;
+    let copied = dataset_rows(conn).await?;
+    if copied != rows {
+        bail!("the write table holds {copied} dataset rows after its build, not {rows}");
+    }
+    Ok(WriteTable {
+        fingerprint: fingerprint.to_string(),
+        rows: copied,
+        build_seconds,
+        built_now: true,
+        restored: None,
+    })
+}
+
+async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT coalesce((SELECT i.indisvalid FROM pg_index i
+                          WHERE i.indexrelid = to_regclass($1)), false)",
+    )
+    .bind(format!("{SCHEMA}.{}", schema::HNSW_INDEX))
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// The copy's rows from the dataset (the dataset contributor's seed rows).
+pub async fn dataset_rows(conn: &mut PgConnection) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {SCHEMA}.traces
+         WHERE is_seed AND contributor_id = (SELECT id FROM public.users WHERE email = $1 AND is_seed)"
+    )))
+    .bind(CONTRIBUTOR_EMAIL)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Rows of the copy the write benches added.
+pub async fn written_rows(conn: &mut PgConnection) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {SCHEMA}.traces
+         WHERE contributor_id = (SELECT id FROM public.users WHERE email = $1 AND is_seed)"
+    )))
+    .bind(WRITER_EMAIL)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n as u64)
+}
+
+/// (Re)builds the copy in one transaction: the schema, the dataset's rows from `public.traces`,
+/// the key and tags index, the HNSW index (its CREATE INDEX timed: the seconds returned).
+async fn build(conn: &mut PgConnection, config: &Config, fingerprint: &str) -> Result<f64> {
+    crate::say!(
+        "writes: building the write table {SCHEMA}.traces (a copy of the dataset with only its HNSW index; once per dataset)"
+    );
+    let contributor: Uuid =
+        sqlx::query_scalar("SELECT id FROM public.users WHERE email = $1 AND is_seed")
+            .bind(CONTRIBUTOR_EMAIL)
+            .fetch_one(&mut *conn)
+            .await
+            .context("reading the dataset's contributor")?;
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}; \
+         SET LOCAL search_path TO {SEARCH_PATH}; {}",
+        schema::render("traces_table", config.dataset.dims, &config.index)?
+    )))
+    .execute(&mut *tx)
+    .await
+    .context("creating the write table")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {SCHEMA}.traces ({cols}) SELECT {cols} FROM public.traces
+         WHERE is_seed AND contributor_id = $1",
+        cols = load::COPY_COLUMNS
+    )))
+    .bind(contributor)
+    .execute(&mut *tx)
+    .await
+    .context("copying the dataset into the write table")?;
+    sqlx::raw_sql(schema::section("traces_constraints")?)
+        .execute(&mut *tx)
+        .await
+        .context("the write table's key and tags index")?;
+    let workers = config.index.build_workers.unwrap_or(1);
+    let t = Instant::now();
+    index::build(
+        &mut tx,
+        None,
+        config.dataset.dims,
+        &config.index,
+        workers,
+        |_, _| {},
+    )
+    .await?;
+    let build_seconds = t.elapsed().as_secs_f64();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {SCHEMA}.meta (
+             id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+             fingerprint text NOT NULL,
+             build_seconds double precision NOT NULL,
+             built_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO {SCHEMA}.meta (fingerprint, build_seconds) VALUES ('{}', {build_seconds})",
+        fingerprint.replace('\'', "''")
+    )))
+    .execute(&mut *tx)
+    .await
+    .context("recording the write table")?;
+    tx.commit().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {SCHEMA}.traces")))
+        .execute(&mut *conn)
+        .await?;
+    Ok(build_seconds)
+}
+
+/// Deletes every row the write benches added to the copy, then VACUUMs it (which repairs the HNSW
+/// graph around them); nothing to do, and no VACUUM, when there are none.
+pub async fn restore(conn: &mut PgConnection) -> Result<Restored> {
+    let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {SCHEMA}.traces
+         WHERE contributor_id = (SELECT id FROM public.users WHERE email = $1 AND is_seed)"
+    )))
+    .bind(WRITER_EMAIL)
+    .execute(&mut *conn)
+    .await
+    .context("deleting the write benches' rows")?
+    .rows_affected();
+    if deleted == 0 {
+        return Ok(Restored {
+            rows: 0,
+            vacuum_seconds: 0.0,
+        });
+    }
+    let vacuum_seconds = vacuum(conn).await?;
+    Ok(Restored {
+        rows: deleted,
+        vacuum_seconds,
+    })
+}
+
+/// `VACUUM (ANALYZE)` of the copy, timed (s).
+pub async fn vacuum(conn: &mut PgConnection) -> Result<f64> {
+    let t = Instant::now();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "VACUUM (ANALYZE) {SCHEMA}.traces"
+    )))
+    .execute(&mut *conn)
+    .await
+    .context("VACUUM of the write table")?;
+    Ok(t.elapsed().as_secs_f64())
+}
