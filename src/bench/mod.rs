@@ -630,7 +630,6 @@ mod rounds_tests {
         assert!((c.ratio - 1.1).abs() < 1e-12, "{c:?}");
         assert_eq!(c.spread, (1.0, 1.1));
         assert_eq!((c.ours_ms, c.theirs_ms, c.theirs_rate), (1.1, 1.0, 900.0));
-        let mut calls = Vec::new();
         let mut n = 0.0;
         let measured = Interleaved::measure(
             2,
@@ -641,7 +640,6 @@ mod rounds_tests {
             || Ok((2.0, 1.0)),
         )
         .unwrap();
-        calls.push(measured.rounds);
         assert_eq!((measured.rounds, measured.ratio), (2, 0.75));
         assert!(Interleaved::measure(3, || anyhow::bail!("down"), || Ok((1.0, 1.0))).is_err());
         assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), 2.5);

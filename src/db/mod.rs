@@ -49,6 +49,16 @@ pub async fn connect(url: &str) -> Result<PgConnection> {
     }
 }
 
+/// The id of the seed user `email` (the dataset's contributor, the write bench's): seed users are
+/// unique by email and only capbench makes them.
+pub async fn seed_user(conn: &mut PgConnection, email: &str) -> Result<uuid::Uuid> {
+    sqlx::query_scalar("SELECT id FROM public.users WHERE email = $1 AND is_seed")
+        .bind(email)
+        .fetch_one(&mut *conn)
+        .await
+        .with_context(|| format!("reading the seed user {email}"))
+}
+
 /// How often [`SessionWatch`] looks for a lock its session waits on.
 const LOCK_POLL: Duration = Duration::from_secs(1);
 

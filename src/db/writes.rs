@@ -75,11 +75,7 @@ pub async fn writer(conn: &mut PgConnection) -> Result<Uuid> {
     .execute(&mut *conn)
     .await
     .context("creating the write bench's contributor")?;
-    sqlx::query_scalar("SELECT id FROM public.users WHERE email = $1 AND is_seed")
-        .bind(WRITER_EMAIL)
-        .fetch_one(&mut *conn)
-        .await
-        .context("reading the write bench's contributor")
+    db::seed_user(conn, WRITER_EMAIL).await
 }
 
 /// The copy for the dataset loaded at `conn` (fingerprint `fingerprint`, `rows` rows): reused when
@@ -184,12 +180,7 @@ async fn build(conn: &mut PgConnection, config: &Config, fingerprint: &str) -> R
     crate::say!(
         "writes: building the write table {SCHEMA}.traces (a copy of the dataset with only its HNSW index; once per dataset)"
     );
-    let contributor: Uuid =
-        sqlx::query_scalar("SELECT id FROM public.users WHERE email = $1 AND is_seed")
-            .bind(CONTRIBUTOR_EMAIL)
-            .fetch_one(&mut *conn)
-            .await
-            .context("reading the dataset's contributor")?;
+    let contributor = db::seed_user(conn, CONTRIBUTOR_EMAIL).await?;
     let mut tx = conn.begin().await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}; \

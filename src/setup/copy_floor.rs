@@ -73,11 +73,7 @@ pub(super) async fn time_copy_paths(
     .await
     .context("exporting the dataset to a server-side binary file")?;
     let dataset = Arc::new(Dataset::new(config.dataset.clone()));
-    let contributor: uuid::Uuid =
-        sqlx::query_scalar("SELECT id FROM users WHERE email = $1 AND is_seed")
-            .bind(CONTRIBUTOR_EMAIL)
-            .fetch_one(&mut *conn)
-            .await?;
+    let contributor = db::seed_user(conn, CONTRIBUTOR_EMAIL).await?;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let result: Result<()> = async {
         for _ in 0..repeat.max(1) {
