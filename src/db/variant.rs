@@ -423,11 +423,14 @@ mod tests {
                 "SELECT id, title, trust_score, (embedding <=> $1)::float8 AS distance"
             ));
         }
+        // bq re-ranks by the distance its candidates computed: one expression per candidate,
+        // however many parameters carry the query vector.
+        let bq = Variant::Bq.search_sql(8);
         assert!(
-            Variant::Bq
-                .search_sql(8)
-                .contains("LIMIT $4) AS candidates ORDER BY embedding <=> $1 LIMIT $3")
+            bq.contains("LIMIT $4) AS candidates ORDER BY distance LIMIT $3"),
+            "{bq}"
         );
+        assert_eq!(bq.matches("embedding <=> $1").count(), 1, "{bq}");
         assert_eq!(Variant::Hnsw.search_sql(1536), search::SEARCH_SQL);
         assert!(
             Variant::Ivfflat
