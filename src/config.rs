@@ -296,6 +296,10 @@ pub struct BenchParams {
     /// hnsw.ef_search of the scale bench's fixed point (hnsw and halfvec).
     #[arg(long, env = "CAPBENCH_SCALE_EF_SEARCH", default_value_t = 40, value_parser = parse_ef_search)]
     pub scale_ef_search: u32,
+    /// Writer connections of `cargo bench hnsw_insert` (comma-separated, 1 to 64): each method and
+    /// target is measured at every level, the rows split among the writers.
+    #[arg(long, env = "CAPBENCH_INSERT_WRITERS", value_delimiter = ',', default_values_t = [1, 2, 4], value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub insert_writers: Vec<u32>,
     /// Row counts the capacity plan extrapolates to (comma-separated; `1M,10M`).
     #[arg(long, env = "CAPBENCH_PLAN_ROWS", value_delimiter = ',', default_values_t = [1_000_000, 10_000_000], value_parser = parse_row_count)]
     pub plan_rows: Vec<u64>,

@@ -16,6 +16,22 @@ pub const CAPACITY_USERS: u64 = 20;
 /// A 429 that a burst user expects is not a failure; any other kind's 429 is.
 pub const MAX_ERROR_RATE: f64 = 0.01;
 
+/// Vectors a second the search API must be able to write with its HNSW index in place (the seeds'
+/// "vector insertion rate above 500 vectors/s").
+pub const INSERT_VECTORS_PER_SECOND: f64 = 500.0;
+
+/// The seeds' insertion gate on `vectors_per_second`, for the measurement `what` names.
+pub fn seeds_insert_rate(what: &str, vectors_per_second: Option<f64>) -> Gate {
+    Gate::check(
+        format!("> {INSERT_VECTORS_PER_SECOND} vectors/s {what}"),
+        GateKind::Throughput,
+        Metric::VectorsPerSecond,
+        Op::Gt,
+        INSERT_VECTORS_PER_SECOND,
+        vectors_per_second,
+    )
+}
+
 /// The seeds' latency gate on `p99_ms`: `p99 < 50 ms`, followed by `context` (e.g. `with 20
 /// users`) when given.
 pub fn seeds_p99(context: Option<&str>, p99_ms: Option<f64>) -> Gate {

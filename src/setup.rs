@@ -22,7 +22,7 @@ mod build;
 mod copy_floor;
 mod variants;
 use build::*;
-pub use copy_floor::compare_copy_floor;
+pub use copy_floor::{RemoveOnDrop, compare_copy_floor};
 pub use variants::{Ensured, ensure as ensure_variants, lines as variant_lines};
 
 /// Schema the new dataset is built in before it is swapped into the search path's first schema.

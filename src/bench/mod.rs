@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod hnsw;
 pub mod hnsw_filtered;
+pub mod hnsw_insert;
 pub mod http_search;
 pub mod limiter_timeline;
 pub mod memory;
@@ -22,7 +23,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use hdrhistogram::Histogram;
 
 use crate::config::Config;
-use crate::record::{Metric, Metrics, Stat};
+use crate::record::{Gate, GateKind, Metric, Metrics, Op, Stat};
 
 /// Criterion's timing loop for one async operation, on `rt`: each sample awaits `op` as many times
 /// as Criterion asks and is timed as a whole. The first error ends the benchmark — the samples left
@@ -151,6 +152,11 @@ impl BenchArgs {
             Filter::Exact(e) => e.starts_with(group),
             Filter::All | Filter::Nothing => false,
         }
+    }
+
+    /// Whether no filter was given (a plain `cargo bench`): everything runs.
+    pub fn runs_everything(&self) -> bool {
+        matches!(self.filter, Filter::All)
     }
 
     /// Whether Criterion would run the benchmark `id` (e.g. `hnsw/ef_search/40`).
@@ -513,6 +519,33 @@ impl Interleaved {
             theirs_rate: median(pairs.iter().map(|p| p.2).collect()),
         }
     }
+}
+
+/// How far capbench's mean latency may sit from pgbench's running the same statement (the
+/// variants' search, the write bench's INSERT: "agrees with pgbench … within 10 %").
+pub const PGBENCH_AGREEMENT: f64 = 0.10;
+
+/// The two sides of [`PGBENCH_AGREEMENT`] as gates on the interleaved ratio.
+pub fn pgbench_agreement_gates(ratio: f64) -> Vec<Gate> {
+    [
+        (Op::Ge, 1.0 - PGBENCH_AGREEMENT),
+        (Op::Le, 1.0 + PGBENCH_AGREEMENT),
+    ]
+    .into_iter()
+    .map(|(op, bound)| {
+        Gate::check(
+            format!(
+                "mean within {:.0} % of pgbench's",
+                PGBENCH_AGREEMENT * 100.0
+            ),
+            GateKind::Comparison,
+            Metric::RatioVsPgbench,
+            op,
+            bound,
+            Some(ratio),
+        )
+    })
+    .collect()
 }
 
 /// The median of `v` (NaN when empty).

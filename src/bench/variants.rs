@@ -30,8 +30,7 @@ use crate::db::truth::{Case, GroundTruth};
 use crate::db::variant::{self, Built, Knob, Variant};
 use crate::db::{self, search};
 use crate::record::{
-    self, Environment, Gate, GateKind, Metric, Metrics, Op, Parameters, ResultEntry, RunRecord,
-    VariantsParameters,
+    self, Environment, Metric, Metrics, Parameters, ResultEntry, RunRecord, VariantsParameters,
 };
 use crate::setup::{self, DatasetChange, Needs};
 
@@ -391,33 +390,6 @@ async fn prepare(config: &Config, points: &[Point]) -> Result<Prepared> {
 }
 
 /// Rounds after the first stop a point after this long (the first runs every query of every set).
-/// How far a variant's mean latency may sit from pgbench's on the same work (issue #16: "agrees
-/// with pgbench on the same SQL within 10 %").
-pub const PGBENCH_AGREEMENT: f64 = 0.10;
-
-/// The two sides of [`PGBENCH_AGREEMENT`] as gates on the interleaved ratio.
-fn pgbench_gates(ratio: f64) -> Vec<Gate> {
-    [
-        (Op::Ge, 1.0 - PGBENCH_AGREEMENT),
-        (Op::Le, 1.0 + PGBENCH_AGREEMENT),
-    ]
-    .into_iter()
-    .map(|(op, bound)| {
-        Gate::check(
-            format!(
-                "mean within {:.0} % of pgbench's",
-                PGBENCH_AGREEMENT * 100.0
-            ),
-            GateKind::Comparison,
-            Metric::RatioVsPgbench,
-            op,
-            bound,
-            Some(ratio),
-        )
-    })
-    .collect()
-}
-
 const LATER_ROUND_SECONDS: f64 = 1.0;
 
 const WARM_UP_QUERIES: usize = 5;
@@ -594,7 +566,7 @@ fn print_table(config: &Config, prepared: &Prepared, results: &[VariantPass]) {
                 c.ratio,
                 c.spread.0,
                 c.spread.1,
-                PGBENCH_AGREEMENT * 100.0
+                crate::bench::PGBENCH_AGREEMENT * 100.0
             );
         }
     }
@@ -655,7 +627,7 @@ async fn write_record(
             metrics.insert(Metric::PgbenchTps, c.theirs_rate);
             metrics.insert(Metric::InterleavedMeanMs, c.ours_ms);
             metrics.insert(Metric::RatioVsPgbench, c.ratio);
-            gates = pgbench_gates(c.ratio);
+            gates = crate::bench::pgbench_agreement_gates(c.ratio);
         }
         rec.results.push(ResultEntry {
             name: r.point.id(),

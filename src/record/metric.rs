@@ -242,6 +242,16 @@ pub enum Metric {
     /// rounds' ratios capbench / pgbench.
     InterleavedMeanMs,
     RatioVsPgbench,
+    /// Rows written per second (`cargo bench hnsw_insert`), and rows per statement.
+    VectorsPerSecond,
+    RowsPerStatement,
+    /// PostgreSQL's own `COPY FROM` a server-side file of the same rows: its rate, and capbench's
+    /// COPY's rate over it.
+    ServerCopyVectorsPerSecond,
+    RatioVsServerCopy,
+    /// The DELETE of the rows a write bench added, and the VACUUM after it (s).
+    DeleteSeconds,
+    VacuumSeconds,
     /// The limiter timeline's bucket and traffic.
     Capacity,
     RefillPerSecond,
@@ -268,7 +278,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 53] = [
+const NAMED: [(&str, Metric); 59] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -306,6 +316,15 @@ const NAMED: [(&str, Metric); 53] = [
     ("interleaved_p50_ms", Metric::InterleavedP50Ms),
     ("interleaved_mean_ms", Metric::InterleavedMeanMs),
     ("ratio_vs_pgbench", Metric::RatioVsPgbench),
+    ("vectors_per_second", Metric::VectorsPerSecond),
+    ("rows_per_statement", Metric::RowsPerStatement),
+    (
+        "server_copy_vectors_per_second",
+        Metric::ServerCopyVectorsPerSecond,
+    ),
+    ("ratio_vs_server_copy", Metric::RatioVsServerCopy),
+    ("delete_seconds", Metric::DeleteSeconds),
+    ("vacuum_seconds", Metric::VacuumSeconds),
     ("ratio_vs_redis_benchmark", Metric::RatioVsRedisBenchmark),
     ("capacity", Metric::Capacity),
     ("refill_per_second", Metric::RefillPerSecond),
@@ -356,18 +375,29 @@ impl Metric {
             | RedisBenchmarkP50Ms | InterleavedP50Ms | InterleavedMeanMs | SloP99Ms | KneeP99Ms => {
                 Unit::Milliseconds
             }
-            Seconds | DurationS | BuildSeconds => Unit::Seconds,
+            Seconds | DurationS | BuildSeconds | DeleteSeconds | VacuumSeconds => Unit::Seconds,
             IndexBytes | TableBytes => Unit::Bytes,
-            Rps | Qps | EvalsPerSecond | PgbenchTps | RedisBenchmarkRps | RefillPerSecond
-            | SendRate | KneeRps => Unit::PerSecond,
+            Rps
+            | Qps
+            | EvalsPerSecond
+            | PgbenchTps
+            | RedisBenchmarkRps
+            | RefillPerSecond
+            | SendRate
+            | KneeRps
+            | VectorsPerSecond
+            | ServerCopyVectorsPerSecond => Unit::PerSecond,
             ErrorRate | RecallMean | RecallMin | RecallMeanOf(_) | RecallMinOf(_) | ShortShare
             | Selectivity => Unit::Fraction,
-            OverheadRatio | RatioVsRedisBenchmark | RatioVsPgbench => Unit::Ratio,
+            OverheadRatio | RatioVsRedisBenchmark | RatioVsPgbench | RatioVsServerCopy => {
+                Unit::Ratio
+            }
             MeetsSlo | PlannerPrefersExact => Unit::Flag,
             MaxScanTuples | Scored | ScoredQueries | Status(_) | Count | Failures | EfSearch
             | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery
             | TableReadsPerQuery | Rows | Capacity | Attempts | Allowed | Denied
-            | TheoreticalAllowed | Users | Connections | KneeUsers | KneeConnections => Unit::Count,
+            | TheoreticalAllowed | Users | Connections | KneeUsers | KneeConnections
+            | RowsPerStatement => Unit::Count,
         }
     }
 
@@ -383,16 +413,15 @@ impl Metric {
         Some(match self {
             Count | Scored | ScoredQueries | EfSearch | Users | Connections | SloP99Ms
             | Capacity | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity
-            | MaxScanTuples | Probes | Candidates | Rows => {
+            | MaxScanTuples | Probes | Candidates | Rows | RowsPerStatement => {
                 return None;
             }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {
                 Rule::Quantile(s.quantile().expect("a percentile"))
             }
             Latency(Stat::Mean) => Rule::Mean,
-            Qps | Rps | EvalsPerSecond | KneeRps | KneeUsers | KneeConnections => {
-                Rule::HigherBetter
-            }
+            Qps | Rps | EvalsPerSecond | KneeRps | KneeUsers | KneeConnections
+            | VectorsPerSecond => Rule::HigherBetter,
             RecallMean | RecallMeanOf(_) => Rule::Recall,
             ErrorRate | ShortShare => Rule::ErrorRate,
             _ => Rule::Info,
@@ -410,6 +439,7 @@ impl Metric {
                 | Qps
                 | Rps
                 | EvalsPerSecond
+                | VectorsPerSecond
                 | KneeRps
                 | KneeUsers
                 | KneeConnections

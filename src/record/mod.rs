@@ -26,8 +26,9 @@ pub use environment::Environment;
 pub use gate::{Check, Gate, GateKind, Op};
 pub use metric::{Metric, Metrics, Rule, Stat, Unit, UnknownMetric};
 pub use parameters::{
-    HnswFilteredParameters, HnswParameters, HttpSearchParameters, Kind, LoadModel, LoadParameters,
-    MemoryParameters, Parameters, RateLimitParameters, ScaleParameters, VariantsParameters,
+    HnswFilteredParameters, HnswInsertParameters, HnswParameters, HttpSearchParameters, Kind,
+    LoadModel, LoadParameters, MemoryParameters, Parameters, RateLimitParameters, ScaleParameters,
+    VariantsParameters,
 };
 
 use crate::secrets;

@@ -22,15 +22,17 @@ pub enum Kind {
     Variants,
     Memory,
     Scale,
+    HnswInsert,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Hnsw,
         Kind::HnswFiltered,
         Kind::Variants,
         Kind::Memory,
         Kind::Scale,
+        Kind::HnswInsert,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Variants => "variants",
             Kind::Memory => "memory",
             Kind::Scale => "scale",
+            Kind::HnswInsert => "hnsw_insert",
         }
     }
 }
@@ -86,6 +89,33 @@ pub enum Parameters {
     Variants(VariantsParameters),
     Memory(MemoryParameters),
     Scale(ScaleParameters),
+    HnswInsert(HnswInsertParameters),
+}
+
+/// `cargo bench hnsw_insert`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswInsertParameters {
+    /// The dataset's rows in the write table, its dimension, and the HNSW index's build settings.
+    pub rows: u64,
+    pub dims: u32,
+    pub m: u32,
+    pub ef_construction: u32,
+    /// The writer connections of each level.
+    pub writers: Vec<u32>,
+    /// Rows each point writes: by single-row INSERT, and by the batch methods.
+    pub single_rows: usize,
+    pub batch_rows: usize,
+    /// Rows per statement of the multi-row INSERT and of each COPY.
+    pub insert_batch: usize,
+    pub copy_batch: usize,
+    /// The write table's HNSW build (s), when the copy was made.
+    pub build_seconds: f64,
+    /// Rows an earlier run had left in the copy, removed before this one.
+    pub leftovers: u64,
+    /// Comparisons not made, and why (the server-side COPY needs the embedded stack).
+    pub skipped: Vec<String>,
+    pub quick: bool,
 }
 
 /// `cargo bench scale`.
@@ -280,6 +310,7 @@ impl Parameters {
             Parameters::Variants(_) => Kind::Variants,
             Parameters::Memory(_) => Kind::Memory,
             Parameters::Scale(_) => Kind::Scale,
+            Parameters::HnswInsert(_) => Kind::HnswInsert,
         }
     }
 
@@ -295,6 +326,7 @@ impl Parameters {
             Kind::Variants => Parameters::Variants(VariantsParameters::default()),
             Kind::Memory => Parameters::Memory(MemoryParameters::default()),
             Kind::Scale => Parameters::Scale(ScaleParameters::default()),
+            Kind::HnswInsert => Parameters::HnswInsert(HnswInsertParameters::default()),
         }
     }
 
@@ -317,6 +349,7 @@ impl Parameters {
             Parameters::Variants(p) => p.quick,
             Parameters::Memory(p) => p.quick,
             Parameters::Scale(p) => p.quick,
+            Parameters::HnswInsert(p) => p.quick,
         }
     }
 
@@ -356,6 +389,12 @@ impl Parameters {
             Parameters::Scale(p) => {
                 p.builds.clear();
                 p.memory_bytes = 0;
+            }
+            // The copy's build and what an earlier run left are outcomes, not the test.
+            Parameters::HnswInsert(p) => {
+                p.build_seconds = 0.0;
+                p.leftovers = 0;
+                p.skipped.clear();
             }
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
         }

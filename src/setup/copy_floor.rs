@@ -45,7 +45,7 @@ pub async fn compare_copy_floor(
 }
 
 /// Removes a file when dropped, on every path out (success, error, or an abandoned future).
-pub(super) struct RemoveOnDrop(std::path::PathBuf);
+pub struct RemoveOnDrop(pub std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

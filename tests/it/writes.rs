@@ -82,3 +82,85 @@ async fn the_write_table_is_built_once_and_restoring_it_removes_only_the_marked_
     );
     assert!(err.contains("capbench did not make"), "{err}");
 }
+
+/// `cargo bench hnsw_insert`'s measurements on a small dataset: every point writes its rows (into
+/// the indexed copy or the table without HNSW), pgbench runs the same INSERT, and afterwards the
+/// copy holds exactly the dataset again, the rows written deleted and VACUUMed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_insert_bench_writes_every_point_and_restores_the_copy() {
+    use capbench::bench::hnsw_insert::{self, Method, Target};
+    let mut cfg = common::config(common::small_params(2_000, 32), IndexParams::default());
+    cfg.bench.quick = true;
+    cfg.bench.compare = true;
+    cfg.bench.insert_writers = vec![1, 2];
+    let (cfg, url) = common::fresh_database("hnsw_insert", cfg).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let args: Vec<String> = ["bench", "hnsw_insert"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let points = hnsw_insert::plan(&capbench::bench::BenchArgs::parse(&args).unwrap(), &cfg);
+    assert_eq!(points.len(), 12);
+    let (o, table) = hnsw_insert::execute(&cfg, &url, &points).await.unwrap();
+    assert!(table.built_now);
+    let (single, batch) = hnsw_insert::rows_per_point(true);
+    for p in &o.passes {
+        let want = if p.point.method == Method::Insert {
+            single
+        } else {
+            batch
+        };
+        assert_eq!(p.rows, want, "{}: every row written", p.point.id());
+        let statements = want.div_ceil(p.point.method.rows_per_statement());
+        assert_eq!(
+            p.histogram.len() as usize,
+            statements,
+            "{}: one latency per statement",
+            p.point.id()
+        );
+        assert!(p.vectors_per_second() > 0.0);
+    }
+    // What the indexed points wrote, plus pgbench's and capbench's rounds of the comparison, were
+    // committed into the copy; the unindexed table's rows were not.
+    let indexed: usize = o
+        .passes
+        .iter()
+        .filter(|p| p.point.target == Target::Indexed)
+        .map(|p| p.rows)
+        .sum();
+    let c = o.passes[0]
+        .pgbench
+        .expect("compared at insert/indexed/writers=1");
+    assert!(
+        c.rounds == 3 && c.theirs_ms > 0.0 && c.ours_ms > 0.0,
+        "{c:?}"
+    );
+    assert!(
+        o.written > indexed as u64,
+        "the comparison's inserts are in the copy too: {} written, {indexed} by the points",
+        o.written
+    );
+    assert_eq!(
+        o.restored.rows, o.written,
+        "restoring deletes exactly what was written"
+    );
+    assert!(o.restored.vacuum_seconds > 0.0);
+    assert_eq!(o.dataset_rows, 2_000);
+    // A server of its own URL: the server-side COPY is not attempted, and the record says why.
+    assert!(o.copy_floor.is_none());
+    assert!(
+        o.skipped.iter().any(|s| s.contains("server-side COPY")),
+        "{:?}",
+        o.skipped
+    );
+    let mut conn = db::connect(&url).await.unwrap();
+    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
+    let unindexed: bool =
+        sqlx::query_scalar("SELECT to_regclass('capbench_writes.traces_unindexed') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(!unindexed, "the table without the index is dropped");
+}

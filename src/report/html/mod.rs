@@ -23,6 +23,7 @@ mod helpers;
 mod history;
 mod hnsw;
 mod http;
+mod inserts;
 mod latency;
 mod limiter;
 mod memory;
@@ -92,13 +93,14 @@ nav a{margin-right:12px}
 "#;
 
 /// The sections' anchors and names, in page order.
-const NAV: [(&str, &str); 14] = [
+const NAV: [(&str, &str); 15] = [
     ("verdicts", "Verdicts"),
     ("hnsw", "HNSW"),
     ("filtered", "Filtered search"),
     ("variants", "Index variants"),
     ("memory", "Memory regime"),
     ("scale", "Scale and plan"),
+    ("writes", "Writes"),
     ("capacity", "Capacity"),
     ("http", "HTTP"),
     ("limiter", "Rate limiter"),
@@ -125,6 +127,7 @@ pub struct Page {
     pub variants: variants::Variants,
     pub memory: memory::Memory,
     pub scale: scale::Scale,
+    pub inserts: inserts::Inserts,
     pub capacity: capacity::Capacity,
     pub http: http::Http,
     pub limiter: limiter::Limiter,
@@ -153,6 +156,7 @@ impl Page {
             variants: variants::Variants::of(kind(Kind::Variants)),
             memory: memory::Memory::of(kind(Kind::Memory)),
             scale: scale::Scale::of(kind(Kind::Scale)),
+            inserts: inserts::Inserts::of(kind(Kind::HnswInsert)),
             capacity: capacity::Capacity::of(&latest),
             http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
             limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
@@ -204,6 +208,7 @@ impl Render for Page {
                     (self.variants)
                     (self.memory)
                     (self.scale)
+                    (self.inserts)
                     (self.capacity)
                     (self.http)
                     (self.limiter)
