@@ -297,8 +297,8 @@ async fn counters(conn: &mut PgConnection) -> Result<[i64; 4]> {
         .execute(&mut *conn)
         .await?;
     let (ih, ir, th, tr): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT coalesce((SELECT idx_blks_hit FROM pg_statio_user_indexes WHERE indexrelname = $1), 0),
-                coalesce((SELECT idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1), 0),
+        "SELECT coalesce((SELECT idx_blks_hit FROM pg_statio_user_indexes WHERE indexrelname = $1 AND schemaname = current_schema()), 0),
+                coalesce((SELECT idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = $1 AND schemaname = current_schema()), 0),
                 coalesce((SELECT heap_blks_hit + coalesce(toast_blks_hit, 0) + coalesce(tidx_blks_hit, 0)
                           FROM pg_statio_user_tables WHERE relname = 'traces' AND schemaname = current_schema()), 0),
                 coalesce((SELECT heap_blks_read + coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)
