@@ -35,7 +35,7 @@ use crate::db::{self, index, schema, search};
 use crate::record::{
     self, Environment, HnswFilteredParameters, Metric, Parameters, ResultEntry, RunRecord,
 };
-use crate::setup::{self, DatasetChange, Needs};
+use crate::setup;
 
 /// The oldest pgvector with iterative index scans.
 pub const MIN_PGVECTOR_ITERATIVE: &str = "0.8.0";
@@ -337,21 +337,7 @@ async fn planner_defaults(conn: &mut PgConnection) -> Result<()> {
 }
 
 async fn prepare(config: &Config, points: &mut Vec<Point>) -> Result<Prepared> {
-    let ready = setup::ready(config, Needs::Database).await?;
-    let url = ready.database_url;
-    eprintln!(
-        "hnsw_filtered: PostgreSQL at {}",
-        crate::secrets::redact(&url)
-    );
-    if let DatasetChange::Built {
-        fingerprint,
-        figures,
-    } = ready.dataset
-    {
-        for line in setup::summary(&figures, &fingerprint) {
-            eprintln!("hnsw_filtered: {line}");
-        }
-    }
+    let url = crate::bench::database(config, "hnsw_filtered").await?;
     let (truths, computed) = setup::ensure_truth(config, &url).await?;
     if let Some(s) = computed {
         eprintln!(

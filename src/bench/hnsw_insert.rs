@@ -31,7 +31,7 @@ use crate::db::{self, load, writes};
 use crate::record::{
     self, Environment, HnswInsertParameters, Metric, Parameters, ResultEntry, RunRecord,
 };
-use crate::setup::{self, DatasetChange, Needs};
+use crate::setup;
 
 const GROUP: &str = "hnsw_insert";
 
@@ -127,10 +127,7 @@ pub fn plan(args: &BenchArgs, config: &Config) -> Vec<Point> {
     if !(args.runs_everything() || args.names(GROUP)) {
         return Vec::new();
     }
-    let mut writers = config.bench.insert_writers.clone();
-    writers.sort_unstable();
-    writers.dedup();
-    writers
+    writers(config)
         .into_iter()
         .flat_map(|w| {
             Method::ALL.into_iter().flat_map(move |method| {
@@ -143,6 +140,14 @@ pub fn plan(args: &BenchArgs, config: &Config) -> Vec<Point> {
         })
         .filter(|p| args.selects(&p.id()))
         .collect()
+}
+
+/// The writer levels, ascending, each once.
+fn writers(config: &Config) -> Vec<u32> {
+    let mut w = config.bench.insert_writers.clone();
+    w.sort_unstable();
+    w.dedup();
+    w
 }
 
 /// Rows each point writes: (single-row INSERTs, batch methods).
@@ -210,21 +215,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     config.index.validate()?;
     let rt = crate::current_thread_runtime()?;
     rt.block_on(async {
-        let ready = setup::ready(&config, Needs::Database).await?;
-        let url = ready.database_url;
-        eprintln!(
-            "hnsw_insert: PostgreSQL at {}",
-            crate::secrets::redact(&url)
-        );
-        if let DatasetChange::Built {
-            fingerprint,
-            figures,
-        } = ready.dataset
-        {
-            for line in setup::summary(&figures, &fingerprint) {
-                eprintln!("hnsw_insert: {line}");
-            }
-        }
+        let url = crate::bench::database(&config, "hnsw_insert").await?;
         if bench_args.test {
             return Ok(RunOutcome::Ran(Vec::new()));
         }
@@ -237,12 +228,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
             dims: config.dataset.dims,
             m: config.index.m,
             ef_construction: config.index.ef_construction,
-            writers: {
-                let mut w = config.bench.insert_writers.clone();
-                w.sort_unstable();
-                w.dedup();
-                w
-            },
+            writers: writers(&config),
             single_rows: single,
             batch_rows: batch,
             insert_batch: INSERT_BATCH,
@@ -292,14 +278,15 @@ pub async fn execute(
                 let rows = generate(&dataset, next, n, writer).await?;
                 next += n as u64;
                 let mut pass = measure(url, p, &rows).await?;
+                let latency = LatencySummary::of(&pass.histogram);
                 eprintln!(
                     "hnsw_insert: {}: {} rows in {:.2} s, {:.0} vectors/s, p50 {:.2} ms, p99 {:.2} ms per statement",
                     p.id(),
                     pass.rows,
                     pass.seconds,
                     pass.vectors_per_second(),
-                    LatencySummary::of(&pass.histogram).p50_ms,
-                    LatencySummary::of(&pass.histogram).p99_ms,
+                    latency.p50_ms,
+                    latency.p99_ms,
                 );
                 if config.bench.compare
                     && p.method == Method::Insert
@@ -365,20 +352,47 @@ pub async fn execute(
     Ok((outcome, table))
 }
 
-/// (Re)creates the table without the HNSW index: the write table's columns, defaults and checks,
-/// its key, foreign key and tags index.
-async fn unindexed_table(conn: &mut PgConnection) -> Result<()> {
+/// (Re)creates the table without the HNSW index from the write table itself: its columns,
+/// defaults, checks and indexes (`LIKE … INCLUDING ALL`) less the HNSW ones, and its foreign keys
+/// (which LIKE does not copy) — whatever setup/schema.sql gives the write table, less HNSW.
+pub async fn unindexed_table(conn: &mut PgConnection) -> Result<()> {
     let (t, from) = (Target::Unindexed.table(), Target::Indexed.table());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE IF EXISTS {t};
-         CREATE TABLE {t} (LIKE {from} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-         ALTER TABLE {t} ADD PRIMARY KEY (id),
-             ADD FOREIGN KEY (contributor_id) REFERENCES public.users (id) ON DELETE CASCADE;
-         CREATE INDEX ON {t} USING gin (tags);"
+        "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (LIKE {from} INCLUDING ALL)"
     )))
     .execute(&mut *conn)
     .await
     .context("creating the write bench's table without the HNSW index")?;
+    let hnsw: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+         WHERE i.indrelid = to_regclass($1) AND am.amname = 'hnsw'",
+    )
+    .bind(&t)
+    .fetch_all(&mut *conn)
+    .await?;
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = to_regclass($1) AND contype = 'f'",
+    )
+    .bind(&from)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sql: Vec<String> = hnsw
+        .iter()
+        .map(|i| {
+            format!(
+                "DROP INDEX {}.{}",
+                writes::SCHEMA,
+                crate::stack::quote_ident(i)
+            )
+        })
+        .collect();
+    sql.extend(keys.iter().map(|k| format!("ALTER TABLE {t} ADD {k}")));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.join("; ")))
+        .execute(&mut *conn)
+        .await
+        .context("the table without the HNSW index: its indexes and foreign keys")?;
     Ok(())
 }
 

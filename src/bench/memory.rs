@@ -32,7 +32,6 @@ use crate::db::{self, index, schema, search};
 use crate::record::{
     self, Environment, MemoryParameters, Metric, Parameters, ResultEntry, RunRecord,
 };
-use crate::setup::{self, DatasetChange, Needs};
 use crate::stack;
 
 const GROUP: &str = "memory";
@@ -134,18 +133,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     config.index.validate()?;
     let rt = crate::current_thread_runtime()?;
     rt.block_on(async {
-        let ready = setup::ready(&config, Needs::Database).await?;
-        let url = ready.database_url;
-        eprintln!("memory: PostgreSQL at {}", crate::secrets::redact(&url));
-        if let DatasetChange::Built {
-            fingerprint,
-            figures,
-        } = ready.dataset
-        {
-            for line in setup::summary(&figures, &fingerprint) {
-                eprintln!("memory: {line}");
-            }
-        }
+        let url = crate::bench::database(&config, "memory").await?;
         let largest = pools(&config).into_iter().max().unwrap_or(0);
         let data = Dataset::new(config.dataset.clone());
         let set = tokio::task::spawn_blocking(move || {

@@ -170,6 +170,24 @@ impl BenchArgs {
     }
 }
 
+/// The database a bench measures: the embedded stack (or `DATABASE_URL`) with `config`'s dataset
+/// loaded, saying where and, when it was built now, what setup did (lines prefixed `bench:`).
+pub async fn database(config: &Config, bench: &str) -> Result<String> {
+    let ready = crate::setup::ready(config, crate::setup::Needs::Database).await?;
+    let url = ready.database_url;
+    eprintln!("{bench}: PostgreSQL at {}", crate::secrets::redact(&url));
+    if let crate::setup::DatasetChange::Built {
+        fingerprint,
+        figures,
+    } = ready.dataset
+    {
+        for line in crate::setup::summary(&figures, &fingerprint) {
+            eprintln!("{bench}: {line}");
+        }
+    }
+    Ok(url)
+}
+
 /// What a run of a bench binary did.
 #[derive(Debug)]
 pub enum RunOutcome<T> {

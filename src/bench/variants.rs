@@ -32,7 +32,7 @@ use crate::db::{self, search};
 use crate::record::{
     self, Environment, Metric, Metrics, Parameters, ResultEntry, RunRecord, VariantsParameters,
 };
-use crate::setup::{self, DatasetChange, Needs};
+use crate::setup;
 
 const GROUP: &str = "variants";
 
@@ -304,18 +304,7 @@ async fn apply(conn: &mut PgConnection, p: &Point) -> Result<()> {
 }
 
 async fn prepare(config: &Config, points: &[Point]) -> Result<Prepared> {
-    let ready = setup::ready(config, Needs::Database).await?;
-    let url = ready.database_url;
-    eprintln!("variants: PostgreSQL at {}", crate::secrets::redact(&url));
-    if let DatasetChange::Built {
-        fingerprint,
-        figures,
-    } = ready.dataset
-    {
-        for line in setup::summary(&figures, &fingerprint) {
-            eprintln!("variants: {line}");
-        }
-    }
+    let url = crate::bench::database(config, "variants").await?;
     let (truths, computed) = setup::ensure_truth(config, &url).await?;
     if let Some(s) = computed {
         eprintln!(

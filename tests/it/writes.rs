@@ -105,6 +105,30 @@ async fn the_insert_bench_writes_every_point_and_restores_the_copy() {
     assert_eq!(points.len(), 12);
     let (o, table) = hnsw_insert::execute(&cfg, &url, &points).await.unwrap();
     assert!(table.built_now);
+    // The unindexed twin is the write table less HNSW: key, tags index and foreign key kept.
+    let mut conn = db::connect(&url).await.unwrap();
+    hnsw_insert::unindexed_table(&mut conn).await.unwrap();
+    let methods: Vec<String> = sqlx::query_scalar(
+        "SELECT am.amname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_am am ON am.oid = c.relam \
+         WHERE i.indrelid = 'capbench_writes.traces_unindexed'::regclass ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(methods, ["btree", "gin"]);
+    let keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint \
+         WHERE conrelid = 'capbench_writes.traces_unindexed'::regclass AND contype = 'f'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(keys, 1, "the contributor's foreign key");
+    sqlx::raw_sql("DROP TABLE capbench_writes.traces_unindexed")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let (single, batch) = hnsw_insert::rows_per_point(true);
     for p in &o.passes {
         let want = if p.point.method == Method::Insert {
