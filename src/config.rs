@@ -300,6 +300,32 @@ pub struct BenchParams {
     /// target is measured at every level, the rows split among the writers.
     #[arg(long, env = "CAPBENCH_INSERT_WRITERS", value_delimiter = ',', default_values_t = [1, 2, 4], value_parser = clap::value_parser!(u32).range(1..=64))]
     pub insert_writers: Vec<u32>,
+    /// Stages of `cargo bench streaming` (comma-separated shares of the dataset, ascending:
+    /// `10%,50%`): rows are inserted while searching until the table holds each share more.
+    #[arg(long, env = "CAPBENCH_STREAM_STAGES", value_delimiter = ',', default_values_t = [10.0, 50.0], value_parser = parse_stage_percent)]
+    pub stream_stages: Vec<f64>,
+    /// Rows per second the streaming bench inserts at, all its writers together [default: 200;
+    /// 1000 in quick mode].
+    #[arg(long, env = "CAPBENCH_STREAM_INSERT_RATE", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub stream_insert_rate: Option<u32>,
+    /// Writer connections of the streaming bench's inserts.
+    #[arg(long, env = "CAPBENCH_STREAM_WRITERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub stream_writers: u32,
+    /// Searches per second the streaming bench sends throughout (an open model: each is timed from
+    /// when it was due).
+    #[arg(long, env = "CAPBENCH_STREAM_SEARCH_RATE", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub stream_search_rate: u32,
+    /// hnsw.ef_search of the streaming bench's searches.
+    #[arg(long, env = "CAPBENCH_STREAM_EF_SEARCH", default_value_t = 40, value_parser = parse_ef_search)]
+    pub stream_ef_search: u32,
+    /// Share of the grown table the streaming bench deletes (then VACUUMs), as a percentage; 0
+    /// skips it. The rows deleted are rows it inserted, spread over them.
+    #[arg(long, env = "CAPBENCH_STREAM_DELETE", default_value_t = 10.0, value_parser = parse_change_percent)]
+    pub stream_delete: f64,
+    /// Share of the grown table the streaming bench re-embeds (UPDATE of the embedding, then
+    /// VACUUM), as a percentage; 0 skips it. Rows it inserted and did not delete.
+    #[arg(long, env = "CAPBENCH_STREAM_UPDATE", default_value_t = 5.0, value_parser = parse_change_percent)]
+    pub stream_update: f64,
     /// Row counts the capacity plan extrapolates to (comma-separated; `1M,10M`).
     #[arg(long, env = "CAPBENCH_PLAN_ROWS", value_delimiter = ',', default_values_t = [1_000_000, 10_000_000], value_parser = parse_row_count)]
     pub plan_rows: Vec<u64>,
@@ -639,6 +665,28 @@ fn parse_recall_target(s: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         _ => Err(format!(
             "the recall target is a fraction in (0, 1], like 0.95, not '{s}'"
+        )),
+    }
+}
+
+/// A streaming stage: `10%` or `10` (percent of the dataset), above 0 and at most 1000.
+fn parse_stage_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    match t.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1000.0 => Ok(v),
+        _ => Err(format!(
+            "a streaming stage is a percentage of the dataset above 0 and at most 1000 (`10%`), not '{s}'"
+        )),
+    }
+}
+
+/// A share of the table to delete or re-embed: `10%` or `10`, 0 to 50.
+fn parse_change_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    match t.parse::<f64>() {
+        Ok(v) if (0.0..=50.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "a share of the table to change is a percentage from 0 to 50 (`10%`), not '{s}'"
         )),
     }
 }

@@ -432,6 +432,14 @@ impl Row {
         let mut copy = Vec::new();
         load::encode_row(&mut copy, &row, contributor);
         Self {
+            copy,
+            ..Self::for_insert(row, contributor)
+        }
+    }
+
+    /// The row for INSERTs only (no COPY tuple).
+    pub fn for_insert(row: TraceRow, contributor: Uuid) -> Self {
+        Self {
             id: row.id,
             title: row.title,
             context_text: row.context_text,
@@ -439,7 +447,7 @@ impl Row {
             tags: row.tags.iter().map(|t| t.name()).collect(),
             embedding: Vector::from(row.embedding),
             contributor,
-            copy,
+            copy: Vec::new(),
         }
     }
 }
@@ -465,7 +473,7 @@ pub fn insert_sql(table: &str, rows: usize) -> String {
     )
 }
 
-fn bind_row<'q>(
+pub fn bind_row<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     r: &'q Row,
     id: Uuid,

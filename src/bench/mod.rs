@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod hnsw;
 pub mod hnsw_filtered;
 pub mod hnsw_insert;
+pub mod streaming;
 pub mod http_search;
 pub mod limiter_timeline;
 pub mod memory;

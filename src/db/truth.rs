@@ -494,6 +494,162 @@ pub async fn store(
     Ok(())
 }
 
+/// The ground truth of a table that changes while it is searched: the dataset's rows, which never
+/// change (their exact top-k stored, [`GroundTruth`]), plus *extra* rows a bench writes, removes
+/// and re-embeds. Each extra row is known by its id and its vectors — the one it is inserted with
+/// (version 0) and, for rows that are re-embedded, the one it is updated to (version 1) — and its
+/// state is a set of flags the writer changes ([`LiveTruth::set`]) at the right side of each
+/// commit, so that a search scored against the flags it read when it started is scored exactly:
+///
+/// - a version becomes present *after* the statement that wrote it committed, and absent *before*
+///   the statement that removes it (a DELETE, or the UPDATE that re-embeds the row) is sent;
+/// - so a version the flags say is present is visible to the search's snapshot, and one the search
+///   may see that the flags leave out is in flight — and a row returned at a distance no greater
+///   than the k-th true one counts as found ([`recall`]'s tie rule), so an in-flight row the index
+///   rightly returns is never a miss.
+///
+/// Only the extra versions closer to a query than its k-th dataset neighbour can enter its top-k,
+/// so only those are kept, per query, nearest first.
+pub struct LiveTruth {
+    k: usize,
+    base: GroundTruth,
+    ids: Vec<Uuid>,
+    /// Per query: (exact distance, extra row, version) of every extra version nearer than the
+    /// k-th dataset neighbour, nearest first.
+    near: Vec<Vec<(f64, u32, u8)>>,
+    /// Per extra row: [`LiveTruth::V0`] | [`LiveTruth::V1`] for the versions present.
+    state: Vec<std::sync::atomic::AtomicU8>,
+}
+
+impl LiveTruth {
+    /// An extra row's version 0 (as inserted) is in the table.
+    pub const V0: u8 = 1;
+    /// Its version 1 (re-embedded) is in the table.
+    pub const V1: u8 = 2;
+
+    /// The truth of `queries` (whose dataset truth is `base`) over the dataset plus the extra rows
+    /// `ids`, inserted with `inserted[e]` and re-embedded, where `reembedded[e]` is given, with it.
+    /// Every extra row starts absent.
+    pub fn new(
+        queries: &[Vec<f32>],
+        base: GroundTruth,
+        ids: Vec<Uuid>,
+        inserted: &[&[f32]],
+        reembedded: &[Option<&[f32]>],
+    ) -> Self {
+        assert_eq!(queries.len(), base.ids.len(), "one base list per query");
+        assert!(ids.len() == inserted.len() && ids.len() == reembedded.len());
+        let k = base.k;
+        let bound: Vec<f64> = base
+            .distances
+            .iter()
+            .map(|d| if d.len() < k { f64::INFINITY } else { d[k - 1] + TIE_EPSILON })
+            .collect();
+        // Every version as (extra row, version, vector).
+        let versions: Vec<(u32, u8, &[f32])> = inserted
+            .iter()
+            .enumerate()
+            .map(|(e, v)| (e as u32, 0u8, *v))
+            .chain(
+                reembedded
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(e, v)| v.map(|v| (e as u32, 1u8, v))),
+            )
+            .collect();
+        let dims = queries.first().map_or(0, Vec::len);
+        let matrix: Vec<f32> = queries.concat();
+        // Ranked by f32 dot products with a margin, kept by exact f64 distance.
+        const MARGIN: f64 = 1e-3;
+        let found: Vec<Vec<(usize, f64, u32, u8)>> = versions
+            .par_chunks(256)
+            .map(|block| {
+                let mut rows = Vec::with_capacity(block.len() * dims);
+                for (_, _, v) in block {
+                    rows.extend_from_slice(v);
+                }
+                let mut scores = Vec::new();
+                dot_products(&matrix, &rows, dims, &mut scores);
+                let mut out = Vec::new();
+                for (q, line) in scores.chunks_exact(block.len().max(1)).enumerate() {
+                    for (&score, &(e, version, v)) in line.iter().zip(block) {
+                        if 1.0 - f64::from(score) <= bound[q] + MARGIN {
+                            let d = crate::dataset::cosine_distance(&queries[q], v);
+                            if d <= bound[q] {
+                                out.push((q, d, e, version));
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut near: Vec<Vec<(f64, u32, u8)>> = vec![Vec::new(); queries.len()];
+        for (q, d, e, version) in found.into_iter().flatten() {
+            near[q].push((d, e, version));
+        }
+        for list in &mut near {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        let state = (0..ids.len())
+            .map(|_| std::sync::atomic::AtomicU8::new(0))
+            .collect();
+        Self {
+            k,
+            base,
+            ids,
+            near,
+            state,
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Extra row `e`'s present versions.
+    pub fn versions(&self, e: usize) -> u8 {
+        self.state[e].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Extra row `e`'s present versions from now on.
+    pub fn set(&self, e: usize, versions: u8) {
+        self.state[e].store(versions, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Extra rows with at least one version present.
+    pub fn present(&self) -> usize {
+        self.state
+            .iter()
+            .filter(|s| s.load(std::sync::atomic::Ordering::Relaxed) != 0)
+            .count()
+    }
+
+    /// Query `q`'s exact top-k as the table stands now: (ids, distances), nearest first.
+    pub fn now(&self, q: usize) -> (Vec<Uuid>, Vec<f64>) {
+        let mut merged: Vec<(f64, Uuid)> = self.base.distances[q]
+            .iter()
+            .copied()
+            .zip(self.base.ids[q].iter().copied())
+            .collect();
+        for &(d, e, version) in &self.near[q] {
+            let have = self.state[e as usize].load(std::sync::atomic::Ordering::SeqCst);
+            if have & (1 << version) != 0 {
+                merged.push((d, self.ids[e as usize]));
+            }
+        }
+        merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+        merged.truncate(self.k);
+        merged.into_iter().map(|(d, id)| (id, d)).unzip()
+    }
+
+    /// recall@k of `got` for query `q` against `truth`, a [`LiveTruth::now`] read before the
+    /// search was sent.
+    pub fn score(truth: &(Vec<Uuid>, Vec<f64>), got: &[(Uuid, f64)]) -> f64 {
+        recall(&truth.0, &truth.1, got)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,5 +723,90 @@ mod tests {
         }
         dot_products(&q, &[], dims, &mut scores);
         assert!(scores.is_empty());
+    }
+
+    #[test]
+    fn the_live_truth_is_the_exact_top_k_of_what_the_table_holds_at_every_state() {
+        let (rows, extra, k) = (600u64, 300usize, 10);
+        let params = DatasetParams {
+            rows,
+            dims: 16,
+            seed: 5,
+            clusters: 8,
+            sigma: 0.2,
+        };
+        let dataset = Dataset::new(params.clone());
+        let grown = Dataset::new(DatasetParams {
+            rows: rows + 2 * extra as u64,
+            ..params
+        });
+        let set = dataset.queries(12);
+        let base = compute(&dataset, &set, k);
+        let ids: Vec<Uuid> = (0..extra).map(|e| grown.row_id(rows + e as u64)).collect();
+        let inserted: Vec<Vec<f32>> = (0..extra).map(|e| grown.vector(rows + e as u64)).collect();
+        // Every third extra row is re-embedded to a vector of rows beyond them.
+        let reembedded: Vec<Option<Vec<f32>>> = (0..extra)
+            .map(|e| (e % 3 == 0).then(|| grown.vector(rows + (extra + e) as u64)))
+            .collect();
+        let (ins, re): (Vec<&[f32]>, Vec<Option<&[f32]>>) = (
+            inserted.iter().map(Vec::as_slice).collect(),
+            reembedded.iter().map(Option::as_deref).collect(),
+        );
+        let live = LiveTruth::new(&set.vectors, base.clone(), ids, &ins, &re);
+        assert!(live.near.iter().any(|l| !l.is_empty()), "some extra rows are near some queries");
+        let check = |live: &LiveTruth, what: &str| {
+            for (q, query) in set.vectors.iter().enumerate() {
+                let mut all: Vec<f64> = (0..rows)
+                    .map(|i| crate::dataset::cosine_distance(query, &dataset.vector(i)))
+                    .collect();
+                for e in 0..extra {
+                    let s = live.state[e].load(std::sync::atomic::Ordering::Relaxed);
+                    if s & LiveTruth::V0 != 0 {
+                        all.push(crate::dataset::cosine_distance(query, &inserted[e]));
+                    }
+                    if s & LiveTruth::V1 != 0 {
+                        let v = reembedded[e].as_ref().unwrap();
+                        all.push(crate::dataset::cosine_distance(query, v));
+                    }
+                }
+                all.sort_by(f64::total_cmp);
+                let (got_ids, got) = live.now(q);
+                assert_eq!(got_ids.len(), k);
+                for (a, b) in got.iter().zip(&all) {
+                    assert!((a - b).abs() < 1e-9, "{what}, query {q}: {got:?} vs {:?}", &all[..k]);
+                }
+            }
+        };
+        check(&live, "nothing inserted");
+        assert_eq!(live.now(0).0, base.ids[0]);
+        for e in 0..extra / 2 {
+            live.set(e, LiveTruth::V0);
+        }
+        check(&live, "half inserted");
+        for e in 0..extra {
+            live.set(e, LiveTruth::V0);
+        }
+        check(&live, "all inserted");
+        assert_eq!(live.present(), extra);
+        for e in (0..extra).filter(|e| e % 3 == 0) {
+            live.set(e, LiveTruth::V1);
+        }
+        for e in (0..extra).filter(|e| e % 5 == 1) {
+            live.set(e, 0);
+        }
+        check(&live, "re-embedded and deleted");
+        // A search that returned the truth scores 1; one that missed an inserted neighbour, less.
+        let changed = (0..set.vectors.len())
+            .find(|&q| live.now(q).0 != base.ids[q])
+            .expect("the extra rows changed some query's top-k");
+        let now = live.now(changed);
+        let exact: Vec<(Uuid, f64)> = now.0.iter().copied().zip(now.1.iter().copied()).collect();
+        assert_eq!(LiveTruth::score(&now, &exact), 1.0);
+        let stale: Vec<(Uuid, f64)> = base.ids[changed]
+            .iter()
+            .copied()
+            .zip(base.distances[changed].iter().copied())
+            .collect();
+        assert!(LiveTruth::score(&now, &stale) < 1.0);
     }
 }

@@ -252,6 +252,8 @@ pub enum Metric {
     /// The DELETE of the rows a write bench added, and the VACUUM after it (s).
     DeleteSeconds,
     VacuumSeconds,
+    /// Rows a phase of `cargo bench streaming` inserted, deleted or re-embedded.
+    ChangedRows,
     /// The limiter timeline's bucket and traffic.
     Capacity,
     RefillPerSecond,
@@ -278,7 +280,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 59] = [
+const NAMED: [(&str, Metric); 60] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -325,6 +327,7 @@ const NAMED: [(&str, Metric); 59] = [
     ("ratio_vs_server_copy", Metric::RatioVsServerCopy),
     ("delete_seconds", Metric::DeleteSeconds),
     ("vacuum_seconds", Metric::VacuumSeconds),
+    ("changed_rows", Metric::ChangedRows),
     ("ratio_vs_redis_benchmark", Metric::RatioVsRedisBenchmark),
     ("capacity", Metric::Capacity),
     ("refill_per_second", Metric::RefillPerSecond),
@@ -397,7 +400,7 @@ impl Metric {
             | Probes | Candidates | IndexHitsPerQuery | IndexReadsPerQuery | TableHitsPerQuery
             | TableReadsPerQuery | Rows | Capacity | Attempts | Allowed | Denied
             | TheoreticalAllowed | Users | Connections | KneeUsers | KneeConnections
-            | RowsPerStatement => Unit::Count,
+            | RowsPerStatement | ChangedRows => Unit::Count,
         }
     }
 
@@ -413,7 +416,7 @@ impl Metric {
         Some(match self {
             Count | Scored | ScoredQueries | EfSearch | Users | Connections | SloP99Ms
             | Capacity | RefillPerSecond | SendRate | Attempts | DurationS | Selectivity
-            | MaxScanTuples | Probes | Candidates | Rows | RowsPerStatement => {
+            | MaxScanTuples | Probes | Candidates | Rows | RowsPerStatement | ChangedRows => {
                 return None;
             }
             Latency(s @ (Stat::P50 | Stat::P95 | Stat::P99)) => {

@@ -28,7 +28,7 @@ pub use metric::{Metric, Metrics, Rule, Stat, Unit, UnknownMetric};
 pub use parameters::{
     HnswFilteredParameters, HnswInsertParameters, HnswParameters, HttpSearchParameters, Kind,
     LoadModel, LoadParameters, MemoryParameters, Parameters, RateLimitParameters, ScaleParameters,
-    VariantsParameters,
+    StreamingParameters, VariantsParameters,
 };
 
 use crate::secrets;

@@ -23,16 +23,18 @@ pub enum Kind {
     Memory,
     Scale,
     HnswInsert,
+    Streaming,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Hnsw,
         Kind::HnswFiltered,
         Kind::Variants,
         Kind::Memory,
         Kind::Scale,
         Kind::HnswInsert,
+        Kind::Streaming,
         Kind::HttpSearch,
         Kind::RateLimit,
         Kind::Capacity,
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Memory => "memory",
             Kind::Scale => "scale",
             Kind::HnswInsert => "hnsw_insert",
+            Kind::Streaming => "streaming",
         }
     }
 }
@@ -90,6 +93,7 @@ pub enum Parameters {
     Memory(MemoryParameters),
     Scale(ScaleParameters),
     HnswInsert(HnswInsertParameters),
+    Streaming(StreamingParameters),
 }
 
 /// `cargo bench hnsw_insert`.
@@ -115,6 +119,39 @@ pub struct HnswInsertParameters {
     pub leftovers: u64,
     /// Comparisons not made, and why (the server-side COPY needs the embedded stack).
     pub skipped: Vec<String>,
+    pub quick: bool,
+}
+
+/// `cargo bench streaming`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamingParameters {
+    /// The dataset's rows in the write table, its dimension, and the HNSW index's settings.
+    pub rows: u64,
+    pub dims: u32,
+    pub m: u32,
+    pub ef_construction: u32,
+    /// The stages: percentages of the dataset inserted while searching, ascending.
+    pub stages: Vec<f64>,
+    /// The insert rate asked for (rows/s, all writers), its writers and rows per INSERT.
+    pub insert_rate: u32,
+    pub writers: u32,
+    pub insert_batch: usize,
+    /// Searches per second (open model), their ef_search and k, and the held-out queries they
+    /// cycle through.
+    pub search_rate: u32,
+    pub ef_search: u32,
+    pub k: usize,
+    pub queries: usize,
+    /// Percentages of the grown table deleted and re-embedded (rows the bench inserted).
+    pub delete_percent: f64,
+    pub update_percent: f64,
+    /// Seconds of each phase without writes (before, after ingestion, after a change, after a
+    /// VACUUM).
+    pub window_seconds: f64,
+    /// The write table's HNSW build (s), when the copy was made, and rows an earlier run left.
+    pub build_seconds: f64,
+    pub leftovers: u64,
     pub quick: bool,
 }
 
@@ -311,6 +348,7 @@ impl Parameters {
             Parameters::Memory(_) => Kind::Memory,
             Parameters::Scale(_) => Kind::Scale,
             Parameters::HnswInsert(_) => Kind::HnswInsert,
+            Parameters::Streaming(_) => Kind::Streaming,
         }
     }
 
@@ -327,6 +365,7 @@ impl Parameters {
             Kind::Memory => Parameters::Memory(MemoryParameters::default()),
             Kind::Scale => Parameters::Scale(ScaleParameters::default()),
             Kind::HnswInsert => Parameters::HnswInsert(HnswInsertParameters::default()),
+            Kind::Streaming => Parameters::Streaming(StreamingParameters::default()),
         }
     }
 
@@ -350,6 +389,7 @@ impl Parameters {
             Parameters::Memory(p) => p.quick,
             Parameters::Scale(p) => p.quick,
             Parameters::HnswInsert(p) => p.quick,
+            Parameters::Streaming(p) => p.quick,
         }
     }
 
@@ -395,6 +435,10 @@ impl Parameters {
                 p.build_seconds = 0.0;
                 p.leftovers = 0;
                 p.skipped.clear();
+            }
+            Parameters::Streaming(p) => {
+                p.build_seconds = 0.0;
+                p.leftovers = 0;
             }
             Parameters::HttpSearch(_) | Parameters::RateLimit(_) => {}
         }

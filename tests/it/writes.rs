@@ -188,3 +188,68 @@ async fn the_insert_bench_writes_every_point_and_restores_the_copy() {
             .unwrap();
     assert!(!unindexed, "the table without the index is dropped");
 }
+
+/// `cargo bench streaming` on a small dataset: searches run through every phase and are scored
+/// against the table as it stood — the stages insert exactly their rows, the deletes and the
+/// re-embeddings change only rows the bench inserted, the VACUUMs are timed — and afterwards the
+/// copy holds exactly the dataset again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streaming_bench_searches_through_every_phase_and_restores_the_copy() {
+    use capbench::bench::streaming::{self, Phase, Plan};
+    let mut cfg = common::config(common::small_params(2_000, 32), IndexParams::default());
+    cfg.bench.quick = true;
+    cfg.bench.stream_stages = vec![10.0, 50.0];
+    cfg.bench.stream_insert_rate = Some(400);
+    let (cfg, url) = common::fresh_database("streaming", cfg).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let plan = Plan::of(&cfg).unwrap();
+    let (o, table) = streaming::execute(&cfg, &url, &plan).await.unwrap();
+    assert!(table.built_now);
+    let ids: Vec<String> = o.phases.iter().map(|p| p.phase.id()).collect();
+    assert_eq!(ids.len(), 12, "{ids:?}");
+    let phase = |p: Phase| {
+        o.phases
+            .iter()
+            .find(|x| x.phase == p)
+            .unwrap_or_else(|| panic!("{p:?} ran"))
+    };
+    let (first, second) = (
+        phase(Phase::Ingest { percent: 10.0 }),
+        phase(Phase::Ingest { percent: 50.0 }),
+    );
+    assert_eq!((first.changed, first.shortfall, first.table_rows), (200, 0, 2_200));
+    assert_eq!((second.changed, second.shortfall, second.table_rows), (800, 0, 3_000));
+    assert!(first.writes.as_ref().unwrap().len() > 0);
+    // 10 % and 5 % of the grown 3,000 rows, all of them rows the bench inserted.
+    let deleting = phase(Phase::Deleting);
+    assert_eq!((deleting.changed, deleting.table_rows), (300, 2_700));
+    assert_eq!(phase(Phase::Updating).changed, 150);
+    assert_eq!(phase(Phase::UpdateVacuumed).table_rows, 2_700);
+    for p in [Phase::Vacuum, Phase::UpdateVacuum] {
+        assert!(phase(p).vacuum_seconds.unwrap() > 0.0);
+    }
+    // Every phase that lasts a window searched, each search scored against the exact top-k of the
+    // table as it stood (a truth that kept the deleted or the replaced vectors would miss here).
+    for p in &o.phases {
+        if p.seconds >= plan.window.as_secs_f64() {
+            let s = &p.searches;
+            assert!(s.scored > 0 && s.failures == 0, "{}: {s:?}", p.phase.id());
+            let r = s.recall_mean().unwrap();
+            assert!(r >= 0.9, "{}: recall {r}", p.phase.id());
+        }
+    }
+    assert_eq!(o.queries, 120, "as many queries as a window sends: 3 s × 40/s");
+    assert!(!o.timeline.is_empty());
+    // Restored: what remains of the bench's rows deleted, the copy the dataset again.
+    assert_eq!(o.restored.rows, 700);
+    assert_eq!(o.dataset_rows, 2_000);
+    let mut conn = db::connect(&url).await.unwrap();
+    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
+    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(public, 2_000, "public.traces is never written");
+}

@@ -51,6 +51,7 @@ fn history_metrics(kind: record::Kind) -> [(Metric, &'static str); 2] {
         record::Kind::Capacity => [(Metric::KneeRps, "RPS at the knee"), p99],
         record::Kind::Memory | record::Kind::Scale => [p99, (Metric::Qps, "queries per second")],
         record::Kind::HnswInsert => [p99, (Metric::VectorsPerSecond, "vectors per second")],
+        record::Kind::Streaming => [p99, (Metric::RecallMean, "recall@10")],
     }
 }
 

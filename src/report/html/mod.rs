@@ -24,6 +24,7 @@ mod history;
 mod hnsw;
 mod http;
 mod inserts;
+mod streaming;
 mod latency;
 mod limiter;
 mod memory;
@@ -93,7 +94,7 @@ nav a{margin-right:12px}
 "#;
 
 /// The sections' anchors and names, in page order.
-const NAV: [(&str, &str); 15] = [
+const NAV: [(&str, &str); 16] = [
     ("verdicts", "Verdicts"),
     ("hnsw", "HNSW"),
     ("filtered", "Filtered search"),
@@ -101,6 +102,7 @@ const NAV: [(&str, &str); 15] = [
     ("memory", "Memory regime"),
     ("scale", "Scale and plan"),
     ("writes", "Writes"),
+    ("streaming", "Streaming"),
     ("capacity", "Capacity"),
     ("http", "HTTP"),
     ("limiter", "Rate limiter"),
@@ -128,6 +130,7 @@ pub struct Page {
     pub memory: memory::Memory,
     pub scale: scale::Scale,
     pub inserts: inserts::Inserts,
+    pub streaming: streaming::Streaming,
     pub capacity: capacity::Capacity,
     pub http: http::Http,
     pub limiter: limiter::Limiter,
@@ -157,6 +160,7 @@ impl Page {
             memory: memory::Memory::of(kind(Kind::Memory)),
             scale: scale::Scale::of(kind(Kind::Scale)),
             inserts: inserts::Inserts::of(kind(Kind::HnswInsert)),
+            streaming: streaming::Streaming::of(kind(Kind::Streaming)),
             capacity: capacity::Capacity::of(&latest),
             http: http::Http::of(kind(Kind::HttpSearch), kind(Kind::Hnsw)),
             limiter: limiter::Limiter::of(kind(Kind::RateLimit)),
@@ -209,6 +213,7 @@ impl Render for Page {
                     (self.memory)
                     (self.scale)
                     (self.inserts)
+                    (self.streaming)
                     (self.capacity)
                     (self.http)
                     (self.limiter)
