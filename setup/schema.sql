@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS capacity_truth (
     PRIMARY KEY (query_set, filter, query_no)
 );
 
+-- The dataset's own rows changed since setup loaded them, by id: written by the triggers of section
+-- dataset_guard, emptied by a rebuild and by `setup --restore` (which rewrites these rows from the
+-- generator).
+CREATE TABLE IF NOT EXISTS capacity_changes (
+    id         uuid PRIMARY KEY,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- @section traces_table
 -- Created in a private schema inside the load transaction, filled by binary COPY, then swapped in.
 -- Keys and foreign keys come after the load (section traces_constraints): that is how pg_dump
@@ -147,3 +155,39 @@ CREATE INDEX ix_traces_embedding_bq ON traces
 CREATE INDEX ix_traces_embedding_ivfflat ON traces
     USING ivfflat ((subvector(embedding, 1, {{dims}})::vector({{dims}})) vector_cosine_ops)
     WITH (lists = {{lists}});
+
+-- @section dataset_guard
+-- Logs every change to a row of the dataset (a seed row) after setup loaded it: a DELETE, or an
+-- UPDATE of what a search sees or filters on (embedding, its model, status, the flag, tags, the
+-- contributor). One call per statement, not per row. `setup` and the benches refuse a changed
+-- dataset, since they measure it as generated; `setup --restore` rewrites exactly the logged rows.
+-- Rows written through the API are not seed rows: never logged, never restored.
+CREATE OR REPLACE FUNCTION capacity_log_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO capacity_changes (id) SELECT id FROM old_rows WHERE is_seed ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION capacity_log_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO capacity_changes (id)
+    SELECT o.id FROM old_rows o LEFT JOIN new_rows n ON n.id = o.id
+    WHERE o.is_seed
+      AND (n.id IS NULL
+           OR n.embedding IS DISTINCT FROM o.embedding
+           OR n.embedding_model_id IS DISTINCT FROM o.embedding_model_id
+           OR n.status IS DISTINCT FROM o.status
+           OR n.is_flagged IS DISTINCT FROM o.is_flagged
+           OR n.tags IS DISTINCT FROM o.tags
+           OR n.is_seed IS DISTINCT FROM o.is_seed
+           OR n.contributor_id IS DISTINCT FROM o.contributor_id)
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER capacity_dataset_deletes AFTER DELETE ON traces
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION capacity_log_deletes();
+CREATE OR REPLACE TRIGGER capacity_dataset_updates AFTER UPDATE ON traces
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION capacity_log_updates();

@@ -20,9 +20,13 @@ use crate::stack;
 
 mod build;
 mod copy_floor;
+mod restore;
 mod variants;
 use build::*;
 pub use copy_floor::{RemoveOnDrop, compare_copy_floor};
+pub use restore::{
+    RESTORE_COMMAND, Restored, changed_message, changed_rows, refuse_changed, restore,
+};
 pub use variants::{Ensured, ensure as ensure_variants, lines as variant_lines};
 
 /// Schema the new dataset is built in before it is swapped into the search path's first schema.
@@ -42,6 +46,11 @@ pub struct SetupArgs {
     /// dataset of another --dims (saying so). Accepts true/false, 1/0, yes/no, on/off.
     #[arg(long, env = "CAPBENCH_FORCE", value_parser = crate::config::parse_bool)]
     pub force: bool,
+    /// Rewrite the dataset's rows that writes changed since the load (deleted, or updated in what a
+    /// search sees: logged in capacity_changes) from the generator, then VACUUM — instead of a
+    /// rebuild. Rows written through the API are kept.
+    #[arg(long, conflicts_with = "force")]
+    pub restore: bool,
     /// Rows per COPY batch (generated in parallel while the previous batch streams).
     #[arg(long, env = "CAPBENCH_COPY_BATCH", default_value_t = 1000)]
     pub copy_batch: u64,
@@ -144,6 +153,8 @@ struct Traces {
 struct State {
     traces: Option<Traces>,
     fingerprint: Option<String>,
+    /// Dataset rows logged as changed since the load (`capacity_changes`).
+    changed: u64,
 }
 
 async fn read_state(conn: &mut PgConnection) -> Result<State> {
@@ -182,8 +193,10 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
         return Ok(State {
             traces: None,
             fingerprint,
+            changed: 0,
         });
     }
+    let changed = restore::changed_rows(conn).await?;
     let ours = fingerprint.is_some() && users_exist && shaped;
     let (dataset_rows, other_rows): (i64, i64) = if ours {
         sqlx::query_as(
@@ -213,6 +226,7 @@ async fn read_state(conn: &mut PgConnection) -> Result<State> {
             indexed,
         }),
         fingerprint,
+        changed,
     })
 }
 
@@ -259,6 +273,18 @@ fn plan(state: &State, wanted: &str, rows: u64, dims: u32, force: bool) -> Resul
         && traces.dataset_rows == rows
     {
         return Ok(Plan::Unchanged { rows });
+    }
+    // Rows of it changed by writes (some perhaps deleted): the same dataset, restored by rewriting
+    // those rows (`setup --restore`), not rebuilt; its users refuse to measure it meanwhile.
+    if !force
+        && state.fingerprint.as_deref() == Some(wanted)
+        && traces.indexed
+        && state.changed > 0
+        && traces.dataset_rows <= rows
+    {
+        return Ok(Plan::Unchanged {
+            rows: traces.dataset_rows,
+        });
     }
     match traces.dims {
         Some(existing) if existing != dims as i32 && traces.other_rows > 0 => {
@@ -315,6 +341,9 @@ pub struct Ready {
     /// With [`Needs::DatabaseAndRedis`].
     pub redis_url: Option<String>,
     pub dataset: DatasetChange,
+    /// Rows of the dataset changed by writes since it was loaded ([`changed_rows`]): the benches
+    /// refuse to measure it ([`Ready::pristine`]).
+    pub changed_rows: u64,
 }
 
 /// The one start of `serve`, `load` and the benches: the embedded stack (or the servers of
@@ -332,14 +361,24 @@ pub async fn ready(config: &Config, needs: Needs) -> Result<Ready> {
         ..LoadOptions::default()
     };
     let dataset = ensure_dataset(config, &database_url, &opts).await?;
+    let changed_rows = changed_rows(&mut db::connect(&database_url).await?).await?;
     Ok(Ready {
         database_url,
         redis_url,
         dataset,
+        changed_rows,
     })
 }
 
 impl Ready {
+    /// An error when writes changed the dataset (what a bench says before measuring it).
+    pub fn pristine(&self) -> Result<()> {
+        match self.changed_rows {
+            0 => Ok(()),
+            n => bail!("{}", changed_message(n)),
+        }
+    }
+
     /// The Redis URL of a [`Needs::DatabaseAndRedis`] start.
     pub fn redis(&self) -> Result<&str> {
         self.redis_url
@@ -370,6 +409,7 @@ async fn ensure_on(
         .context("creating the base schema (setup/schema.sql, section base)")?;
     let carry = match plan {
         Plan::Unchanged { rows } => {
+            guard(&mut conn).await?;
             return Ok(DatasetChange::Unchanged {
                 fingerprint: wanted,
                 rows,
@@ -391,6 +431,24 @@ async fn ensure_on(
         fingerprint: wanted,
         figures: Box::new(figures),
     })
+}
+
+/// The dataset's change log on a dataset loaded before it existed (checked first, so that a start
+/// against a guarded table takes no lock on it).
+async fn guard(conn: &mut PgConnection) -> Result<()> {
+    let guarded: bool = sqlx::query_scalar(
+        "SELECT count(*) = 2 FROM pg_trigger WHERE tgrelid = to_regclass('traces')
+         AND tgname IN ('capacity_dataset_deletes', 'capacity_dataset_updates')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !guarded {
+        sqlx::raw_sql(schema::section("dataset_guard")?)
+            .execute(&mut *conn)
+            .await
+            .context("the dataset's change log (setup/schema.sql, section dataset_guard)")?;
+    }
+    Ok(())
 }
 
 async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
@@ -576,6 +634,21 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
             for line in summary(&figures, &fingerprint) {
                 println!("{line}");
             }
+        }
+    }
+    let changed = changed_rows(&mut db::connect(&url).await?).await?;
+    if changed > 0 && !args.restore {
+        bail!("{}", changed_message(changed));
+    }
+    if args.restore {
+        let r = restore(&args.config, &url).await?;
+        if r.rows == 0 {
+            println!("restore      nothing to restore: no row of the dataset has changed since it was loaded");
+        } else {
+            println!(
+                "restore      {} changed rows of the dataset rewritten from the generator in {:.2} s, then VACUUM (ANALYZE) in {:.1} s; rows written through the API kept",
+                r.rows, r.write_seconds, r.vacuum_seconds
+            );
         }
     }
     let (truths, computed) = ensure_truth(&args.config, &url).await?;

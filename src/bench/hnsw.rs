@@ -203,6 +203,7 @@ pub struct RecallOf {
 /// Stack, dataset and ground truth (through the same code as `setup`), plan check, prewarm.
 pub async fn prepare(config: &Config) -> Result<Prepared> {
     let ready = setup::ready(config, Needs::Database).await?;
+    ready.pristine()?;
     let url = ready.database_url;
     eprintln!("hnsw: PostgreSQL at {}", crate::secrets::redact(&url));
     match ready.dataset {

@@ -207,6 +207,7 @@ pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let local = config.service.target_url.is_none();
     let (db_url, redis_url) = if local {
         let ready = rt.block_on(setup::ready(&config, Needs::DatabaseAndRedis))?;
+        ready.pristine()?;
         let redis = ready.redis()?.to_string();
         let db = ready.database_url;
         eprintln!(

@@ -175,6 +175,7 @@ impl BenchArgs {
 /// loaded, saying where and, when it was built now, what setup did (lines prefixed `bench:`).
 pub async fn database(config: &Config, bench: &str) -> Result<String> {
     let ready = crate::setup::ready(config, crate::setup::Needs::Database).await?;
+    ready.pristine()?;
     let url = ready.database_url;
     eprintln!("{bench}: PostgreSQL at {}", crate::secrets::redact(&url));
     if let crate::setup::DatasetChange::Built {

@@ -51,6 +51,12 @@ pub const RESTORE_ID: &str = "streaming/restore";
 const DELETE_BATCH: usize = 500;
 const UPDATE_BATCH: usize = 100;
 
+/// The phase index while the truth is checked between phases: searches go on, unrecorded.
+const CHECKING: usize = usize::MAX;
+
+/// Queries whose live truth is checked against an exact scan after each kind of change.
+const CHECKED_QUERIES: usize = 5;
+
 /// Statements per second the inserts aim at: the rows per INSERT follow from the rate.
 const INSERTS_PER_SECOND: u32 = 20;
 
@@ -538,7 +544,7 @@ pub async fn execute(
             search_steadily(s, i, searchers as usize, plan, &queries, &live, &shared)
         })),
         async {
-            let r = drive(url, plan, &rows, &new_vectors, &live, &shared).await;
+            let r = drive(url, plan, &queries, &rows, &new_vectors, &live, &shared).await;
             shared.stop.store(true, Ordering::SeqCst);
             r
         }
@@ -620,6 +626,10 @@ async fn search_steadily(
             }
             Err(e) => Err(crate::one_line(&e)),
         };
+        if phase == CHECKING {
+            due += interval;
+            continue;
+        }
         let at = done.duration_since(shared.start).as_secs_f64();
         let bucket = (at / shared.bucket.as_secs_f64()) as usize;
         let rows = shared.table_rows.load(Ordering::SeqCst);
@@ -643,6 +653,7 @@ async fn search_steadily(
 async fn drive(
     url: &str,
     plan: &Plan,
+    queries: &[Vector],
     rows: &[Row],
     new_vectors: &[Option<Vector>],
     live: &LiveTruth,
@@ -728,9 +739,44 @@ async fn drive(
             }
         );
         out.push(o);
+        if matches!(
+            phase,
+            Phase::AfterIngest | Phase::Vacuumed | Phase::UpdateVacuumed
+        ) {
+            shared.phase.store(CHECKING, Ordering::SeqCst);
+            check_truth(&mut conn, queries, live).await?;
+        }
     }
     conn.close().await.ok();
     Ok(out)
+}
+
+/// The live truth of the first [`CHECKED_QUERIES`] queries against an exact scan of the table
+/// (THE search SQL with index scans off), distance by distance: a mismatch stops the run, since
+/// every recall figure rests on it.
+async fn check_truth(conn: &mut PgConnection, queries: &[Vector], live: &LiveTruth) -> Result<()> {
+    for (q, query) in queries.iter().enumerate().take(CHECKED_QUERIES) {
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+            .execute(&mut *tx)
+            .await?;
+        let exact = search::search(&mut tx, query, live.k() as i64).await?;
+        tx.rollback().await?;
+        let (_, want) = live.now(q);
+        let got: Vec<f64> = exact.iter().map(|h| h.distance).collect();
+        if got.len() != want.len()
+            || got
+                .iter()
+                .zip(&want)
+                .any(|(a, b)| (a - b).abs() > crate::db::truth::TIE_EPSILON)
+        {
+            bail!(
+                "the streaming bench's ground truth of query {q} disagrees with an exact scan of the table: \
+                 {want:?} vs {got:?}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Inserts `rows` (extra rows `first..`) at the plan's rate by its writers, each taking the next

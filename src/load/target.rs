@@ -77,6 +77,15 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
     match target_text.as_deref() {
         None => {
             let ready = crate::setup::ready(config, crate::setup::Needs::DatabaseAndRedis).await?;
+            // Scored answers need the dataset as generated; other runs only say it changed.
+            if args.recall {
+                ready.pristine()?;
+            } else if ready.changed_rows > 0 {
+                eprintln!(
+                    "load: warning: {}",
+                    crate::setup::changed_message(ready.changed_rows)
+                );
+            }
             let redis = ready.redis()?.to_string();
             let db = ready.database_url;
             let mut cfg = config.clone();

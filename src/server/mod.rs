@@ -296,6 +296,9 @@ pub async fn run(config: Config) -> Result<std::process::ExitCode> {
     if let Some(warning) = plan_warning(&config, &db_url).await? {
         tracing::warn!("{warning}");
     }
+    if ready.changed_rows > 0 {
+        tracing::warn!("{}", crate::setup::changed_message(ready.changed_rows));
+    }
     let state = AppState::connect(&config, &db_url, &redis_url).await?;
     // Both handlers are in place before "listening" is logged: a signal from then on drains.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

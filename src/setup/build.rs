@@ -214,6 +214,14 @@ pub(super) async fn build(
     .execute(&mut *tx)
     .await
     .context("swapping the new traces table in")?;
+    // From now on every change to the dataset's rows is logged; the new dataset has none.
+    sqlx::raw_sql(schema::section("dataset_guard")?)
+        .execute(&mut *tx)
+        .await
+        .context("the dataset's change log (setup/schema.sql, section dataset_guard)")?;
+    sqlx::raw_sql("DELETE FROM capacity_changes")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO capacity_meta (id, fingerprint, params, figures, loaded_at) VALUES (1, $1, $2, $3, now())
          ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, params = EXCLUDED.params,

@@ -1013,3 +1013,115 @@ async fn ctrl_c_during_compare_copy_floor_removes_its_file() {
         file.display()
     );
 }
+
+/// The setup binary on the 200 × 16 dataset of `restore`'s test (its parameters as variables).
+fn setup_bin_small(url: &str) -> Command {
+    let mut cmd = setup_bin(url);
+    for (k, v) in [
+        ("CAPBENCH_ROWS", "200"),
+        ("CAPBENCH_DIMS", "16"),
+        ("CAPBENCH_CLUSTERS", "50"),
+        ("CAPBENCH_HNSW_M", "8"),
+        ("CAPBENCH_EF_CONSTRUCTION", "32"),
+        ("CAPBENCH_QUERIES", "50"),
+    ] {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Writes to the dataset's own rows are logged; setup and the benches refuse the changed dataset
+/// with the command that restores it; `setup --restore` rewrites exactly those rows from the
+/// generator (no rebuild), keeping rows written by others and changes that are not the dataset's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dataset_changed_by_writes_is_refused_and_restored_without_a_rebuild() {
+    let cfg = common::config(common::small_params(200, 16), index_params(8, 32));
+    let (mut cfg, url) = common::fresh_database("restore", cfg).await;
+    cfg.bench.queries = 50;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let mut conn = db::connect(&url).await.unwrap();
+    let d = Dataset::new(cfg.dataset.clone());
+    let ids: Vec<uuid::Uuid> = (0..10).map(|i| d.row_id(i)).collect();
+    let theirs = insert_trace_as_another_user(&mut conn, 16).await;
+    // Not changes to the dataset: a trust score, and someone else's row.
+    for (sql, id) in [
+        ("UPDATE traces SET trust_score = 0.5 WHERE id = $1", ids[0]),
+        ("UPDATE traces SET status = 'validated' WHERE id = $1", theirs),
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut conn).await.unwrap();
+    }
+    assert_eq!(capbench::setup::changed_rows(&mut conn).await.unwrap(), 0);
+    // Changes: three re-embedded, two flagged, four deleted (one statement each).
+    sqlx::query("UPDATE traces SET embedding = $1 WHERE id = ANY($2)")
+        .bind(one_hot(16))
+        .bind(&ids[1..4])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE traces SET is_flagged = true WHERE id = ANY($1)")
+        .bind(&ids[4..6])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM traces WHERE id = ANY($1)")
+        .bind(&ids[6..10])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(capbench::setup::changed_rows(&mut conn).await.unwrap(), 9);
+    // The next start neither rebuilds it nor passes it as the dataset.
+    let next = ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, DatasetChange::Unchanged { rows: 196, .. }),
+        "{next:?}"
+    );
+    let ready = capbench::setup::ready(&cfg, capbench::setup::Needs::Database)
+        .await
+        .unwrap();
+    let refused = ready.pristine().unwrap_err().to_string();
+    assert!(
+        refused.contains("9 of its rows") && refused.contains(capbench::setup::RESTORE_COMMAND),
+        "{refused}"
+    );
+    let out = setup_bin_small(&url).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = only_error_line(&String::from_utf8_lossy(&out.stderr));
+    assert!(line.contains("--restore") && line.contains("9 of its rows"), "{line}");
+
+    // Restored: the same rows again, nothing else touched, no rebuild.
+    let out = setup_bin_small(&url).arg("--restore").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("9 changed rows of the dataset rewritten from the generator"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("already loaded, nothing to do"), "no rebuild: {stdout}");
+    assert_eq!(capbench::setup::changed_rows(&mut conn).await.unwrap(), 0);
+    let rows: Vec<(uuid::Uuid, Vector, bool)> = sqlx::query_as(
+        "SELECT id, embedding, is_flagged FROM traces WHERE id = ANY($1)",
+    )
+    .bind(&ids[1..10])
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 9);
+    for (id, embedding, flagged) in rows {
+        let i = ids.iter().position(|x| *x == id).unwrap() as u64;
+        assert_eq!(embedding.to_vec(), d.vector(i), "row {i} as generated");
+        assert!(!flagged);
+    }
+    let score: f64 = sqlx::query_scalar("SELECT trust_score FROM traces WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, 0.5, "not a change to the dataset: not restored");
+    assert!(trace_exists(&mut conn, theirs).await);
+    let again = setup_bin_small(&url).arg("--restore").output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to restore"));
+}
