@@ -643,7 +643,9 @@ pub async fn run(mut args: SetupArgs) -> Result<ExitCode> {
     if args.restore {
         let r = restore(&args.config, &url).await?;
         if r.rows == 0 {
-            println!("restore      nothing to restore: no row of the dataset has changed since it was loaded");
+            println!(
+                "restore      nothing to restore: no row of the dataset has changed since it was loaded"
+            );
         } else {
             println!(
                 "restore      {} changed rows of the dataset rewritten from the generator in {:.2} s, then VACUUM (ANALYZE) in {:.1} s; rows written through the API kept",

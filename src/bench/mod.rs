@@ -7,12 +7,12 @@ pub mod capacity;
 pub mod hnsw;
 pub mod hnsw_filtered;
 pub mod hnsw_insert;
-pub mod streaming;
 pub mod http_search;
 pub mod limiter_timeline;
 pub mod memory;
 pub mod rate_limit;
 pub mod scale;
+pub mod streaming;
 pub mod variants;
 
 use std::process::ExitCode;

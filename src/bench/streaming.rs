@@ -173,7 +173,9 @@ impl Plan {
         let rows = config.dataset.rows;
         let stages = &b.stream_stages;
         if stages.is_empty() {
-            bail!("CAPBENCH_STREAM_STAGES is empty: give at least one share of the dataset to insert (`10%,50%`)");
+            bail!(
+                "CAPBENCH_STREAM_STAGES is empty: give at least one share of the dataset to insert (`10%,50%`)"
+            );
         }
         if stages.windows(2).any(|w| w[1] <= w[0]) {
             bail!(
@@ -192,7 +194,12 @@ impl Plan {
         if stage_rows[0] == 0 || stage_rows.windows(2).any(|w| w[1] == w[0]) {
             bail!(
                 "CAPBENCH_STREAM_STAGES: at {rows} rows a stage of {}% inserts no row more than the one before it",
-                percent_text(stages[stage_rows.windows(2).position(|w| w[1] == w[0]).map_or(0, |i| i + 1)])
+                percent_text(
+                    stages[stage_rows
+                        .windows(2)
+                        .position(|w| w[1] == w[0])
+                        .map_or(0, |i| i + 1)]
+                )
             );
         }
         let extra = *stage_rows.last().expect("a stage");
@@ -380,12 +387,12 @@ pub fn selected(args: &BenchArgs) -> bool {
 
 pub fn run(args: &[String], config: Config) -> Result<RunOutcome> {
     let bench_args = BenchArgs::parse(args)?;
+    // Not selected (`cargo bench hnsw`): nothing is read, not even its own settings.
+    if !selected(&bench_args) {
+        return Ok(RunOutcome::NotSelected);
+    }
     let plan = Plan::of(&config)?;
-    let ids: Vec<String> = if selected(&bench_args) {
-        plan.phases.iter().map(Phase::id).collect()
-    } else {
-        Vec::new()
-    };
+    let ids: Vec<String> = plan.phases.iter().map(Phase::id).collect();
     if let Some(outcome) = crate::bench::before_setup(&bench_args, &ids)? {
         return Ok(outcome);
     }
@@ -685,8 +692,8 @@ async fn drive(
             Phase::Ingest { .. } => {
                 let to = plan.stage_rows[stage];
                 stage += 1;
-                let (done, hist) = ingest(url, plan, &rows[inserted..to], inserted, live, shared)
-                    .await?;
+                let (done, hist) =
+                    ingest(url, plan, &rows[inserted..to], inserted, live, shared).await?;
                 o.changed = done as u64;
                 o.shortfall = (to - inserted - done) as u64;
                 if o.shortfall > 0 {
@@ -1018,7 +1025,7 @@ async fn write_record(
                     o.plan.insert_rate,
                     percent_text(percent)
                 )),
-                (s.histogram.len() > 0).then(|| LatencySummary::of(&s.histogram).p99_ms),
+                (!s.histogram.is_empty()).then(|| LatencySummary::of(&s.histogram).p99_ms),
             ));
         }
         rec.results.push(ResultEntry {
@@ -1037,7 +1044,7 @@ async fn write_record(
         o.timeline
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.searches.histogram.len() > 0)
+            .filter(|(_, b)| !b.searches.histogram.is_empty())
             .map(|(i, b)| (at(i), LatencySummary::of(&b.searches.histogram).p99_ms))
             .collect(),
     );
@@ -1132,7 +1139,10 @@ mod tests {
     #[test]
     fn a_plan_that_cannot_run_is_one_line() {
         for (c, want) in [
-            (config(100_000, &[5.0], 10.0, 0.0), "more than the 5000 rows"),
+            (
+                config(100_000, &[5.0], 10.0, 0.0),
+                "more than the 5000 rows",
+            ),
             (config(100_000, &[50.0, 10.0], 0.0, 0.0), "ascending"),
             (config(100_000, &[], 0.0, 0.0), "empty"),
             (config(10, &[1.0], 0.0, 0.0), "inserts no row"),
@@ -1141,6 +1151,22 @@ mod tests {
             assert!(e.contains(want), "{e}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn it_runs_when_named_or_in_a_plain_cargo_bench_and_a_bad_plan_stops_only_itself() {
+        let args = |list: &[&str]| {
+            let v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            BenchArgs::parse(&v).unwrap()
+        };
+        assert!(selected(&args(&["b"])));
+        assert!(selected(&args(&["b", "streaming"])));
+        assert!(!selected(&args(&["b", "hnsw"])));
+        assert!(!selected(&args(&["b", "hnsw_insert"])));
+        // A plan that cannot run does not stop `cargo bench hnsw`.
+        let bad = config(100_000, &[5.0], 10.0, 0.0);
+        let v: Vec<String> = ["b", "hnsw"].iter().map(|s| s.to_string()).collect();
+        assert!(matches!(run(&v, bad), Ok(RunOutcome::NotSelected)));
     }
 
     #[test]

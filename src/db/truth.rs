@@ -543,7 +543,13 @@ impl LiveTruth {
         let bound: Vec<f64> = base
             .distances
             .iter()
-            .map(|d| if d.len() < k { f64::INFINITY } else { d[k - 1] + TIE_EPSILON })
+            .map(|d| {
+                if d.len() < k {
+                    f64::INFINITY
+                } else {
+                    d[k - 1] + TIE_EPSILON
+                }
+            })
             .collect();
         // Every version as (extra row, version, vector).
         let versions: Vec<(u32, u8, &[f32])> = inserted
@@ -753,7 +759,10 @@ mod tests {
             reembedded.iter().map(Option::as_deref).collect(),
         );
         let live = LiveTruth::new(&set.vectors, base.clone(), ids, &ins, &re);
-        assert!(live.near.iter().any(|l| !l.is_empty()), "some extra rows are near some queries");
+        assert!(
+            live.near.iter().any(|l| !l.is_empty()),
+            "some extra rows are near some queries"
+        );
         let check = |live: &LiveTruth, what: &str| {
             for (q, query) in set.vectors.iter().enumerate() {
                 let mut all: Vec<f64> = (0..rows)
@@ -773,7 +782,11 @@ mod tests {
                 let (got_ids, got) = live.now(q);
                 assert_eq!(got_ids.len(), k);
                 for (a, b) in got.iter().zip(&all) {
-                    assert!((a - b).abs() < 1e-9, "{what}, query {q}: {got:?} vs {:?}", &all[..k]);
+                    assert!(
+                        (a - b).abs() < 1e-9,
+                        "{what}, query {q}: {got:?} vs {:?}",
+                        &all[..k]
+                    );
                 }
             }
         };

@@ -164,7 +164,10 @@ mod tests {
         let ids = [d.row_id(17), d.row_id(3), d.row_id(499)];
         assert_eq!(row_numbers(&d, &ids).unwrap(), [17, 3, 499]);
         let e = row_numbers(&d, &[d.row_id(1), Uuid::nil()]).unwrap_err();
-        assert!(e.to_string().contains("none of this dataset's 500 rows"), "{e}");
+        assert!(
+            e.to_string().contains("none of this dataset's 500 rows"),
+            "{e}"
+        );
         assert!(changed_message(3).contains(RESTORE_COMMAND));
     }
 }

@@ -1048,7 +1048,10 @@ async fn a_dataset_changed_by_writes_is_refused_and_restored_without_a_rebuild()
     // Not changes to the dataset: a trust score, and someone else's row.
     for (sql, id) in [
         ("UPDATE traces SET trust_score = 0.5 WHERE id = $1", ids[0]),
-        ("UPDATE traces SET status = 'validated' WHERE id = $1", theirs),
+        (
+            "UPDATE traces SET status = 'validated' WHERE id = $1",
+            theirs,
+        ),
     ] {
         sqlx::query(sql).bind(id).execute(&mut conn).await.unwrap();
     }
@@ -1090,25 +1093,34 @@ async fn a_dataset_changed_by_writes_is_refused_and_restored_without_a_rebuild()
     let out = setup_bin_small(&url).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let line = only_error_line(&String::from_utf8_lossy(&out.stderr));
-    assert!(line.contains("--restore") && line.contains("9 of its rows"), "{line}");
+    assert!(
+        line.contains("--restore") && line.contains("9 of its rows"),
+        "{line}"
+    );
 
     // Restored: the same rows again, nothing else touched, no rebuild.
     let out = setup_bin_small(&url).arg("--restore").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("9 changed rows of the dataset rewritten from the generator"),
         "{stdout}"
     );
-    assert!(stdout.contains("already loaded, nothing to do"), "no rebuild: {stdout}");
+    assert!(
+        stdout.contains("already loaded, nothing to do"),
+        "no rebuild: {stdout}"
+    );
     assert_eq!(capbench::setup::changed_rows(&mut conn).await.unwrap(), 0);
-    let rows: Vec<(uuid::Uuid, Vector, bool)> = sqlx::query_as(
-        "SELECT id, embedding, is_flagged FROM traces WHERE id = ANY($1)",
-    )
-    .bind(&ids[1..10])
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+    let rows: Vec<(uuid::Uuid, Vector, bool)> =
+        sqlx::query_as("SELECT id, embedding, is_flagged FROM traces WHERE id = ANY($1)")
+            .bind(&ids[1..10])
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 9);
     for (id, embedding, flagged) in rows {
         let i = ids.iter().position(|x| *x == id).unwrap() as u64;

@@ -24,11 +24,11 @@ mod history;
 mod hnsw;
 mod http;
 mod inserts;
-mod streaming;
 mod latency;
 mod limiter;
 mod memory;
 mod scale;
+mod streaming;
 mod variants;
 mod verdicts;
 

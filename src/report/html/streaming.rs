@@ -91,7 +91,11 @@ impl Streaming {
         if let Some(t) = results.iter().find(|e| e.name == TIMELINE) {
             let starts = t.series.get("phase_starts").cloned().unwrap_or_default();
             for (series, title, y_label) in [
-                ("p99_ms", "Search p99 over time", "p99 latency (ms), from when due"),
+                (
+                    "p99_ms",
+                    "Search p99 over time",
+                    "p99 latency (ms), from when due",
+                ),
                 (
                     "recall_mean",
                     "Search recall@k over time (against the table as it stood)",
@@ -108,12 +112,7 @@ impl Streaming {
                     x_label: "time since the first search (s)".into(),
                     y_label: y_label.into(),
                     y_from_zero: series != "recall_mean",
-                    series: vec![Series::new(
-                        "",
-                        points.clone(),
-                        Style::LinePoints,
-                        color(0),
-                    )],
+                    series: vec![Series::new("", points.clone(), Style::LinePoints, color(0))],
                     // Each phase's start, by its number in the table.
                     notes: starts
                         .iter()
@@ -271,9 +270,17 @@ mod tests {
         };
         let shown = Streaming::of(Some(&s));
         let body = shown.0.as_ref().unwrap();
-        assert_eq!(body.rows.len(), 2, "the timeline and the restore are not phases");
+        assert_eq!(
+            body.rows.len(),
+            2,
+            "the timeline and the restore are not phases"
+        );
         assert_eq!(body.rows[1].phase, Text::new("ingest/+10%"));
-        assert_eq!(body.rows[1].cells[3], Num::of(Some(200.0)), "10,000 rows in 50 s");
+        assert_eq!(
+            body.rows[1].cells[3],
+            Num::of(Some(200.0)),
+            "10,000 rows in 50 s"
+        );
         assert_eq!(body.figures.len(), 1, "only the series the record has");
         let html = shown.render().into_string();
         assert!(html.contains("id=\"streaming\""));
