@@ -24,9 +24,7 @@ mod restore;
 mod variants;
 use build::*;
 pub use copy_floor::{RemoveOnDrop, compare_copy_floor};
-pub use restore::{
-    RESTORE_COMMAND, Restored, changed_message, changed_rows, refuse_changed, restore,
-};
+pub use restore::{RESTORE_COMMAND, Restored, changed_message, changed_rows, restore};
 pub use variants::{Ensured, ensure as ensure_variants, lines as variant_lines};
 
 /// Schema the new dataset is built in before it is swapped into the search path's first schema.

@@ -865,6 +865,15 @@ async fn ingest(
     Ok((done, hist))
 }
 
+/// The `chosen` extra rows that are in the table now (a stage cut short by its bound leaves some out).
+fn in_table(chosen: &[usize], live: &LiveTruth) -> Vec<usize> {
+    chosen
+        .iter()
+        .copied()
+        .filter(|&e| live.versions(e) != 0)
+        .collect()
+}
+
 /// Deletes the `chosen` extra rows that are in the table, [`DELETE_BATCH`] per statement, each
 /// flagged absent before its DELETE is sent.
 async fn delete(
@@ -874,11 +883,7 @@ async fn delete(
     live: &LiveTruth,
     shared: &Shared,
 ) -> Result<(usize, Histogram<u64>)> {
-    let present: Vec<usize> = chosen
-        .iter()
-        .copied()
-        .filter(|&e| live.versions(e) != 0)
-        .collect();
+    let present = in_table(chosen, live);
     let mut hist = record::latency_histogram();
     for chunk in present.chunks(DELETE_BATCH) {
         let ids: Vec<uuid::Uuid> = chunk.iter().map(|&e| rows[e].id).collect();
@@ -890,8 +895,8 @@ async fn delete(
             .fetch_sub(chunk.len() as u64, Ordering::SeqCst);
         let t = Instant::now();
         let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {}.traces WHERE id = ANY($1)",
-            writes::SCHEMA
+            "DELETE FROM {} WHERE id = ANY($1)",
+            hnsw_insert::Target::Indexed.table()
         )))
         .bind(&ids)
         .execute(&mut *conn)
@@ -927,12 +932,8 @@ async fn reembed(
     chosen: &[usize],
     live: &LiveTruth,
 ) -> Result<(usize, Histogram<u64>)> {
-    let present: Vec<usize> = chosen
-        .iter()
-        .copied()
-        .filter(|&e| live.versions(e) != 0)
-        .collect();
-    let table = format!("{}.traces", writes::SCHEMA);
+    let present = in_table(chosen, live);
+    let table = hnsw_insert::Target::Indexed.table();
     let mut hist = record::latency_histogram();
     for chunk in present.chunks(UPDATE_BATCH) {
         let sql = reembed_sql(&table, chunk.len());

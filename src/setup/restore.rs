@@ -1,6 +1,6 @@
 //! A dataset changed by writes, detected and restored without a rebuild. The triggers of
 //! setup/schema.sql's `dataset_guard` log every dataset row deleted or changed in what a search sees
-//! (`capacity_changes`); the benches refuse such a dataset ([`refuse_changed`]), since their
+//! (`capacity_changes`); the benches refuse such a dataset (`setup::Ready::pristine`), since their
 //! figures and ground truth are the dataset's as generated; `setup --restore` ([`restore`])
 //! rewrites exactly the logged rows from the generator — the same rows, ids and creation times —
 //! and VACUUMs the table. Rows written through the API are not the dataset's: never logged, never
@@ -43,14 +43,6 @@ pub fn changed_message(rows: u64) -> String {
          dataset as generated — restore them with `{RESTORE_COMMAND}` (rewrites those rows from the \
          generator, then VACUUM; rows written through the API are kept), or rebuild with --force"
     )
-}
-
-/// An error when the dataset at `conn` changed: what the benches say before measuring.
-pub async fn refuse_changed(conn: &mut PgConnection) -> Result<()> {
-    match changed_rows(conn).await? {
-        0 => Ok(()),
-        n => bail!("{}", changed_message(n)),
-    }
 }
 
 /// What `setup --restore` did.
