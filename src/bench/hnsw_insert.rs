@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
-use pgvector::Vector;
 use rand::{RngExt, SeedableRng};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::bench::{BenchArgs, Interleaved, LatencySummary};
 use crate::config::Config;
-use crate::dataset::{self, Dataset, EMBEDDING_MODEL_ID, TraceRow};
+use crate::dataset::{self, Dataset};
+pub use crate::db::writes::{INSERT_COLUMNS, INSERT_PARAMS, Row, bind_row, insert_sql};
 use crate::db::{self, load, writes};
 use crate::record::{
     self, Environment, HnswInsertParameters, Metric, Parameters, ResultEntry, RunRecord,
@@ -411,86 +411,6 @@ async fn generate(
     })
     .await
     .context("generating the rows to write")
-}
-
-/// A row to write, in the form each method sends it.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub id: Uuid,
-    pub title: String,
-    pub context_text: String,
-    pub solution_text: String,
-    pub embedding: Vector,
-    pub tags: Vec<String>,
-    pub contributor: Uuid,
-    /// Its binary COPY tuple.
-    pub copy: Vec<u8>,
-}
-
-impl Row {
-    fn of(row: TraceRow, contributor: Uuid) -> Self {
-        let mut copy = Vec::new();
-        load::encode_row(&mut copy, &row, contributor);
-        Self {
-            copy,
-            ..Self::for_insert(row, contributor)
-        }
-    }
-
-    /// The row for INSERTs only (no COPY tuple).
-    pub fn for_insert(row: TraceRow, contributor: Uuid) -> Self {
-        Self {
-            id: row.id,
-            title: row.title,
-            context_text: row.context_text,
-            solution_text: row.solution_text,
-            tags: row.tags.iter().map(|t| t.name()).collect(),
-            embedding: Vector::from(row.embedding),
-            contributor,
-            copy: Vec::new(),
-        }
-    }
-}
-
-/// The columns an INSERT sets (the others take their defaults: no agent, created now).
-const INSERT_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
-     status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, tags";
-const INSERT_PARAMS: usize = 13;
-
-/// `INSERT INTO table (…) VALUES (…), …` of `rows` rows, bound in [`bind_row`]'s order.
-pub fn insert_sql(table: &str, rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let ps: Vec<String> = (1..=INSERT_PARAMS)
-                .map(|c| format!("${}", r * INSERT_PARAMS + c))
-                .collect();
-            format!("({})", ps.join(", "))
-        })
-        .collect();
-    format!(
-        "INSERT INTO {table} ({INSERT_COLUMNS}) VALUES {}",
-        values.join(", ")
-    )
-}
-
-pub fn bind_row<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    r: &'q Row,
-    id: Uuid,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(id)
-        .bind(&r.title)
-        .bind(&r.context_text)
-        .bind(&r.solution_text)
-        .bind(&r.embedding)
-        .bind(EMBEDDING_MODEL_ID)
-        .bind("validated")
-        .bind(1.0f64)
-        .bind(2i32)
-        .bind(r.contributor)
-        .bind(true)
-        .bind(false)
-        .bind(&r.tags)
 }
 
 /// Writes `rows` (one chunk of statements each) on `conn` into `table`; per-statement latency into

@@ -1,23 +1,25 @@
 //! The write benches' table: `capbench_writes.traces`, a copy of the dataset's rows in the shape a
 //! launched API has — primary key, the tags' GIN index and the HNSW index, none of the variants'
 //! indexes (each would add its own insert cost to every write) — built once per dataset
-//! fingerprint beside the dataset, in a schema of its own. The write benches change only this
-//! copy, never `public.traces`: the rows users wrote through the service, and the dataset the read
-//! benches measure, are out of their reach.
+//! fingerprint beside the dataset, in a schema of its own. The write benches, and `load` runs that
+//! write, change only this copy, never `public.traces`: the rows users wrote through the service,
+//! and the dataset the read benches measure, are out of their reach.
 //!
-//! Every row a write bench adds carries the write bench's own contributor ([`WRITER_EMAIL`], a
-//! seed user the API cannot create), so that restoring the copy is a DELETE of those rows and a
-//! VACUUM, not a rebuild; a run that stopped half-way leaves rows that the next one (or
-//! [`restore`]) removes, saying how many.
+//! The copy is capbench's own: every row in it that is not one of the dataset's was added by a
+//! write bench (under the write bench's own contributor, [`WRITER_EMAIL`], a seed user the API
+//! cannot create) or by a `load` run's writes through the in-process service. Restoring the copy
+//! is a DELETE of those rows and a VACUUM, not a rebuild; a run that stopped half-way leaves rows
+//! that the next one (or [`restore`]) removes, saying how many.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use pgvector::Vector;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::dataset::CONTRIBUTOR_EMAIL;
+use crate::dataset::{CONTRIBUTOR_EMAIL, EMBEDDING_MODEL_ID, TraceRow};
 use crate::db::{self, index, load, schema};
 
 /// The schema of the copy; its table is `traces`, so that the search SQL runs on it unchanged
@@ -162,13 +164,17 @@ pub async fn dataset_rows(conn: &mut PgConnection) -> Result<u64> {
     Ok(n as u64)
 }
 
-/// Rows of the copy the write benches added.
+/// Which rows of the copy are not the dataset's: every one the write benches or a load run added.
+/// `$1` is the dataset's contributor, read with [`db::seed_user`] (an error when it is missing, so
+/// that no missing user can make every row look added).
+const ADDED: &str = "(NOT is_seed OR contributor_id IS DISTINCT FROM $1)";
+
+/// Rows of the copy the write benches (or a load run's writes) added.
 pub async fn written_rows(conn: &mut PgConnection) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {SCHEMA}.traces
-         WHERE contributor_id = (SELECT id FROM public.users WHERE email = $1 AND is_seed)"
+        "SELECT count(*) FROM {SCHEMA}.traces WHERE {ADDED}"
     )))
-    .bind(WRITER_EMAIL)
+    .bind(db::seed_user(conn, CONTRIBUTOR_EMAIL).await?)
     .fetch_one(&mut *conn)
     .await?;
     Ok(n as u64)
@@ -234,14 +240,13 @@ async fn build(conn: &mut PgConnection, config: &Config, fingerprint: &str) -> R
     Ok(build_seconds)
 }
 
-/// Deletes every row the write benches added to the copy, then VACUUMs it (which repairs the HNSW
-/// graph around them); nothing to do, and no VACUUM, when there are none.
+/// Deletes every row the write benches (or a load run's writes) added to the copy, then VACUUMs it
+/// (which repairs the HNSW graph around them); nothing to do, and no VACUUM, when there are none.
 pub async fn restore(conn: &mut PgConnection) -> Result<Restored> {
     let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM {SCHEMA}.traces
-         WHERE contributor_id = (SELECT id FROM public.users WHERE email = $1 AND is_seed)"
+        "DELETE FROM {SCHEMA}.traces WHERE {ADDED}"
     )))
-    .bind(WRITER_EMAIL)
+    .bind(db::seed_user(conn, CONTRIBUTOR_EMAIL).await?)
     .execute(&mut *conn)
     .await
     .context("deleting the write benches' rows")?
@@ -269,4 +274,85 @@ pub async fn vacuum(conn: &mut PgConnection) -> Result<f64> {
     .await
     .context("VACUUM of the write table")?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// A row to write, in the form each method sends it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: Uuid,
+    pub title: String,
+    pub context_text: String,
+    pub solution_text: String,
+    pub embedding: Vector,
+    pub tags: Vec<String>,
+    pub contributor: Uuid,
+    /// Its binary COPY tuple.
+    pub copy: Vec<u8>,
+}
+
+impl Row {
+    /// The row with its binary COPY tuple.
+    pub fn of(row: TraceRow, contributor: Uuid) -> Self {
+        let mut copy = Vec::new();
+        load::encode_row(&mut copy, &row, contributor);
+        Self {
+            copy,
+            ..Self::for_insert(row, contributor)
+        }
+    }
+
+    /// The row for INSERTs only (no COPY tuple).
+    pub fn for_insert(row: TraceRow, contributor: Uuid) -> Self {
+        Self {
+            id: row.id,
+            title: row.title,
+            context_text: row.context_text,
+            solution_text: row.solution_text,
+            tags: row.tags.iter().map(|t| t.name()).collect(),
+            embedding: Vector::from(row.embedding),
+            contributor,
+            copy: Vec::new(),
+        }
+    }
+}
+
+/// The columns an INSERT sets (the others take their defaults: no agent, created now).
+pub const INSERT_COLUMNS: &str = "id, title, context_text, solution_text, embedding, embedding_model_id, \
+     status, trust_score, confirmation_count, contributor_id, is_seed, is_flagged, tags";
+pub const INSERT_PARAMS: usize = 13;
+
+/// `INSERT INTO table (…) VALUES (…), …` of `rows` rows, bound in [`bind_row`]'s order.
+pub fn insert_sql(table: &str, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let ps: Vec<String> = (1..=INSERT_PARAMS)
+                .map(|c| format!("${}", r * INSERT_PARAMS + c))
+                .collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} ({INSERT_COLUMNS}) VALUES {}",
+        values.join(", ")
+    )
+}
+
+pub fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    r: &'q Row,
+    id: Uuid,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(id)
+        .bind(&r.title)
+        .bind(&r.context_text)
+        .bind(&r.solution_text)
+        .bind(&r.embedding)
+        .bind(EMBEDDING_MODEL_ID)
+        .bind("validated")
+        .bind(1.0f64)
+        .bind(2i32)
+        .bind(r.contributor)
+        .bind(true)
+        .bind(false)
+        .bind(&r.tags)
 }

@@ -95,12 +95,27 @@ pub struct LoadArgs {
     /// the database target searches them; a scenario file draws them with `from = "query_set"`.
     #[arg(long, env = "CAPBENCH_RECALL", value_parser = crate::config::parse_bool)]
     pub recall: bool,
+    /// The database target only: INSERT this many rows per second beside the searches (`50/s`),
+    /// on a schedule of their own, into the write table (a copy of the dataset; the rows are
+    /// removed after the run). Against an HTTP API, writes are a scenario's requests
+    /// (`--scenario search:4,write:1`).
+    #[arg(long, env = "CAPBENCH_WRITE_RATE", value_parser = parse_rate)]
+    pub write_rate: Option<f64>,
+    /// Rows per INSERT with --write-rate (a multi-row INSERT above 1).
+    #[arg(long, env = "CAPBENCH_WRITE_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub write_batch: u64,
+    /// Writer connections with --write-rate (statement j is sent by writer j mod N).
+    #[arg(long, env = "CAPBENCH_WRITERS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub writers: u64,
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Set when the read limit came from the command line or the environment.
     #[arg(skip)]
     pub read_limit_given: bool,
+    /// Set when the write limit came from the command line or the environment.
+    #[arg(skip)]
+    pub write_limit_given: bool,
 }
 
 /// `60s`, `2m`, `1h30m`, `250ms`, or a bare number of seconds.
@@ -156,10 +171,16 @@ impl LoadArgs {
     pub fn parse_from_args(argv: &[String]) -> Result<Self, clap::Error> {
         let matches = Self::command().try_get_matches_from(argv)?;
         let mut args = Self::from_arg_matches(&matches)?;
-        args.read_limit_given = matches!(
-            matches.value_source("rate_limit_read_per_minute"),
-            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
-        );
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(
+                    clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable
+                )
+            )
+        };
+        args.read_limit_given = given("rate_limit_read_per_minute");
+        args.write_limit_given = given("rate_limit_write_per_minute");
         if let Some(target) = &args.target {
             // Like the configuration's URLs: never shown in any line, record or page.
             crate::secrets::remember_in(target);
@@ -206,6 +227,14 @@ impl LoadArgs {
         }
         if self.run_time.is_some_and(|t| t.is_zero()) {
             bail!("--run-time must be above 0");
+        }
+        if self.write_rate.is_some() && !self.sweep.is_empty() {
+            bail!(
+                "--write-rate and --sweep do not combine: a sweep compares its levels on the same table, and writes grow it"
+            );
+        }
+        if self.write_rate.is_none() && (self.write_batch != 1 || self.writers != 1) {
+            bail!("--write-batch and --writers shape the writes of --write-rate: give it too");
         }
         Ok(())
     }

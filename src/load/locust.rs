@@ -250,6 +250,7 @@ mod tests {
             failure,
             bytes: 10,
             recall: None,
+            rows: 0,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - `reach`: the loopback rule where connections go;
 //! - `scenario`: scenarios as data (the seeds' user kinds are files), virtual users, the
 //!   database target's SQL user;
+//! - `ingest`: writes beside the searches (the database target's INSERTs at a rate) and the write
+//!   table a run that writes works on, restored after it;
 //! - `model`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
 //! - `failure`: why a request failed, as data; `stats`: what a run measured;
 //! - `recall`: the query set and ground truth `--recall` scores every answer against;
@@ -20,6 +22,7 @@
 
 pub mod args;
 pub mod failure;
+pub mod ingest;
 pub mod locust;
 pub mod model;
 pub mod output;
@@ -183,9 +186,10 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
     let Prepared {
         target,
         scenario,
-        service,
+        mut service,
         db_url,
         redis_url,
+        write_table,
     } = before_run(&interrupt, target::prepare(&args)).await?;
     eprintln!("load: target {}", target.describe());
     let scorer = match &target {
@@ -346,6 +350,22 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         }
         outcome.finished.push((None, done));
     }
+    // The rows the run added, removed before anything else can fail.
+    let restored = match &write_table {
+        Some((url, dataset_rows)) => {
+            // Nothing writes while the table is restored: the service has answered its last.
+            if let Some(svc) = service.take() {
+                svc.stop().await?;
+            }
+            let r = ingest::restore(url, *dataset_rows).await?;
+            eprintln!(
+                "load: write table restored: the {} rows the run added deleted in {:.2} s, VACUUM {:.1} s; its {dataset_rows} dataset rows checked",
+                r.rows, r.delete_seconds, r.vacuum_seconds
+            );
+            Some(r)
+        }
+        None => None,
+    };
     outcome.record = record::build_record(
         &args,
         &target,
@@ -353,8 +373,12 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         redis_url.as_deref(),
         &outcome,
         scenario.as_ref().and_then(|s| s.digest.clone()),
+        write_table.is_some(),
     )
     .await?;
+    if let Some(r) = restored {
+        outcome.record.results.push(record::restore_entry(&r));
+    }
     if let Some(svc) = service {
         svc.stop().await?;
     }

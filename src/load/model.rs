@@ -276,7 +276,7 @@ pub async fn closed(
 ) -> Result<Finished> {
     let shared = Shared::new(plan.max_requests);
     let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
-    let mut handles = Vec::with_capacity(plan.users);
+    let mut handles = writers(target, &shared, start, deadline);
     for i in 0..plan.users {
         let at = if plan.spawn_rate.is_finite() {
             start + Duration::from_secs_f64(i as f64 / plan.spawn_rate)
@@ -388,13 +388,19 @@ async fn user_loop(
 /// A database user: its connection (a failure recorded and retried once a second), then THE
 /// search SQL back to back.
 async fn db_user_loop(shared: Arc<Shared>, target: Target, mut user: DbUser, deadline: Instant) {
-    let Target::Database { url, ef_search, .. } = &target else {
+    let Target::Database {
+        url,
+        ef_search,
+        writes,
+        ..
+    } = &target
+    else {
         return;
     };
     shared.users.fetch_add(1, Ordering::Relaxed);
     let stop = shared.stop.subscribe();
     while !user.ready() && !shared.stopped() && Instant::now() < deadline {
-        if let Err(e) = user.start(url, *ef_search).await {
+        if let Err(e) = user.start(url, *ef_search, writes.is_some()).await {
             shared.record(&RequestOutcome::failed(
                 "SQL",
                 Arc::from("connect"),
@@ -424,12 +430,24 @@ pub async fn open(
 ) -> Result<Finished> {
     let shared = Shared::new(plan.max_requests);
     let pool = match target {
-        Target::Database { url, ef_search, .. } => {
-            Some(database_pool(url, *ef_search, plan.max_in_flight).await?)
-        }
+        Target::Database {
+            url,
+            ef_search,
+            writes,
+            ..
+        } => Some(
+            database_pool(
+                url,
+                *ef_search,
+                plan.max_in_flight,
+                writes.as_ref().map(|_| crate::db::writes::SEARCH_PATH),
+            )
+            .await?,
+        ),
         Target::Http { .. } => None,
     };
     let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
+    let write_handles = writers(target, &shared, start, deadline);
     let handle = tokio::runtime::Handle::current();
     let in_flight = Arc::new(Semaphore::new(plan.max_in_flight));
     let dispatcher = {
@@ -556,9 +574,28 @@ pub async fn open(
     } else {
         plan.max_in_flight - in_flight.available_permits()
     };
-    let mut done = finish(shared, Vec::new(), ticker, interrupt, progress).await;
-    done.abandoned = abandoned;
+    let mut done = finish(shared, write_handles, ticker, interrupt, progress).await;
+    done.abandoned += abandoned;
     Ok(done)
+}
+
+/// The database target's writers (`--write-rate`), started with the clock; none otherwise.
+fn writers(
+    target: &Target,
+    shared: &Arc<Shared>,
+    start: Instant,
+    deadline: Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    match target.writes() {
+        Some(plan) => super::ingest::spawn(
+            plan,
+            shared.clone(),
+            start,
+            deadline,
+            shared.stop.subscribe(),
+        ),
+        None => Vec::new(),
+    }
 }
 
 /// How the schedule thread ended: normally, or with a panic, which becomes the run's error (a
@@ -578,12 +615,20 @@ fn schedule_ended(joined: Result<std::thread::Result<()>, tokio::task::JoinError
     anyhow::bail!("the open model's schedule thread panicked: {why}")
 }
 
-/// Connections for the open model's database target, each with the target's ef_search, each
-/// opened within the connect timeout.
-async fn database_pool(url: &str, ef_search: u32, size: usize) -> Result<sqlx::PgPool> {
-    let options: sqlx::postgres::PgConnectOptions = url
+/// Connections for the open model's database target, each with the target's ef_search (and
+/// `search_path`, when given), each opened within the connect timeout.
+async fn database_pool(
+    url: &str,
+    ef_search: u32,
+    size: usize,
+    search_path: Option<&str>,
+) -> Result<sqlx::PgPool> {
+    let mut options: sqlx::postgres::PgConnectOptions = url
         .parse()
         .with_context(|| format!("invalid database URL {}", crate::secrets::redact(url)))?;
+    if let Some(path) = search_path {
+        options = options.options([("search_path", path)]);
+    }
     let limit = crate::db::connect_timeout();
     crate::db::search::search_pool_options(
         ef_search,

@@ -78,6 +78,16 @@ pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64, reca
             }
         }
     }
+    for e in done.stats.entries.values().filter(|e| e.rows > 0) {
+        println!(
+            "{:<6} {:<36} wrote {} rows: {:.1} vectors/s over the run (a gate: --threshold 'vectors_per_s[{}]>500')",
+            e.method,
+            e.name,
+            e.rows,
+            done.stats.vectors_per_second(e),
+            e.name
+        );
+    }
     if !done.first_429.is_empty() {
         let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
         for n in done.first_429.values() {

@@ -93,6 +93,11 @@ impl Scorer {
         &self.vectors
     }
 
+    /// The set's ground truth over the dataset.
+    pub fn truth(&self) -> &GroundTruth {
+        &self.truth
+    }
+
     /// recall@k of the answer `got` (ids with cosine distances, best first) to query `index`
     /// (wrapping: query `index % len`), ties counted as ann-benchmarks counts them.
     pub fn score(&self, index: usize, got: &[(Uuid, f64)]) -> f64 {

@@ -44,6 +44,10 @@ pub fn metrics_of(
     m.insert(Metric::Failures, e.failures as f64);
     m.insert(Metric::ErrorRate, e.error_rate());
     m.insert(Metric::Rps, stats.rps(e));
+    if e.rows > 0 {
+        m.insert(Metric::ChangedRows, e.rows as f64);
+        m.insert(Metric::VectorsPerSecond, stats.vectors_per_second(e));
+    }
     for (status, n) in &e.statuses {
         m.insert(Metric::Status(*status), *n as f64);
     }
@@ -68,6 +72,7 @@ pub(super) async fn build_record(
     redis_url: Option<&str>,
     outcome: &LoadOutcome,
     scenario_digest: Option<String>,
+    on_write_table: bool,
 ) -> Result<RunRecord> {
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
@@ -101,6 +106,10 @@ pub(super) async fn build_record(
                 .then(|| args.config.bench.query_set.name().to_string()),
             quick: args.config.bench.quick,
             environment_unread: unread,
+            write_rate: args.write_rate,
+            write_batch: args.write_rate.map(|_| args.write_batch),
+            writers: args.write_rate.map(|_| args.writers),
+            write_table: on_write_table,
         }),
     );
     rec.interrupted = outcome.interrupted().is_some();
@@ -143,13 +152,72 @@ pub(super) async fn build_record(
                 })
                 .map(ThresholdCheck::gate)
                 .collect();
-            if is_total {
-                entry.series = history_series(stats);
-            }
+            entry.series = if is_total {
+                history_series(stats)
+            } else {
+                entry_series(stats, e, target.writes().map(|w| w.dataset_rows))
+            };
             rec.results.push(entry);
         }
     }
     Ok(rec)
+}
+
+/// The write table's restore after a run that wrote: the rows deleted, the DELETE's and the
+/// VACUUM's time.
+pub fn restore_entry(r: &super::ingest::Restore) -> ResultEntry {
+    ResultEntry {
+        name: RESTORE_ID.into(),
+        metrics: [
+            (Metric::ChangedRows, r.rows as f64),
+            (Metric::DeleteSeconds, r.delete_seconds),
+            (Metric::VacuumSeconds, r.vacuum_seconds),
+        ]
+        .into(),
+        ..ResultEntry::default()
+    }
+}
+
+/// The record entry of the write table's restore.
+pub const RESTORE_ID: &str = "load/write_table/restore";
+
+/// One request name's per-second series: requests/s and p99 (last 10 s); recall (last 10 s) when
+/// its answers were scored; for a name that writes, the rows in the table (`table_rows`, from
+/// `dataset_rows` when known, else the rows it added).
+pub fn entry_series(
+    stats: &Stats,
+    e: &Entry,
+    dataset_rows: Option<u64>,
+) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let rows: Vec<_> = stats.history_of(&e.name).collect();
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    out.insert(
+        "rps_per_second".into(),
+        rows.iter().map(|r| (r.elapsed, r.rps)).collect(),
+    );
+    out.insert(
+        "p99_ms_per_second".into(),
+        rows.iter()
+            .map(|r| (r.elapsed, r.percentile(Stat::P99)))
+            .collect(),
+    );
+    let recall: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.elapsed, r.recall?)))
+        .collect();
+    if !recall.is_empty() {
+        out.insert("recall_per_second".into(), recall);
+    }
+    if e.rows > 0 {
+        let base = dataset_rows.unwrap_or(0) as f64;
+        out.insert(
+            "table_rows".into(),
+            std::iter::once((0.0, base))
+                .chain(rows.iter().map(|r| (r.elapsed, base + r.total_rows as f64)))
+                .collect(),
+        );
+    }
+    out
 }
 
 /// Aggregated requests/s and p99 (last 10 s) per second.

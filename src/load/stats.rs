@@ -53,6 +53,9 @@ pub struct RequestOutcome {
     /// The query number and recall@k of the answer, when it was scored (`load --recall`;
     /// successes only).
     pub recall: Option<(usize, f64)>,
+    /// Rows (vectors) the request added to the table: an INSERT's rows once committed, a scenario
+    /// request's `writes` when it succeeded; 0 for reads and failures.
+    pub rows: u64,
 }
 
 impl RequestOutcome {
@@ -74,6 +77,7 @@ impl RequestOutcome {
             failure: Some(why),
             bytes: 0,
             recall: None,
+            rows: 0,
         }
     }
 }
@@ -93,6 +97,12 @@ pub struct Entry {
     pub statuses: BTreeMap<u16, u64>,
     /// The recall of the answers scored (`load --recall`).
     pub recall: RecallSummary,
+    /// Rows (vectors) its requests added.
+    pub rows: u64,
+    /// This second's recall (sum, answers), and the last [`WINDOW_SECONDS`] seconds' (for the
+    /// history).
+    recall_current: (f64, u64),
+    recall_window: VecDeque<(f64, u64)>,
     /// This second's latencies, and the last [`WINDOW_SECONDS`] seconds' (for the history).
     current: Histogram<u64>,
     window: VecDeque<Histogram<u64>>,
@@ -112,6 +122,9 @@ impl Entry {
             bytes: 0,
             statuses: BTreeMap::new(),
             recall: RecallSummary::default(),
+            rows: 0,
+            recall_current: (0.0, 0),
+            recall_window: VecDeque::new(),
             current: record::latency_histogram(),
             window: VecDeque::new(),
             at_tick: (0, 0),
@@ -130,8 +143,11 @@ impl Entry {
         if let Some(s) = o.status {
             *self.statuses.entry(s).or_default() += 1;
         }
+        self.rows += o.rows;
         if let Some((q, r)) = o.recall {
             self.recall.add(q, r);
+            self.recall_current.0 += r;
+            self.recall_current.1 += 1;
         }
     }
 
@@ -178,6 +194,17 @@ impl Entry {
         h
     }
 
+    /// The mean recall of the answers scored over the last [`WINDOW_SECONDS`] seconds (this one
+    /// included), if any was.
+    fn window_recall(&self) -> Option<f64> {
+        let (sum, n) = self
+            .recall_window
+            .iter()
+            .chain(std::iter::once(&self.recall_current))
+            .fold((0.0, 0), |(s, n), (s2, n2)| (s + s2, n + n2));
+        (n > 0).then(|| sum / n as f64)
+    }
+
     /// Closes this second: returns (requests, failures) since the last tick.
     fn tick(&mut self) -> (u64, u64) {
         let done = (
@@ -189,6 +216,11 @@ impl Entry {
         self.window.push_back(closed);
         while self.window.len() >= WINDOW_SECONDS {
             self.window.pop_front();
+        }
+        self.recall_window
+            .push_back(std::mem::take(&mut self.recall_current));
+        while self.recall_window.len() >= WINDOW_SECONDS {
+            self.recall_window.pop_front();
         }
         done
     }
@@ -235,6 +267,10 @@ pub struct HistoryRow {
     pub total_min_ms: f64,
     pub total_max_ms: f64,
     pub total_mean_bytes: f64,
+    /// The mean recall of the answers scored over the last 10 s (`load --recall`), if any were.
+    pub recall: Option<f64>,
+    /// Rows (vectors) the entry's requests had added so far.
+    pub total_rows: u64,
 }
 
 impl HistoryRow {
@@ -336,6 +372,18 @@ impl Stats {
         e.requests as f64 / self.elapsed().as_secs_f64().max(1e-9)
     }
 
+    /// Rows (vectors) added per second over the run.
+    pub fn vectors_per_second(&self, e: &Entry) -> f64 {
+        e.rows as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// The history rows of request name `name` (any method).
+    pub fn history_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a HistoryRow> {
+        self.history
+            .iter()
+            .filter(move |r| !r.method.is_empty() && r.name == name)
+    }
+
     /// Closes a second of history (called once per second by the runner).
     pub fn tick(&mut self, users: usize) {
         let now = Instant::now();
@@ -353,6 +401,7 @@ impl Stats {
             .chain(std::iter::once(&mut self.total))
         {
             let window = e.window_histogram();
+            let recall = e.window_recall();
             let (n, f) = e.tick();
             let mut percentiles = [0.0; 11];
             for (slot, (s, _)) in percentiles.iter_mut().zip(PERCENTILES) {
@@ -378,6 +427,8 @@ impl Stats {
                 } else {
                     e.bytes as f64 / e.requests as f64
                 },
+                recall,
+                total_rows: e.rows,
             });
         }
         self.history.extend(rows);
@@ -410,5 +461,60 @@ impl Stats {
             .collect();
         rows.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn outcome(name: &str, at: Instant, recall: Option<(usize, f64)>, rows: u64) -> RequestOutcome {
+        RequestOutcome {
+            method: "SQL",
+            name: Arc::from(name),
+            intended: at,
+            sent: at,
+            done: at + Duration::from_millis(2),
+            status: None,
+            failure: None,
+            bytes: 0,
+            recall,
+            rows,
+        }
+    }
+
+    #[test]
+    fn history_keeps_each_names_recall_over_ten_seconds_and_its_rows() {
+        let mut s = Stats::new();
+        let t = s.started;
+        // Second 1: recall 1.0 and 0.5; second 2: 0.0; the writer adds 5 rows each second.
+        s.add(&outcome("search", t, Some((0, 1.0)), 0));
+        s.add(&outcome("search", t, Some((1, 0.5)), 0));
+        s.add(&outcome("insert", t, None, 5));
+        s.tick(1);
+        s.add(&outcome("search", t, Some((2, 0.0)), 0));
+        s.add(&outcome("insert", t, None, 5));
+        s.tick(1);
+        let search: Vec<_> = s.history_of("search").collect();
+        assert_eq!(search.len(), 2);
+        assert_eq!(search[0].recall, Some(0.75));
+        // The window holds both seconds: (1.0 + 0.5 + 0.0) / 3.
+        assert_eq!(search[1].recall, Some(0.5));
+        assert_eq!(search[1].total_rows, 0);
+        let insert: Vec<_> = s.history_of("insert").collect();
+        assert_eq!(
+            insert.iter().map(|r| r.total_rows).collect::<Vec<_>>(),
+            [5, 10]
+        );
+        assert_eq!(insert[0].recall, None, "nothing scored");
+        // Eleven quiet seconds later the window has forgotten every answer.
+        for _ in 0..WINDOW_SECONDS {
+            s.tick(1);
+        }
+        assert_eq!(s.history_of("search").last().unwrap().recall, None);
+        assert_eq!((s.entry("insert").unwrap().rows, s.total.rows), (10, 10));
+        s.ended = Some(s.started + Duration::from_secs(4));
+        assert_eq!(s.vectors_per_second(&s.total), 2.5);
     }
 }

@@ -18,6 +18,11 @@ use crate::server::{AppState, LocalService};
 /// RATE_LIMIT_READ_PER_MINUTE says otherwise or the limiter itself is under test.
 pub const CAPACITY_READ_PER_MINUTE: u32 = 10_000;
 
+/// The write limit of the in-process service for read/write capacity runs (every write still
+/// takes a token of its user's write bucket), unless RATE_LIMIT_WRITE_PER_MINUTE says otherwise or
+/// the limiter itself is under test.
+pub const CAPACITY_WRITE_PER_MINUTE: u32 = 10_000;
+
 /// The target to load, and what stands behind it.
 pub(super) struct Prepared {
     pub target: Target,
@@ -29,6 +34,9 @@ pub(super) struct Prepared {
     pub db_url: Option<String>,
     /// The Redis whose version the record notes (the in-process service's).
     pub redis_url: Option<String>,
+    /// The run writes into the write table of this database, which holds these dataset rows: it
+    /// is restored after the run.
+    pub write_table: Option<(String, u64)>,
 }
 
 /// Finds or starts the target: the in-process service (on the configured database and Redis,
@@ -60,6 +68,11 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
     let http_target_text = target_text
         .as_deref()
         .is_none_or(|t| t.starts_with("http://") || t.starts_with("https://"));
+    if args.write_rate.is_some() && http_target_text {
+        bail!(
+            "--write-rate sends SQL INSERTs beside the database target's searches (--target db); against an HTTP API writes are a scenario's requests: --scenario search:4,write:1"
+        );
+    }
     if args.recall && http_target_text && !probe.scores_any() {
         bail!(
             "--recall: scenario {} sends no query of the query set (a variable with from = \"query_set\", docs/scenarios/README.md)",
@@ -93,7 +106,34 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
             if !args.read_limit_given && !limiter_under_test {
                 cfg.service.rate_limit_read_per_minute = CAPACITY_READ_PER_MINUTE;
             }
-            let svc = LocalService::start(AppState::connect(&cfg, &db, &redis).await?).await?;
+            // A scenario that writes: the service on the write table, whose added rows go after.
+            let write_table = if probe.writes() {
+                let table = super::ingest::write_table(config, &db, &config.dataset).await?;
+                if !args.write_limit_given && !limiter_under_test {
+                    cfg.service.rate_limit_write_per_minute = CAPACITY_WRITE_PER_MINUTE;
+                }
+                eprintln!(
+                    "load: the scenario writes: the in-process service runs on the write table {}.traces (a copy of the dataset; the rows the run adds are removed after it), write limit {}/min{}",
+                    crate::db::writes::SCHEMA,
+                    cfg.service.rate_limit_write_per_minute,
+                    if args.write_limit_given || limiter_under_test {
+                        ""
+                    } else {
+                        " (capacity setting; RATE_LIMIT_WRITE_PER_MINUTE to change)"
+                    }
+                );
+                Some((db.clone(), table.rows))
+            } else {
+                None
+            };
+            let state = AppState::connect_in(
+                &cfg,
+                &db,
+                &redis,
+                write_table.as_ref().map(|_| crate::db::writes::SEARCH_PATH),
+            )
+            .await?;
+            let svc = LocalService::start(state).await?;
             eprintln!(
                 "load: in-process reference service at {} (read limit {}/min{}), ef_search {}",
                 svc.url(),
@@ -113,6 +153,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                 service: Some(svc),
                 db_url: Some(db),
                 redis_url: Some(redis),
+                write_table,
             })
         }
         Some(t) if t.eq_ignore_ascii_case("db") || t.starts_with("postgres") => {
@@ -131,6 +172,26 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                 Some(s) => s.vectors().to_vec(),
                 None => scenario::query_vectors(&params),
             };
+            let writes = match args.write_rate {
+                Some(rate) => Some(Arc::new(
+                    super::ingest::prepare(
+                        config,
+                        &url,
+                        &params,
+                        scorer.as_deref(),
+                        super::ingest::WriteArgs {
+                            rate,
+                            batch: args.write_batch as usize,
+                            writers: args.writers as usize,
+                            run_time: args.run_time.unwrap_or(Duration::from_secs(60)),
+                            timeout: args.timeout,
+                        },
+                    )
+                    .await?,
+                )),
+                None => None,
+            };
+            let write_table = writes.as_ref().map(|w| (url.clone(), w.dataset_rows));
             Ok(Prepared {
                 target: Target::Database {
                     url: url.clone(),
@@ -138,11 +199,13 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                     vectors: Arc::new(vectors),
                     scorer,
                     next: Arc::default(),
+                    writes,
                 },
                 scenario: None,
                 service: None,
                 db_url: Some(url),
                 redis_url: None,
+                write_table,
             })
         }
         Some(t) if t.starts_with("http://") || t.starts_with("https://") => {
@@ -157,12 +220,19 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
             } else {
                 None
             };
+            if probe.writes() {
+                eprintln!(
+                    "load: the scenario writes through {}: the rows it adds stay there (capbench removes only rows it wrote into its own write table)",
+                    crate::secrets::redact(base)
+                );
+            }
             Ok(Prepared {
                 target: http_target(base, args)?,
                 scenario: compiled(base, &scorer)?,
                 service: None,
                 db_url: None,
                 redis_url: None,
+                write_table: None,
             })
         }
         Some(t) => {

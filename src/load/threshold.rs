@@ -1,5 +1,6 @@
-//! Pass/fail criteria like k6's: `--threshold 'p99<50ms'`, `'error_rate<1%'`, `'rps>100'`, optionally
-//! for one request name: `'p95[/api/v1/traces/search]<=2s'`. Percentiles are the corrected ones.
+//! Pass/fail criteria like k6's: `--threshold 'p99<50ms'`, `'error_rate<1%'`, `'rps>100'`, the rows a
+//! read/write load added (`'vectors_per_s>500'`, the seeds' insertion rate), optionally for one
+//! request name: `'p95[/api/v1/traces/search]<=2s'`. Percentiles are the corrected ones.
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,6 +26,8 @@ pub enum Measure {
     /// Failures / requests, 0..=1.
     ErrorRate,
     Rps,
+    /// Rows (vectors) the requests added per second: committed INSERTs, scenario `writes`.
+    VectorsPerSecond,
     Requests,
     Failures,
 }
@@ -87,7 +90,7 @@ impl FromStr for Threshold {
         };
         let metric = parse_metric(metric_text).ok_or_else(|| {
             format!(
-                "threshold '{text}': unknown metric '{metric_text}' (p50…p99.99, max, min, avg, error_rate, rps, requests, failures)"
+                "threshold '{text}': unknown metric '{metric_text}' (p50…p99.99, max, min, avg, error_rate, rps, vectors_per_s, requests, failures)"
             )
         })?;
         let bound =
@@ -110,6 +113,7 @@ fn parse_metric(m: &str) -> Option<Measure> {
         "med" | "median" => Measure::Percentile(0.5),
         "error_rate" | "errors" | "failure_rate" => Measure::ErrorRate,
         "rps" | "throughput" => Measure::Rps,
+        "vectors_per_s" | "inserts_per_s" | "rows_per_s" => Measure::VectorsPerSecond,
         "requests" | "count" => Measure::Requests,
         "failures" => Measure::Failures,
         other => {
@@ -145,7 +149,7 @@ fn parse_value(metric: Measure, v: &str) -> Result<f64, String> {
             "" => Err("an error rate is a fraction (0.01) or a percentage (1%)".into()),
             _ => Err(format!("'{unit}' is not a rate unit (%)")),
         },
-        Measure::Rps => match unit.as_str() {
+        Measure::Rps | Measure::VectorsPerSecond => match unit.as_str() {
             "" | "/s" => Ok(x),
             _ => Err(format!("'{unit}' is not a throughput unit (/s)")),
         },
@@ -172,7 +176,7 @@ impl ThresholdCheck {
         let actual = match (self.actual, t.metric) {
             (None, _) => "no such requests".to_string(),
             (Some(a), Measure::ErrorRate) => format!("{:.3}%", a * 100.0),
-            (Some(a), Measure::Rps) => format!("{a:.1}/s"),
+            (Some(a), Measure::Rps | Measure::VectorsPerSecond) => format!("{a:.1}/s"),
             (Some(a), Measure::Requests | Measure::Failures) => format!("{a:.0}"),
             (Some(a), _) => format!("{a:.3} ms"),
         };
@@ -205,6 +209,7 @@ impl ThresholdCheck {
             Measure::ErrorRate => (GateKind::ErrorRate, Some(Metric::ErrorRate)),
             Measure::Failures => (GateKind::ErrorRate, Some(Metric::Failures)),
             Measure::Rps => (GateKind::Throughput, Some(Metric::Rps)),
+            Measure::VectorsPerSecond => (GateKind::Throughput, Some(Metric::VectorsPerSecond)),
             Measure::Requests => (GateKind::Throughput, Some(Metric::Count)),
         };
         match metric {
@@ -233,6 +238,7 @@ impl Threshold {
             Measure::MinMs => e.min_ms(),
             Measure::ErrorRate => e.error_rate(),
             Measure::Rps => stats.rps(e),
+            Measure::VectorsPerSecond => stats.vectors_per_second(e),
             Measure::Requests => e.requests as f64,
             Measure::Failures => e.failures as f64,
         }
@@ -273,6 +279,11 @@ mod tests {
         assert_eq!((t.metric, t.bound), (Measure::ErrorRate, 0.01));
         let t: Threshold = "rps>100".parse().unwrap();
         assert_eq!((t.metric, t.op, t.bound), (Measure::Rps, Op::Gt, 100.0));
+        let t: Threshold = "vectors_per_s[insert_sql]>=500/s".parse().unwrap();
+        assert_eq!(
+            (t.metric, t.op, t.bound, t.name.as_deref()),
+            (Measure::VectorsPerSecond, Op::Ge, 500.0, Some("insert_sql"))
+        );
         let t: Threshold = "p95[/api/v1/traces/search [realistic]]<=2s"
             .parse()
             .unwrap();
@@ -286,6 +297,7 @@ mod tests {
             "latency<1ms",
             "error_rate<5",
             "rps>10ms",
+            "vectors_per_s>5ms",
             "p99[]<1ms",
         ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad} should not parse");

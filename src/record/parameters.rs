@@ -333,6 +333,19 @@ pub struct LoadParameters {
     pub quick: bool,
     /// What of the servers' environment could not be read, and why.
     pub environment_unread: Vec<String>,
+    /// The database target's INSERTs beside the searches (`--write-rate`), rows/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_rate: Option<f64>,
+    /// Rows per INSERT, with `write_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_batch: Option<u64>,
+    /// Writer connections, with `write_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<u64>,
+    /// The run wrote, and worked on the write table (`capbench_writes.traces`, a copy of the
+    /// dataset, restored after it) instead of the dataset's table.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write_table: bool,
 }
 
 impl Parameters {

@@ -73,8 +73,20 @@ impl AppState {
     /// Connects the pool (each connection with the service's ef_search set once), the limiter and
     /// the embedder.
     pub async fn connect(config: &Config, database_url: &str, redis_url: &str) -> Result<Self> {
+        Self::connect_in(config, database_url, redis_url, None).await
+    }
+
+    /// [`AppState::connect`] with every connection's `search_path` set: `load` runs that write put
+    /// the in-process service on the write table this way (`capbench_writes, public`), so that
+    /// its `traces` is the copy and everything else the database's own.
+    pub async fn connect_in(
+        config: &Config,
+        database_url: &str,
+        redis_url: &str,
+        search_path: Option<&str>,
+    ) -> Result<Self> {
         let ef = config.service.search_ef_search;
-        let options: PgConnectOptions = database_url
+        let mut options: PgConnectOptions = database_url
             .parse::<PgConnectOptions>()
             .with_context(|| {
                 format!(
@@ -83,6 +95,9 @@ impl AppState {
                 )
             })?
             .log_statements(tracing::log::LevelFilter::Off);
+        if let Some(path) = search_path {
+            options = options.options([("search_path", path)]);
+        }
         let pool = crate::db::search::search_pool_options(
             ef,
             config.service.search_iterative_scan,

@@ -266,3 +266,211 @@ async fn the_streaming_bench_searches_through_every_phase_and_restores_the_copy(
         .unwrap();
     assert_eq!(public, 2_000, "public.traces is never written");
 }
+
+/// A read/write load on the database target: INSERTs at their own rate beside the open model's
+/// searches, every one on the write table; each search scored against the table as it stood when
+/// it was sent, so that an exact search scores 1 while the table grows — a truth that counted a row
+/// before its INSERT committed would score a miss (the merge itself is checked against brute force
+/// in `db::truth`'s unit tests); the rows' rate as a threshold; the copy restored and checked, the
+/// dataset untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_write_load_on_the_database_writes_at_its_rate_and_restores_the_copy() {
+    let cfg = common::config(common::small_params(2_000, 32), IndexParams::default());
+    let (_cfg, url) = common::fresh_database("load_writes", cfg).await;
+    ensure_dataset(&_cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let out = capbench::load::run(
+        common::load_args(&[
+            "--target",
+            &url,
+            "--rate",
+            "40",
+            "--write-rate",
+            "100/s",
+            "--write-batch",
+            "5",
+            "--writers",
+            "2",
+            "--run-time",
+            "3s",
+            "--recall",
+            "--queries",
+            "40",
+            // ef_search at its bound over 2,300 rows: the HNSW search is exact.
+            "--search-ef-search",
+            "1000",
+            "--threshold",
+            "vectors_per_s[insert_sql]>1",
+            "--threshold",
+            "vectors_per_s>100000",
+            "-q",
+        ]),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, done) = &out.finished[0];
+    let inserts = done.stats.entry("insert_sql").unwrap();
+    // 100 rows/s in fives for 3 s: statements due at 0, 0.05, … 2.95 s — 60 of them, all sent.
+    assert_eq!((inserts.requests, inserts.failures), (60, 0));
+    assert_eq!(inserts.rows, 300);
+    let searches = done.stats.entry("search_sql").unwrap();
+    assert!(searches.requests >= 100 && searches.failures == 0);
+    assert_eq!(searches.rows, 0, "a search adds nothing");
+    assert_eq!(searches.recall.scored, searches.requests);
+    let recall = searches.recall.mean().unwrap();
+    assert!(
+        recall >= 0.99,
+        "an exact search scored against the growing table: {recall}"
+    );
+    assert!(
+        searches.recall.min().unwrap() >= 0.9,
+        "no answer scored as missing rows it could not see"
+    );
+    // The rate as a gate: met at 1/s, not at 100,000/s (the Aggregated figure counts the rows too).
+    let verdicts: Vec<bool> = out.verdicts.iter().map(|v| v.pass).collect();
+    assert_eq!(verdicts, [true, false]);
+    assert!(!out.passed());
+    // The record: the writes' parameters, per-name series, the restore.
+    let capbench::record::Parameters::Load(p) = &out.record.parameters else {
+        panic!("a load record")
+    };
+    assert_eq!(
+        (p.write_rate, p.write_batch, p.writers, p.write_table),
+        (Some(100.0), Some(5), Some(2), true)
+    );
+    let entry = |name: &str| {
+        out.record
+            .results
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let ins = entry("load/insert_sql");
+    assert_eq!(
+        ins.metric(&capbench::record::Metric::ChangedRows),
+        Some(300.0)
+    );
+    let rows = &ins.series["table_rows"];
+    assert_eq!(rows.first().map(|p| p.1), Some(2_000.0));
+    assert!(rows.iter().all(|p| p.1 <= 2_300.0));
+    assert!(
+        entry("load/search_sql")
+            .series
+            .get("recall_per_second")
+            .is_some_and(|s| !s.is_empty())
+    );
+    let restore = entry("load/write_table/restore");
+    assert_eq!(
+        restore.metric(&capbench::record::Metric::ChangedRows),
+        Some(300.0)
+    );
+    // Restored; the dataset never written.
+    let mut conn = db::connect(&url).await.unwrap();
+    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
+    assert_eq!(writes::dataset_rows(&mut conn).await.unwrap(), 2_000);
+    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(public, 2_000, "public.traces is never written");
+}
+
+/// A read/write load through the in-process service: searchers and writers (`search:3,write:1`,
+/// closed model), each 201 one row, the writes taken from the write bucket; the service runs on
+/// the write table, so the dataset and `public.traces` never change, and the rows the run added
+/// are removed after it — exactly as many as were written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_write_load_through_the_service_writes_on_the_copy_only() {
+    let cfg = common::service_config();
+    let (cfg, url) = common::fresh_database("load_writes_http", cfg).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
+        .await
+        .unwrap();
+    let redis = common::redis_url().await;
+    let dataset = format!(
+        "--rows={} --dims={} --clusters={} --seed={} --m={} --ef-construction={} --build-workers=1",
+        cfg.dataset.rows,
+        cfg.dataset.dims,
+        cfg.dataset.clusters,
+        cfg.dataset.seed,
+        cfg.index.m,
+        cfg.index.ef_construction
+    );
+    let mut argv: Vec<&str> = vec![
+        "--database-url",
+        &url,
+        "--redis-url",
+        &redis,
+        "--scenario",
+        "search:3,write:1",
+        "--users",
+        "4",
+        "--run-time",
+        "3s",
+        "-q",
+    ];
+    argv.extend(dataset.split(' '));
+    let out = capbench::load::run(common::load_args(&argv), None)
+        .await
+        .unwrap();
+    let (_, done) = &out.finished[0];
+    let w = done.stats.entry("/api/v1/traces").unwrap();
+    let created = w.statuses.get(&201).copied().unwrap_or(0);
+    assert!(created >= 2, "one writer, 1 s apart, for 3 s: {created}");
+    assert_eq!(w.failures, 0, "the capacity write limit: no 429");
+    assert_eq!(w.rows, created, "each 201 is one row");
+    let s = done.stats.entry("/api/v1/traces/search").unwrap();
+    assert!(s.requests > 0 && s.failures == 0 && s.rows == 0);
+    let restore = out
+        .record
+        .results
+        .iter()
+        .find(|r| r.name == "load/write_table/restore")
+        .unwrap();
+    assert_eq!(
+        restore.metric(&capbench::record::Metric::ChangedRows),
+        Some(created as f64)
+    );
+    let mut conn = db::connect(&url).await.unwrap();
+    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
+    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(public, 600, "the service wrote into the copy only");
+}
+
+/// `--write-rate` is the database target's: an HTTP target, a sweep, or its shape without it are
+/// one line each, before anything starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_rate_mistakes_are_one_line_before_anything_starts() {
+    for (argv, want) in [
+        (
+            vec!["--target", "http://127.0.0.1:1", "--write-rate", "50"],
+            "against an HTTP API writes are a scenario's requests",
+        ),
+        (
+            vec![
+                "--target",
+                "postgres://x@127.0.0.1:1/x",
+                "--write-rate",
+                "50",
+                "--sweep",
+                "1,2",
+            ],
+            "--write-rate and --sweep do not combine",
+        ),
+        (
+            vec!["--target", "postgres://x@127.0.0.1:1/x", "--writers", "2"],
+            "give it too",
+        ),
+    ] {
+        let e = capbench::load::run(common::load_args(&argv), None)
+            .await
+            .unwrap_err();
+        let line = capbench::one_line(&e);
+        assert!(line.contains(want), "{argv:?}: {line}");
+    }
+}

@@ -87,6 +87,8 @@ pub struct Request {
     pub vars: Vec<usize>,
     /// The query-set variable it sends (its answer is scored for recall), if any.
     pub scored: Option<usize>,
+    /// Rows it adds when it succeeds (`writes`).
+    pub writes: u32,
 }
 
 #[derive(Debug)]
@@ -162,6 +164,17 @@ impl Scenario {
             k.on_start.iter().any(|r| r.scored.is_some())
                 || k.tasks.iter().any(|t| match &t.action {
                     Action::Requests(r) => r.iter().any(|r| r.scored.is_some()),
+                    Action::Sleep(_) => false,
+                })
+        })
+    }
+
+    /// Whether some request adds rows (`writes`).
+    pub fn writes(&self) -> bool {
+        self.kinds.iter().any(|k| {
+            k.on_start.iter().any(|r| r.writes > 0)
+                || k.tasks.iter().any(|t| match &t.action {
+                    Action::Requests(r) => r.iter().any(|r| r.writes > 0),
                     Action::Sleep(_) => false,
                 })
         })
@@ -583,6 +596,16 @@ impl<'a> Builder<'a> {
         used.sort_unstable();
         used.dedup();
         let scored = used.iter().copied().find(|&i| self.scenario.vars[i].scored);
+        let writes = spec.writes.unwrap_or(0);
+        if writes > 10_000 {
+            return Err(err("writes", "is 0 to 10000 (the rows one request adds)"));
+        }
+        if writes > 0 && scored.is_some() {
+            return Err(err(
+                "writes",
+                "a scored search does not write: put the write in a request of its own",
+            ));
+        }
         Ok(Request {
             name: Arc::from(spec.name.as_deref().unwrap_or(path_text)),
             method,
@@ -594,6 +617,7 @@ impl<'a> Builder<'a> {
             extract,
             vars: used,
             scored,
+            writes,
         })
     }
 }
@@ -685,6 +709,7 @@ fn has_request_fields(s: &StepSpec) -> bool {
         || s.body.is_some()
         || s.expect.is_some()
         || !s.extract.is_empty()
+        || s.writes.is_some()
 }
 
 /// An on_start step or a step of a group: a request, nothing of a task's.

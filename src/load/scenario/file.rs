@@ -80,6 +80,10 @@ pub struct StepSpec {
     pub expect: Option<ExpectSpec>,
     #[serde(default)]
     pub extract: BTreeMap<String, ExtractSpec>,
+    /// Rows (vectors) the request adds to the searched table when it succeeds with a 2xx: counted
+    /// as the run's vectors/s (`--threshold 'vectors_per_s>500'`); against the in-process service
+    /// it also moves the run onto the write table, whose added rows are removed afterwards.
+    pub writes: Option<u32>,
     /// Tasks only: how often it is drawn (weighted order).
     pub weight: Option<u32>,
     /// Tasks only: how many times in a row (sequence order).

@@ -35,8 +35,9 @@ pub use crate::workload::query_vectors;
 /// Searches per page (the seeds' `limit`), for the database target.
 const PAGE: i64 = 10;
 
-/// The built-in scenarios: the seeds' user kinds, by name and aliases, with their files' text.
-pub const BUILTINS: [(&str, &[&str], &str); 3] = [
+/// The built-in scenarios: the seeds' user kinds, by name and aliases, with their files' text, and
+/// the writers a read/write load mixes in.
+pub const BUILTINS: [(&str, &[&str], &str); 5] = [
     (
         "search",
         &["searchloaduser"],
@@ -51,6 +52,16 @@ pub const BUILTINS: [(&str, &[&str], &str); 3] = [
         "realistic",
         &["realisticagent"],
         include_str!("../../../scenarios/realistic.toml"),
+    ),
+    (
+        "write",
+        &["writer"],
+        include_str!("../../../scenarios/write.toml"),
+    ),
+    (
+        "contribute",
+        &["contributor"],
+        include_str!("../../../scenarios/contribute.toml"),
     ),
 ];
 
@@ -104,7 +115,7 @@ impl FromStr for Spec {
                     .find(|(n, aliases, _)| *n == lower || aliases.contains(&lower.as_str()))
                     .ok_or_else(|| {
                         format!(
-                            "unknown scenario '{name}' (search, burst, realistic, or a scenario file such as docs/scenarios/rag.toml; mix them as 'search:3,burst:1')"
+                            "unknown scenario '{name}' (search, burst, realistic, write, contribute, or a scenario file such as docs/scenarios/rag.toml; mix them as 'search:3,burst:1')"
                         )
                     })?;
                 Item::Builtin(builtin)
@@ -121,7 +132,10 @@ impl FromStr for Spec {
             parts.push((item, weight));
         }
         if parts.is_empty() {
-            return Err("empty scenario (search, burst, realistic, or a scenario file)".into());
+            return Err(
+                "empty scenario (search, burst, realistic, write, contribute, or a scenario file)"
+                    .into(),
+            );
         }
         Ok(Spec(parts))
     }
@@ -223,6 +237,9 @@ pub enum Target {
         /// With `--recall`: the next query of the set, shared by every connection, so that a
         /// level's searches go through the set in order whatever its number of connections.
         next: Arc<std::sync::atomic::AtomicU64>,
+        /// With `--write-rate`: the INSERTs beside the searches; then every search runs on the
+        /// write table, and a scored one against the table as it stood when it was sent.
+        writes: Option<Arc<crate::load::ingest::WritePlan>>,
     },
 }
 
@@ -254,10 +271,28 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Http { base, .. } => crate::secrets::redact(base),
-            Target::Database { url, ef_search, .. } => format!(
-                "database {} (ef_search {ef_search})",
-                crate::secrets::redact(url)
+            Target::Database {
+                url,
+                ef_search,
+                writes,
+                ..
+            } => format!(
+                "database {} (ef_search {ef_search}{})",
+                crate::secrets::redact(url),
+                if writes.is_some() {
+                    format!(", on the write table {}.traces", crate::db::writes::SCHEMA)
+                } else {
+                    String::new()
+                }
             ),
+        }
+    }
+
+    /// The database target's writes, if it writes.
+    pub fn writes(&self) -> Option<&Arc<crate::load::ingest::WritePlan>> {
+        match self {
+            Target::Database { writes, .. } => writes.as_ref(),
+            Target::Http { .. } => None,
         }
     }
 }
@@ -285,9 +320,13 @@ impl DbUser {
         self.conn.is_some()
     }
 
-    /// Opens its connection and sets ef_search.
-    pub async fn start(&mut self, url: &str, ef_search: u32) -> Result<()> {
-        let mut conn = crate::db::connect(url).await?;
+    /// Opens its connection (on the write table, when the run writes) and sets ef_search.
+    pub async fn start(&mut self, url: &str, ef_search: u32, write_table: bool) -> Result<()> {
+        let mut conn = if write_table {
+            crate::db::writes::session(url).await?
+        } else {
+            crate::db::connect(url).await?
+        };
         search::set_ef_search(&mut conn, ef_search, false).await?;
         self.conn = Some(conn);
         Ok(())
@@ -313,6 +352,7 @@ pub async fn send_sql(
         vectors,
         scorer,
         next,
+        writes,
         ..
     } = target
     else {
@@ -325,13 +365,23 @@ pub async fn send_sql(
     let i = (n % vectors.len() as u64) as usize;
     // Scored: a page of k, the k of recall@k.
     let page = scorer.as_ref().map_or(PAGE, |s| s.k as i64);
+    // While rows are written: the truth as the table stands before the search is sent.
+    let live = scorer
+        .as_ref()
+        .and(writes.as_ref())
+        .and_then(|w| w.live.as_ref());
+    let truth_now = live.map(|l| l.now(i));
     let sent = Instant::now();
     let (failure, bytes, recall) = match conn {
         Some(conn) => match search::search(conn, &vectors[i], page).await {
             Ok(hits) => {
                 let recall = scorer.as_ref().map(|s| {
                     let got: Vec<_> = hits.iter().map(|h| (h.id, h.distance)).collect();
-                    (i, s.score(i, &got))
+                    let r = match &truth_now {
+                        Some(t) => crate::db::truth::LiveTruth::score(t, &got),
+                        None => s.score(i, &got),
+                    };
+                    (i, r)
                 });
                 (None, hits.len() as u64, recall)
             }
@@ -349,6 +399,7 @@ pub async fn send_sql(
         failure,
         bytes,
         recall,
+        rows: 0,
     }
 }
 
@@ -428,5 +479,16 @@ mod tests {
             .unwrap();
         assert_eq!(r.paced_kind(), Some("realistic"));
         assert_eq!(s.paced_kind(), None);
+        // The writers: their 201s add rows; the seeds' kinds only read.
+        assert!(!s.writes() && !r.writes());
+        for w in ["write", "contribute", "search:4,write:1"] {
+            let c = w
+                .parse::<Spec>()
+                .unwrap()
+                .compile("http://127.0.0.1:1", &d, 1)
+                .unwrap();
+            assert!(c.writes(), "{w}");
+            assert_eq!(c.paced_kind(), None, "{w} runs in the open model too");
+        }
     }
 }

@@ -240,6 +240,12 @@ impl VirtualUser {
             }
             Err(e) => (None, 0, Some(Failure::of_transport(&e)), None),
         };
+        // A write counts once it succeeded with a 2xx (an expected 429 added nothing).
+        let rows = if failure.is_none() && status.is_some_and(|s| (200..300).contains(&s)) {
+            u64::from(r.writes)
+        } else {
+            0
+        };
         RequestOutcome {
             method: r.method_name,
             name: r.name.clone(),
@@ -250,6 +256,7 @@ impl VirtualUser {
             failure,
             bytes,
             recall,
+            rows,
         }
     }
 

@@ -277,8 +277,10 @@ fn recall_chart(levels: &[(f64, &ResultEntry)], axis: &str) -> Option<Chart> {
     })
 }
 
-/// The two per-second series: (series, what it is, its y label).
-const PER_SECOND: [(&str, &str, &str); 2] = [
+/// The per-second series: (series, what it is, its y label). Recall and the table's rows come
+/// from runs that scored answers and runs that wrote (`load --recall`, `--write-rate`, a scenario's
+/// `writes`).
+const PER_SECOND: [(&str, &str, &str); 4] = [
     (
         "rps_per_second",
         "Throughput over time",
@@ -288,6 +290,16 @@ const PER_SECOND: [(&str, &str, &str); 2] = [
         "p99_ms_per_second",
         "p99 over time (per second)",
         "p99 latency (ms)",
+    ),
+    (
+        "recall_per_second",
+        "Recall over time (scored answers, last 10 s)",
+        "recall@k",
+    ),
+    (
+        "table_rows",
+        "Rows in the table over time (the run's writes)",
+        "rows",
     ),
 ];
 
