@@ -145,6 +145,9 @@ pub async fn write_table(
             r.rows, r.vacuum_seconds
         );
     }
+    if let Some((_, seconds)) = table.reindexed {
+        eprintln!("load: the write table's HNSW index rebuilt in {seconds:.1} s");
+    }
     conn.close().await.ok();
     Ok(table)
 }

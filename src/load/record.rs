@@ -51,11 +51,19 @@ pub fn metrics_of(
     for (status, n) in &e.statuses {
         m.insert(Metric::Status(*status), *n as f64);
     }
-    if open_model && e.method.is_empty() {
+    // How late requests went out after their due time: the open model's arrivals, and writers
+    // (`--write-rate`) in either model — each name its own, the total over all.
+    let writer = e.method == "SQL" && e.name == super::ingest::INSERT_NAME;
+    if open_model || writer {
+        let h = if e.method.is_empty() {
+            &stats.lateness
+        } else {
+            &e.lateness
+        };
         for s in [Stat::P50, Stat::P99] {
             m.insert(
                 Metric::ScheduleLateness(s),
-                stats.lateness.value_at_quantile(quantile(s)) as f64 / 1e6,
+                h.value_at_quantile(quantile(s)) as f64 / 1e6,
             );
         }
     }

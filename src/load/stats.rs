@@ -99,6 +99,9 @@ pub struct Entry {
     pub recall: RecallSummary,
     /// Rows (vectors) its requests added.
     pub rows: u64,
+    /// How late its requests were sent after their due time (ns): the open model's hand-off, a
+    /// writer behind its `--write-rate`.
+    pub lateness: Histogram<u64>,
     /// This second's recall (sum, answers), and the last [`WINDOW_SECONDS`] seconds' (for the
     /// history).
     recall_current: (f64, u64),
@@ -123,6 +126,7 @@ impl Entry {
             statuses: BTreeMap::new(),
             recall: RecallSummary::default(),
             rows: 0,
+            lateness: record::latency_histogram(),
             recall_current: (0.0, 0),
             recall_window: VecDeque::new(),
             current: record::latency_histogram(),
@@ -144,6 +148,12 @@ impl Entry {
             *self.statuses.entry(s).or_default() += 1;
         }
         self.rows += o.rows;
+        self.lateness.saturating_record(
+            o.sent
+                .saturating_duration_since(o.intended)
+                .as_nanos()
+                .max(1) as u64,
+        );
         if let Some((q, r)) = o.recall {
             self.recall.add(q, r);
             self.recall_current.0 += r;

@@ -63,8 +63,13 @@ async fn the_write_table_is_built_once_and_restoring_it_removes_only_the_marked_
     assert_eq!(again.restored.map(|r| r.rows), Some(50));
     assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
     assert_eq!(writes::dataset_rows(&mut conn).await.unwrap(), 2_000);
-    // Nothing left: no VACUUM.
+    // The graph went through 50 inserts and deletes: rebuilt before the run, as fresh as built.
+    assert_eq!(again.reindexed.map(|r| r.0), Some(Some(50)));
+    // Nothing left: no VACUUM, and a fresh graph is kept.
     assert_eq!(writes::restore(&mut conn).await.unwrap().rows, 0);
+    let third = writes::ensure(&mut conn, &cfg, &fp, 2_000).await.unwrap();
+    assert_eq!((third.restored, third.reindexed), (None, None));
+    assert!(is_valid_hnsw(&mut conn).await, "the rebuilt index is whole");
 
     // Another dataset's fingerprint rebuilds it; a schema of that name capbench did not make is refused.
     let other = writes::ensure(&mut conn, &cfg, "another", 2_000)
@@ -473,4 +478,15 @@ async fn write_rate_mistakes_are_one_line_before_anything_starts() {
         let line = capbench::one_line(&e);
         assert!(line.contains(want), "{argv:?}: {line}");
     }
+}
+
+/// Whether the write table's HNSW index exists and is valid.
+async fn is_valid_hnsw(conn: &mut sqlx::PgConnection) -> bool {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT indisvalid FROM pg_index \
+         WHERE indexrelid = to_regclass('capbench_writes.ix_traces_embedding_hnsw')), false)",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
 }
