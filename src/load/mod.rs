@@ -373,7 +373,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
         redis_url.as_deref(),
         &outcome,
         scenario.as_ref().and_then(|s| s.digest.clone()),
-        write_table.is_some(),
+        write_table.as_ref().map(|(_, rows)| *rows),
     )
     .await?;
     if let Some(r) = restored {

@@ -80,7 +80,7 @@ pub(super) async fn build_record(
     redis_url: Option<&str>,
     outcome: &LoadOutcome,
     scenario_digest: Option<String>,
-    on_write_table: bool,
+    write_table_rows: Option<u64>,
 ) -> Result<RunRecord> {
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
@@ -117,7 +117,7 @@ pub(super) async fn build_record(
             write_rate: args.write_rate,
             write_batch: args.write_rate.map(|_| args.write_batch),
             writers: args.write_rate.map(|_| args.writers),
-            write_table: on_write_table,
+            write_table: write_table_rows.is_some(),
         }),
     );
     rec.interrupted = outcome.interrupted().is_some();
@@ -163,7 +163,7 @@ pub(super) async fn build_record(
             entry.series = if is_total {
                 history_series(stats)
             } else {
-                entry_series(stats, e, target.writes().map(|w| w.dataset_rows))
+                entry_series(stats, e, write_table_rows)
             };
             rec.results.push(entry);
         }
@@ -203,10 +203,12 @@ pub fn entry_series(
         "rps_per_second".into(),
         rows.iter().map(|r| (r.elapsed, r.rps)).collect(),
     );
+    // A second whose last 10 s saw none of these requests has no p99 (not 0 ms).
     out.insert(
         "p99_ms_per_second".into(),
         rows.iter()
             .map(|r| (r.elapsed, r.percentile(Stat::P99)))
+            .filter(|p| p.1 > 0.0)
             .collect(),
     );
     let recall: Vec<(f64, f64)> = rows

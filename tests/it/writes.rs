@@ -428,16 +428,21 @@ async fn a_read_write_load_through_the_service_writes_on_the_copy_only() {
     assert_eq!(w.rows, created, "each 201 is one row");
     let s = done.stats.entry("/api/v1/traces/search").unwrap();
     assert!(s.requests > 0 && s.failures == 0 && s.rows == 0);
-    let restore = out
-        .record
-        .results
-        .iter()
-        .find(|r| r.name == "load/write_table/restore")
-        .unwrap();
+    let entry = |name: &str| {
+        out.record
+            .results
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
     assert_eq!(
-        restore.metric(&capbench::record::Metric::ChangedRows),
+        entry("load/write_table/restore").metric(&capbench::record::Metric::ChangedRows),
         Some(created as f64)
     );
+    // The table's rows over time: from the copy's 600, one more per 201.
+    let rows = &entry("load//api/v1/traces").series["table_rows"];
+    assert_eq!(rows.first().map(|p| p.1), Some(600.0));
+    assert!(rows.iter().all(|p| p.1 <= 600.0 + created as f64));
     let mut conn = db::connect(&url).await.unwrap();
     assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
     let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
