@@ -9,6 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::Reach;
 use super::scenario::Spec;
+use super::shape::Stages;
 use super::threshold::Threshold;
 use crate::config::Config;
 
@@ -48,6 +49,17 @@ pub struct LoadArgs {
     /// intended start.
     #[arg(long, env = "CAPBENCH_RATE", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Closed model shaped like k6's stages: `30s:20,2m:20,10s:200,1m:200,30s:20` — each stage moves
+    /// the number of users linearly to its target over its duration (ramp, hold, spike, ramp
+    /// down); users start as it rises and retire after their task as it falls. The run lasts the
+    /// stages' sum.
+    #[arg(long, env = "CAPBENCH_STAGES")]
+    pub stages: Option<Stages>,
+    /// Open model shaped like k6's ramping arrival rate: the stages' targets are arrivals per
+    /// second (`30s:100,1m:100,10s:1000,1m:1000,30s:100`), each request due when the rate's
+    /// integral reaches it.
+    #[arg(long, env = "CAPBENCH_RATE_STAGES")]
+    pub rate_stages: Option<Stages>,
     /// Open model: requests in flight at most (a late request still counts from its intended start).
     #[arg(long, env = "CAPBENCH_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_in_flight: u64,
@@ -189,6 +201,24 @@ impl LoadArgs {
         Ok(args)
     }
 
+    /// The open model: a constant rate (`--rate`) or a shaped one (`--rate-stages`).
+    pub fn open_model(&self) -> bool {
+        self.rate.is_some() || self.rate_stages.is_some()
+    }
+
+    /// The stages shaping the run, if any (users or arrivals/s).
+    pub fn shape(&self) -> Option<&Stages> {
+        self.stages.as_ref().or(self.rate_stages.as_ref())
+    }
+
+    /// How long a run (not a sweep level) lasts: the stages' sum, --run-time, or 60 s.
+    pub fn run_time(&self) -> Duration {
+        match self.shape() {
+            Some(s) => s.total(),
+            None => self.run_time.unwrap_or(Duration::from_secs(60)),
+        }
+    }
+
     /// Where this run may send traffic: anywhere with --allow-remote, else this machine only.
     pub fn reach(&self) -> Reach {
         if self.allow_remote {
@@ -227,6 +257,18 @@ impl LoadArgs {
         }
         if self.run_time.is_some_and(|t| t.is_zero()) {
             bail!("--run-time must be above 0");
+        }
+        let shaped = self.stages.is_some() || self.rate_stages.is_some();
+        if self.stages.is_some() && self.rate_stages.is_some() {
+            bail!("--stages (users) and --rate-stages (arrivals/s) shape one run: choose one");
+        }
+        if shaped && (self.rate.is_some() || !self.sweep.is_empty()) {
+            bail!(
+                "--stages and --rate-stages set the load over time: not with --rate or --sweep (a constant rate, levels)"
+            );
+        }
+        if shaped && self.run_time.is_some() {
+            bail!("--stages and --rate-stages set the run's time (their sum): drop --run-time");
         }
         if self.write_rate.is_some() && !self.sweep.is_empty() {
             bail!(

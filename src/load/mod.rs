@@ -14,7 +14,8 @@
 //!   database target's SQL user;
 //! - `ingest`: writes beside the searches (the database target's INSERTs at a rate) and the write
 //!   table a run that writes works on, restored after it;
-//! - `model`: the closed and open models; `signal`: Ctrl-C and SIGTERM;
+//! - `model`: the closed and open models; `shape`: their stages (ramp, hold, spike); `signal`:
+//!   Ctrl-C and SIGTERM;
 //! - `failure`: why a request failed, as data; `stats`: what a run measured;
 //! - `recall`: the query set and ground truth `--recall` scores every answer against;
 //! - `threshold`: k6-like pass/fail criteria; `sweep`: levels and the knee;
@@ -30,6 +31,7 @@ pub mod reach;
 pub mod recall;
 pub mod record;
 pub mod scenario;
+pub mod shape;
 pub mod signal;
 pub mod stats;
 pub mod sweep;
@@ -244,6 +246,7 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
                 max_requests: args.max_requests,
                 prepared: Some(prepared.clone()),
                 tag: tag.clone(),
+                stages: None,
             };
             let done = model::closed(
                 &target,
@@ -275,59 +278,58 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
             println!("recall column: {label}");
         }
     } else {
-        let run_time = args.run_time.unwrap_or(Duration::from_secs(60));
-        let done = match args.rate {
-            Some(rate) => {
-                let users = before_run(
-                    &interrupt,
-                    target::prepare_users(
-                        &target,
-                        scenario.as_ref(),
-                        args.users.min(1000) as usize,
-                        &tag,
-                        run_time,
-                    ),
-                )
-                .await?;
-                let plan = OpenPlan {
-                    rate,
-                    users: Arc::new(users),
-                    tag: tag.clone(),
-                    max_in_flight: args.max_in_flight as usize,
-                    run_time,
-                    max_requests: args.max_requests,
-                };
-                model::open(
+        let run_time = args.run_time();
+        let (label, unit) = if args.open_model() {
+            ("open", "requests/s")
+        } else {
+            ("closed", "users")
+        };
+        let progress = Progress::new(label, args.quiet).with_stages(args.shape().cloned(), unit);
+        let done = if args.open_model() {
+            let users = before_run(
+                &interrupt,
+                target::prepare_users(
                     &target,
-                    &plan,
-                    &Progress::new("open", args.quiet),
-                    interrupt.clone(),
-                )
-                .await?
-            }
-            None => {
-                let plan = ClosedPlan {
-                    users: args.users as usize,
-                    spawn_rate: args.spawn_rate.unwrap_or(args.users as f64),
-                    scenario: scenario.clone(),
-                    wait: args.wait,
+                    scenario.as_ref(),
+                    args.users.min(1000) as usize,
+                    &tag,
                     run_time,
-                    max_requests: args.max_requests,
-                    prepared: None,
-                    tag: tag.clone(),
-                };
-                model::closed(
-                    &target,
-                    &plan,
-                    &Progress::new("closed", args.quiet),
-                    interrupt.clone(),
-                )
-                .await?
-            }
+                ),
+            )
+            .await?;
+            let plan = OpenPlan {
+                rate: args
+                    .rate
+                    .unwrap_or_else(|| args.rate_stages.as_ref().map_or(1.0, |s| s.peak())),
+                stages: args.rate_stages.clone(),
+                users: Arc::new(users),
+                tag: tag.clone(),
+                max_in_flight: args.max_in_flight as usize,
+                run_time,
+                max_requests: args.max_requests,
+            };
+            model::open(&target, &plan, &progress, interrupt.clone()).await?
+        } else {
+            let users = match &args.stages {
+                Some(s) => s.peak().ceil() as usize,
+                None => args.users as usize,
+            };
+            let plan = ClosedPlan {
+                users,
+                spawn_rate: args.spawn_rate.unwrap_or(args.users as f64),
+                scenario: scenario.clone(),
+                wait: args.wait,
+                run_time,
+                max_requests: args.max_requests,
+                prepared: None,
+                tag: tag.clone(),
+                stages: args.stages.clone(),
+            };
+            model::closed(&target, &plan, &progress, interrupt.clone()).await?
         };
         output::print_finished(
             &done,
-            args.rate.is_some(),
+            args.open_model(),
             args.max_requests,
             recall_label.as_deref(),
         );

@@ -3,7 +3,7 @@
 //! request's latency taken from its slot in the schedule, so a stalled server cannot hide its tail
 //! (coordinated omission); the uncorrected latency, from the actual send, is kept beside it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use super::failure::Failure;
 pub use super::output::Progress;
 use super::scenario::{self, DbUser, Next, Scenario, Sink, Target, VirtualUser};
+use super::shape::Stages;
 use super::signal::signalled;
 pub use super::signal::{Interrupt, Signal};
 use super::stats::{RequestOutcome, Stats};
@@ -37,13 +38,18 @@ pub struct ClosedPlan {
     pub prepared: Option<Arc<Vec<Arc<VirtualUser>>>>,
     /// Distinguishes this run's e-mail addresses from earlier runs'.
     pub tag: String,
+    /// The users over time (`--stages`): `users` is then their peak, started as the target rises
+    /// and retired as it falls; `spawn_rate` is not used.
+    pub stages: Option<Stages>,
 }
 
 /// An open-model run.
 #[derive(Debug, Clone)]
 pub struct OpenPlan {
-    /// Requests per second.
+    /// Requests per second (with `stages`, their peak).
     pub rate: f64,
+    /// The rate over time (`--rate-stages`), instead of a constant `rate`.
+    pub stages: Option<Stages>,
     /// The users whose tasks start at the arrival rate, in turn (HTTP; their on_start ran
     /// beforehand).
     pub users: Arc<Vec<Arc<VirtualUser>>>,
@@ -277,6 +283,10 @@ pub async fn closed(
     let shared = Shared::new(plan.max_requests);
     let (start, deadline, ticker, interrupt) = begin(&shared, plan.run_time, progress, interrupt);
     let mut handles = writers(target, &shared, start, deadline);
+    if let Some(stages) = &plan.stages {
+        handles.extend(shaped(target, plan, stages, &shared, start, deadline).await?);
+        return Ok(finish(shared, handles, ticker, interrupt, progress).await);
+    }
     for i in 0..plan.users {
         let at = if plan.spawn_rate.is_finite() {
             start + Duration::from_secs_f64(i as f64 / plan.spawn_rate)
@@ -290,36 +300,110 @@ pub async fn closed(
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = stopped(shared.stop.subscribe()) => break,
         }
-        let (shared, target) = (shared.clone(), target.clone());
-        handles.push(match &target {
-            Target::Database { .. } => tokio::spawn(db_user_loop(
-                shared,
-                target,
-                DbUser::new(i as u64),
-                deadline,
-            )),
-            Target::Http { .. } => {
-                let user = match (&plan.prepared, &plan.scenario) {
-                    (Some(users), _) if !users.is_empty() => users[i % users.len()].clone(),
-                    (_, Some(scenario)) => Arc::new(VirtualUser::new(scenario.clone(), i as u64)),
-                    (_, None) => anyhow::bail!("an HTTP target needs a scenario"),
-                };
-                tokio::spawn(user_loop(
-                    shared,
-                    target,
-                    user,
-                    plan.wait,
-                    deadline,
-                    plan.tag.clone(),
-                ))
-            }
-        });
+        handles.push(spawn_user(
+            target,
+            plan,
+            &shared,
+            i,
+            deadline,
+            Arc::default(),
+        )?);
     }
     tokio::select! {
         _ = tokio::time::sleep_until(deadline.into()) => {}
         _ = stopped(shared.stop.subscribe()) => {}
     }
     Ok(finish(shared, handles, ticker, interrupt, progress).await)
+}
+
+/// Starts closed-model user `i` (a database connection, or an HTTP user: one of the prepared, or a
+/// new one of the scenario) until `deadline`, or until `retire` is set (after its task).
+fn spawn_user(
+    target: &Target,
+    plan: &ClosedPlan,
+    shared: &Arc<Shared>,
+    i: usize,
+    deadline: Instant,
+    retire: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (shared, target) = (shared.clone(), target.clone());
+    Ok(match &target {
+        Target::Database { .. } => tokio::spawn(db_user_loop(
+            shared,
+            target,
+            DbUser::new(i as u64),
+            deadline,
+            retire,
+        )),
+        Target::Http { .. } => {
+            let user = match (&plan.prepared, &plan.scenario) {
+                (Some(users), _) if !users.is_empty() => users[i % users.len()].clone(),
+                (_, Some(scenario)) => Arc::new(VirtualUser::new(scenario.clone(), i as u64)),
+                (_, None) => anyhow::bail!("an HTTP target needs a scenario"),
+            };
+            tokio::spawn(user_loop(
+                shared,
+                target,
+                user,
+                plan.wait,
+                deadline,
+                plan.tag.clone(),
+                retire,
+            ))
+        }
+    })
+}
+
+/// How often a shaped closed run matches its users to the target.
+const SHAPE_TICK: Duration = Duration::from_millis(100);
+
+/// The closed model shaped by `stages` until `deadline`: every [`SHAPE_TICK`], users are started
+/// until as many run as the target (rounded) and, while more run, the newest are retired (each
+/// after its current task, k6's graceful ramp-down). Returns every user's task.
+async fn shaped(
+    target: &Target,
+    plan: &ClosedPlan,
+    stages: &Stages,
+    shared: &Arc<Shared>,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    // The retire flags of the users still meant to run, oldest first.
+    let mut running: Vec<Arc<AtomicBool>> = Vec::new();
+    let mut next = 0usize;
+    let mut tick = tokio::time::interval(SHAPE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(shared.stop.subscribe()) => break,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let want = stages.target_at(now - start).round() as usize;
+        while running.len() < want {
+            let retire = Arc::new(AtomicBool::new(false));
+            handles.push(spawn_user(
+                target,
+                plan,
+                shared,
+                next,
+                deadline,
+                retire.clone(),
+            )?);
+            running.push(retire);
+            next += 1;
+        }
+        while running.len() > want {
+            if let Some(r) = running.pop() {
+                r.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(handles)
 }
 
 async fn user_loop(
@@ -329,6 +413,7 @@ async fn user_loop(
     wait: Option<Duration>,
     deadline: Instant,
     tag: String,
+    retire: Arc<AtomicBool>,
 ) {
     let Target::Http { client, .. } = &target else {
         return;
@@ -337,7 +422,11 @@ async fn user_loop(
     let stop = shared.stop.subscribe();
     // on_start; a failure is recorded and, unless the kind goes on without, tried again a second
     // later.
-    while !user.ready() && !shared.stopped() && Instant::now() < deadline {
+    while !user.ready()
+        && !shared.stopped()
+        && !retire.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+    {
         if user.start(client, &tag, &*shared).await.is_err() && !user.ready() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -350,7 +439,8 @@ async fn user_loop(
         sent: Default::default(),
         first_429: Mutex::new(None),
     };
-    while user.ready() && !shared.stopped() && Instant::now() < deadline {
+    let retired = || retire.load(Ordering::Relaxed);
+    while user.ready() && !shared.stopped() && !retired() && Instant::now() < deadline {
         let started = Instant::now();
         match user.next() {
             Next::Sleep(d) => {
@@ -387,7 +477,13 @@ async fn user_loop(
 
 /// A database user: its connection (a failure recorded and retried once a second), then THE
 /// search SQL back to back.
-async fn db_user_loop(shared: Arc<Shared>, target: Target, mut user: DbUser, deadline: Instant) {
+async fn db_user_loop(
+    shared: Arc<Shared>,
+    target: Target,
+    mut user: DbUser,
+    deadline: Instant,
+    retire: Arc<AtomicBool>,
+) {
     let Target::Database {
         url,
         ef_search,
@@ -413,7 +509,12 @@ async fn db_user_loop(shared: Arc<Shared>, target: Target, mut user: DbUser, dea
             }
         }
     }
-    while user.ready() && !shared.stopped() && Instant::now() < deadline && shared.take_slot() {
+    while user.ready()
+        && !shared.stopped()
+        && !retire.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+        && shared.take_slot()
+    {
         let o = user.step(&target, Instant::now()).await;
         shared.record(&o);
     }
@@ -463,7 +564,14 @@ pub async fn open(
                 let interval = Duration::from_secs_f64(1.0 / plan.rate);
                 let mut k: u64 = 0;
                 loop {
-                    let intended = start + interval.mul_f64(k as f64);
+                    // Request k's slot: every 1/rate, or where the shaped rate's integral reaches k.
+                    let due = match &plan.stages {
+                        Some(stages) => stages.arrival(k),
+                        None => Some(interval.mul_f64(k as f64)),
+                    };
+                    let Some(intended) = due.map(|d| start + d) else {
+                        break;
+                    };
                     if intended >= deadline || shared.stopped() {
                         break;
                     }

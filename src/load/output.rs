@@ -16,6 +16,8 @@ pub struct Progress {
     /// Redraw one line in place (a terminal) or print a line every 10 s (a log).
     pub tty: bool,
     pub quiet: bool,
+    /// The run's stages and their unit, for the live view of the current one.
+    pub stages: Option<(super::shape::Stages, &'static str)>,
 }
 
 impl Progress {
@@ -24,7 +26,14 @@ impl Progress {
             label: label.into(),
             tty: std::io::stderr().is_terminal(),
             quiet,
+            stages: None,
         }
+    }
+
+    /// The live view names the current stage of `stages` (targets in `unit`).
+    pub fn with_stages(mut self, stages: Option<super::shape::Stages>, unit: &'static str) -> Self {
+        self.stages = stages.map(|s| (s, unit));
+        self
     }
 
     /// The progress line after `second` seconds (in a log: every 10 s).
@@ -34,8 +43,16 @@ impl Progress {
         }
         let last = stats.total_history().last();
         let t = &stats.total;
+        let stage = self.stages.as_ref().map_or(String::new(), |(s, unit)| {
+            let t = std::time::Duration::from_secs(second);
+            format!(
+                " {}, target {:.0} |",
+                s.describe_at(t, unit),
+                s.target_at(t)
+            )
+        });
         let line = format!(
-            "{} [{:>3}s] users {users} | {:.0} req/s | p50 {:.2} ms p99 {:.2} ms (last 10 s) | {} requests, {} failures ({:.2}%)",
+            "{} [{:>3}s]{stage} users {users} | {:.0} req/s | p50 {:.2} ms p99 {:.2} ms (last 10 s) | {} requests, {} failures ({:.2}%)",
             self.label,
             second,
             last.map_or(0.0, |r| r.rps),

@@ -85,7 +85,7 @@ pub(super) async fn build_record(
     let (environment, unread) = Environment::of_servers("load", db_url, redis_url).await;
     let model = if outcome.swept {
         LoadModel::Sweep
-    } else if args.rate.is_some() {
+    } else if args.open_model() {
         LoadModel::Open
     } else {
         LoadModel::Closed
@@ -106,7 +106,11 @@ pub(super) async fn build_record(
             rate: args.rate,
             sweep: args.sweep.clone(),
             slo_p99_ms: args.slo_p99,
-            run_time_s: args.run_time.map(|d| d.as_secs_f64()),
+            run_time_s: args
+                .run_time
+                .or(args.shape().map(|s| s.total()))
+                .map(|d| d.as_secs_f64()),
+            stages: args.shape().map(|s| s.to_string()),
             max_requests: args.max_requests,
             ef_search: args.config.service.search_ef_search,
             query_set: args
@@ -140,7 +144,7 @@ pub(super) async fn build_record(
         )?;
         return Ok(rec);
     }
-    let open_model = args.rate.is_some();
+    let open_model = args.open_model();
     for (_, done) in &outcome.finished {
         let stats = &done.stats;
         for e in stats.entries_and_total() {
@@ -161,7 +165,11 @@ pub(super) async fn build_record(
                 .map(ThresholdCheck::gate)
                 .collect();
             entry.series = if is_total {
-                history_series(stats)
+                let mut series = history_series(stats);
+                if let Some(shape) = args.shape() {
+                    series.insert("target_per_second".into(), shape_series(stats, shape));
+                }
+                series
             } else {
                 entry_series(stats, e, write_table_rows)
             };
@@ -228,6 +236,14 @@ pub fn entry_series(
         );
     }
     out
+}
+
+/// The stages' target (users, or arrivals/s) at the start and at every second of the history.
+pub fn shape_series(stats: &Stats, shape: &super::shape::Stages) -> Vec<(f64, f64)> {
+    std::iter::once(0.0)
+        .chain(stats.total_history().map(|r| r.elapsed))
+        .map(|t| (t, shape.target_at(std::time::Duration::from_secs_f64(t))))
+        .collect()
 }
 
 /// Aggregated requests/s and p99 (last 10 s) per second.

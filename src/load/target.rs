@@ -58,7 +58,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
         args.scenario_seed,
         stand_in,
     )?;
-    if args.rate.is_some()
+    if args.open_model()
         && let Some(kind) = probe.paced_kind()
     {
         bail!(
@@ -183,7 +183,7 @@ pub(super) async fn prepare(args: &LoadArgs) -> Result<Prepared> {
                             rate,
                             batch: args.write_batch as usize,
                             writers: args.writers as usize,
-                            run_time: args.run_time.unwrap_or(Duration::from_secs(60)),
+                            run_time: args.run_time(),
                             timeout: args.timeout,
                         },
                     )

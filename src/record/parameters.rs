@@ -333,6 +333,9 @@ pub struct LoadParameters {
     pub quick: bool,
     /// What of the servers' environment could not be read, and why.
     pub environment_unread: Vec<String>,
+    /// The load shape (`--stages` users, `--rate-stages` arrivals/s), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
     /// The database target's INSERTs beside the searches (`--write-rate`), rows/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_rate: Option<f64>,

@@ -798,3 +798,97 @@ json = { vector = "{{q.vector}}" }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Load shapes (k6's stages): the open model sends exactly the arrivals the shaped rate's integral
+/// schedules, the closed model runs as many users as the target says (up, held, down to none), the
+/// record keeps the shape and its target over time; a shape beside --run-time or --rate is refused.
+#[test]
+fn load_shapes_follow_their_stages() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(fixture_target(64, Duration::from_millis(1), None));
+    // Open: 0 → 100/s in 1 s, 100/s for 1 s, down to 0 in 1 s — 50 + 100 + 50 arrivals.
+    let out = rt
+        .block_on(load::run(
+            common::load_args(&[
+                "--target",
+                &url,
+                "--rate-stages",
+                "1s:100,1s:100,1s:0",
+                "--users",
+                "4",
+                "-q",
+            ]),
+            None,
+        ))
+        .unwrap();
+    let (_, done) = &out.finished[0];
+    assert_eq!(
+        done.stats.entry("/api/v1/traces/search").unwrap().requests,
+        200
+    );
+    let capbench::record::Parameters::Load(p) = &out.record.parameters else {
+        panic!("a load record")
+    };
+    assert_eq!(p.stages.as_deref(), Some("1s:100,1s:100,1s:0"));
+    assert_eq!(p.run_time_s, Some(3.0));
+    // Closed: up to 4 users in 1 s, 4 for 2 s, down to none in 1 s.
+    let out = rt
+        .block_on(load::run(
+            common::load_args(&[
+                "--target",
+                &url,
+                "--stages",
+                "1s:4,2s:4,1s:0",
+                "--wait",
+                "20ms",
+                "-q",
+            ]),
+            None,
+        ))
+        .unwrap();
+    let (_, done) = &out.finished[0];
+    let users: Vec<usize> = done.stats.total_history().map(|r| r.users).collect();
+    assert_eq!(users.iter().max(), Some(&4), "{users:?}");
+    assert!(users[1] == 4 && users[2] == 4, "held at 4: {users:?}");
+    assert!(
+        users.last().is_some_and(|&u| u <= 1),
+        "ramped down: {users:?}"
+    );
+    let total = out
+        .record
+        .results
+        .iter()
+        .find(|r| r.name == "load/Aggregated")
+        .unwrap();
+    let target = &total.series["target_per_second"];
+    assert_eq!(target.first(), Some(&(0.0, 0.0)));
+    assert!(target.iter().any(|p| (p.1 - 4.0).abs() < 1e-9));
+    // A shape is the run's time and load: not beside --run-time or --rate.
+    for argv in [
+        vec![
+            "--target",
+            url.as_str(),
+            "--stages",
+            "1s:4",
+            "--run-time",
+            "10s",
+        ],
+        vec![
+            "--target",
+            url.as_str(),
+            "--rate-stages",
+            "1s:4",
+            "--rate",
+            "5",
+        ],
+    ] {
+        let e = rt
+            .block_on(load::run(common::load_args(&argv), None))
+            .unwrap_err();
+        assert!(capbench::one_line(&e).contains("--stages"), "{e}");
+    }
+    let bad =
+        capbench::load::LoadArgs::parse_from_args(&["load", "--stages", "30s"].map(String::from))
+            .unwrap_err();
+    assert!(bad.to_string().contains("DURATION:TARGET"), "{bad}");
+}

@@ -369,6 +369,7 @@ async fn a_panic_in_the_schedule_is_the_runs_error() {
     // A rate of zero (the command line refuses it) makes the schedule thread panic.
     let plan = OpenPlan {
         rate: 0.0,
+        stages: None,
         users: Arc::new(vec![Arc::new(VirtualUser::new(
             Arc::new(
                 "search"

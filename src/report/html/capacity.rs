@@ -279,8 +279,8 @@ fn recall_chart(levels: &[(f64, &ResultEntry)], axis: &str) -> Option<Chart> {
 
 /// The per-second series: (series, what it is, its y label). Recall and the table's rows come
 /// from runs that scored answers and runs that wrote (`load --recall`, `--write-rate`, a scenario's
-/// `writes`).
-const PER_SECOND: [(&str, &str, &str); 4] = [
+/// `writes`); the target from shaped runs (`--stages`, `--rate-stages`).
+const PER_SECOND: [(&str, &str, &str); 5] = [
     (
         "rps_per_second",
         "Throughput over time",
@@ -300,6 +300,11 @@ const PER_SECOND: [(&str, &str, &str); 4] = [
         "table_rows",
         "Rows in the table over time (the run's writes)",
         "rows",
+    ),
+    (
+        "target_per_second",
+        "The load shape: the stages' target over time",
+        "users (closed) or requests/s (open)",
     ),
 ];
 
