@@ -327,6 +327,13 @@ pub async fn run(args: LoadArgs, interrupt: Option<Interrupt>) -> Result<LoadOut
             };
             model::closed(&target, &plan, &progress, interrupt.clone()).await?
         };
+        let mut done = done;
+        if let Some(spike) = args.shape().and_then(|s| s.spike()) {
+            let rows: Vec<_> = done.stats.total_history().collect();
+            let r = shape::recovery(&rows, &spike);
+            done.stats.recovery = Some(r.seconds);
+            output::print_recovery(&spike, &r, run_time);
+        }
         output::print_finished(
             &done,
             args.open_model(),

@@ -128,6 +128,32 @@ pub fn print_finished(done: &Finished, open_model: bool, max_requests: u64, reca
     }
 }
 
+/// A shaped run's recovery after its spike.
+pub fn print_recovery(
+    spike: &super::shape::Spike,
+    r: &super::shape::Recovery,
+    run_time: std::time::Duration,
+) {
+    let when = format!(
+        "after the spike from {} (at {:.0} s), the load was back at {:.0} s",
+        spike.level, spike.starts_at, spike.back_at
+    );
+    let rule = format!(
+        "p95 within {}× of the pre-spike {:.2} ms and errors under {}% for {} s in a row",
+        super::shape::RECOVERY_FACTOR,
+        r.before_p95_ms,
+        super::shape::RECOVERY_MAX_ERROR_RATE * 100.0,
+        super::shape::RECOVERY_HOLD
+    );
+    match r.seconds {
+        Some(s) => println!("recovery: {when}; {rule}: {s:.0} s later"),
+        None => println!(
+            "recovery: {when}; {rule}: not reached in the {:.0} s the run went on (a longer last stage shows more)",
+            (run_time.as_secs_f64() - spike.back_at).max(0.0)
+        ),
+    }
+}
+
 /// The database target's INSERTs (`--write-rate`), on their own schedule.
 fn is_writer(e: &Entry) -> bool {
     e.method == "SQL" && e.name == super::ingest::INSERT_NAME

@@ -44,6 +44,11 @@ pub fn metrics_of(
     m.insert(Metric::Failures, e.failures as f64);
     m.insert(Metric::ErrorRate, e.error_rate());
     m.insert(Metric::Rps, stats.rps(e));
+    if e.method.is_empty()
+        && let Some(Some(seconds)) = stats.recovery
+    {
+        m.insert(Metric::RecoverySeconds, seconds);
+    }
     if e.rows > 0 {
         m.insert(Metric::ChangedRows, e.rows as f64);
         m.insert(Metric::VectorsPerSecond, stats.vectors_per_second(e));

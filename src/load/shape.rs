@@ -9,6 +9,66 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::stats::HistoryRow;
+use crate::record::Stat;
+
+/// Recovered: p95 within this factor of the pre-spike p95 (seed 004's 1.2×)…
+pub const RECOVERY_FACTOR: f64 = 1.2;
+/// … and errors under this share (1 %)…
+pub const RECOVERY_MAX_ERROR_RATE: f64 = 0.01;
+/// … for this many seconds in a row.
+pub const RECOVERY_HOLD: usize = 3;
+
+/// A shape's spike: the first stage whose target is at least twice a non-zero one before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spike {
+    /// The pre-spike level (the previous stage's target) and when it ended (s from the start).
+    pub level: f64,
+    pub starts_at: f64,
+    /// When the load is back at or below the pre-spike level: the end of the first later stage
+    /// whose target is at most it.
+    pub back_at: f64,
+}
+
+/// What a run's history says of its recovery after `spike`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recovery {
+    /// The pre-spike p95 (ms): the last 10 s window's just before the spike.
+    pub before_p95_ms: f64,
+    /// Seconds from the load's return until the first of [`RECOVERY_HOLD`] seconds in a row with
+    /// p95 ≤ [`RECOVERY_FACTOR`] × the pre-spike p95 and errors under 1 %; `None`: not within
+    /// the run.
+    pub seconds: Option<f64>,
+}
+
+/// The recovery after `spike` in the Aggregated `history` (one row per second, in order).
+pub fn recovery(history: &[&HistoryRow], spike: &Spike) -> Recovery {
+    let before_p95_ms = history
+        .iter()
+        .rev()
+        .find(|r| r.elapsed <= spike.starts_at + 0.5)
+        .map_or(0.0, |r| r.percentile(Stat::P95));
+    let good = |r: &HistoryRow| {
+        r.rps > 0.0
+            && r.second_p95 <= RECOVERY_FACTOR * before_p95_ms
+            && r.fps / r.rps < RECOVERY_MAX_ERROR_RATE
+    };
+    // The seconds that began at or after the return (a row closes the second before its time).
+    let after: Vec<&HistoryRow> = history
+        .iter()
+        .copied()
+        .filter(|r| r.elapsed - 1.0 >= spike.back_at - 0.5)
+        .collect();
+    let seconds = after
+        .windows(RECOVERY_HOLD)
+        .find(|w| w.iter().all(|r| good(r)))
+        .map(|w| (w[0].elapsed - 1.0 - spike.back_at).max(0.0));
+    Recovery {
+        before_p95_ms,
+        seconds,
+    }
+}
+
 /// One stage: over `duration`, the target moves to `target`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stage {
@@ -163,6 +223,23 @@ impl Stages {
         n
     }
 
+    /// The shape's spike, if it has one whose load comes back (see [`Spike`]).
+    pub fn spike(&self) -> Option<Spike> {
+        let bounds = self.bounds();
+        for j in 1..self.0.len() {
+            let level = self.0[j - 1].target;
+            if level > 0.0 && self.0[j].target >= 2.0 * level {
+                let back = (j + 1..self.0.len()).find(|&k| self.0[k].target <= level)?;
+                return Some(Spike {
+                    level,
+                    starts_at: bounds[j - 1].1,
+                    back_at: bounds[back].1,
+                });
+            }
+        }
+        None
+    }
+
     /// `stage 3/5 (10s → 200 users)`, the live view's words for the stage at `t`.
     pub fn describe_at(&self, t: Duration, unit: &str) -> String {
         let i = self.stage_at(t);
@@ -224,6 +301,77 @@ mod tests {
             s.describe_at(secs(21.0), "users"),
             "stage 3/4 (2s → 200 users)"
         );
+    }
+
+    fn row(elapsed: f64, rps: f64, fps: f64, window_p95: f64, second_p95: f64) -> HistoryRow {
+        let mut percentiles = [0.0; 11];
+        percentiles[5] = window_p95; // 95 %
+        HistoryRow {
+            unix_seconds: 0,
+            elapsed,
+            users: 0,
+            method: String::new(),
+            name: "Aggregated".into(),
+            rps,
+            fps,
+            percentiles,
+            total_requests: 0,
+            total_failures: 0,
+            total_median_ms: 0.0,
+            total_mean_ms: 0.0,
+            total_min_ms: 0.0,
+            total_max_ms: 0.0,
+            total_mean_bytes: 0.0,
+            recall: None,
+            second_p95,
+            total_rows: 0,
+        }
+    }
+
+    #[test]
+    fn a_spike_and_the_recovery_after_it() {
+        // Hold 20, spike to 200 and hold, back down to 20 by 25 s, hold 20.
+        let s: Stages = "5s:20,5s:20,2s:200,8s:200,5s:20,20s:20".parse().unwrap();
+        let spike = s.spike().unwrap();
+        assert_eq!(
+            spike,
+            Spike {
+                level: 20.0,
+                starts_at: 10.0,
+                back_at: 25.0
+            }
+        );
+        assert_eq!(
+            "10s:20,10s:30".parse::<Stages>().unwrap().spike(),
+            None,
+            "not 2×"
+        );
+        assert_eq!(
+            "10s:20,10s:200".parse::<Stages>().unwrap().spike(),
+            None,
+            "never back"
+        );
+        // p95 10 ms before; after the return (second 25–26 onwards): 30, 11, 13 (> 12), 11, 11, 11.
+        let mut rows: Vec<HistoryRow> = (1..=10)
+            .map(|t| row(t as f64, 100.0, 0.0, 10.0, 10.0))
+            .collect();
+        rows.extend((11..=25).map(|t| row(t as f64, 100.0, 5.0, 90.0, 90.0)));
+        for (i, p) in [30.0, 11.0, 13.0, 11.0, 11.0, 11.0].into_iter().enumerate() {
+            rows.push(row(26.0 + i as f64, 100.0, 0.0, 50.0, p));
+        }
+        let refs: Vec<&HistoryRow> = rows.iter().collect();
+        let r = recovery(&refs, &spike);
+        assert_eq!(r.before_p95_ms, 10.0);
+        // The second 28–29 begins three good ones: 3 s after the return.
+        assert_eq!(r.seconds, Some(3.0));
+        // Errors count too: 2 % in second 29–30 pushes it on by a second.
+        rows[26 + 3 - 1].fps = 2.0;
+        rows.push(row(32.0, 100.0, 0.0, 50.0, 11.0));
+        let refs: Vec<&HistoryRow> = rows.iter().collect();
+        assert_eq!(recovery(&refs, &spike).seconds, Some(4.0));
+        // Never good for 3 s in a row: not recovered within the run.
+        let refs: Vec<&HistoryRow> = rows[..28].iter().collect();
+        assert_eq!(recovery(&refs, &spike).seconds, None);
     }
 
     #[test]

@@ -279,6 +279,8 @@ pub struct HistoryRow {
     pub total_mean_bytes: f64,
     /// The mean recall of the answers scored over the last 10 s (`load --recall`), if any were.
     pub recall: Option<f64>,
+    /// p95 of this second's requests alone (ms; 0 when none), what recovery is judged by.
+    pub second_p95: f64,
     /// Rows (vectors) the entry's requests had added so far.
     pub total_rows: u64,
 }
@@ -310,6 +312,8 @@ pub struct Stats {
     pub failures: BTreeMap<FailureKey, FailureRow>,
     pub history: Vec<HistoryRow>,
     last_tick: Instant,
+    /// See [`Stats::recovery`].
+    pub recovery: Option<Option<f64>>,
 }
 
 impl Default for Stats {
@@ -331,6 +335,7 @@ impl Stats {
             failures: BTreeMap::new(),
             history: Vec::new(),
             last_tick: now,
+            recovery: None,
         }
     }
 
@@ -382,6 +387,12 @@ impl Stats {
         e.requests as f64 / self.elapsed().as_secs_f64().max(1e-9)
     }
 
+    /// A shaped run's recovery after its spike (`None` when the shape has none): `Some(None)` when
+    /// it did not recover before the run ended. Set after the run ([`super::shape::recovery`]).
+    pub fn recovery(&self) -> Option<Option<f64>> {
+        self.recovery
+    }
+
     /// Rows (vectors) added per second over the run.
     pub fn vectors_per_second(&self, e: &Entry) -> f64 {
         e.rows as f64 / self.elapsed().as_secs_f64().max(1e-9)
@@ -411,6 +422,7 @@ impl Stats {
             .chain(std::iter::once(&mut self.total))
         {
             let window = e.window_histogram();
+            let second_p95 = quantile_ms(&e.current, 0.95);
             let recall = e.window_recall();
             let (n, f) = e.tick();
             let mut percentiles = [0.0; 11];
@@ -438,6 +450,7 @@ impl Stats {
                     e.bytes as f64 / e.requests as f64
                 },
                 recall,
+                second_p95,
                 total_rows: e.rows,
             });
         }

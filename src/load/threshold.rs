@@ -28,6 +28,9 @@ pub enum Measure {
     Rps,
     /// Rows (vectors) the requests added per second: committed INSERTs, scenario `writes`.
     VectorsPerSecond,
+    /// A shaped run's recovery after its spike, seconds (`recovery<60s`); a run that did not
+    /// recover counts as infinitely long; Aggregated only.
+    Recovery,
     Requests,
     Failures,
 }
@@ -90,7 +93,7 @@ impl FromStr for Threshold {
         };
         let metric = parse_metric(metric_text).ok_or_else(|| {
             format!(
-                "threshold '{text}': unknown metric '{metric_text}' (p50…p99.99, max, min, avg, error_rate, rps, vectors_per_s, requests, failures)"
+                "threshold '{text}': unknown metric '{metric_text}' (p50…p99.99, max, min, avg, error_rate, rps, vectors_per_s, recovery, requests, failures)"
             )
         })?;
         let bound =
@@ -114,6 +117,7 @@ fn parse_metric(m: &str) -> Option<Measure> {
         "error_rate" | "errors" | "failure_rate" => Measure::ErrorRate,
         "rps" | "throughput" => Measure::Rps,
         "vectors_per_s" | "inserts_per_s" | "rows_per_s" => Measure::VectorsPerSecond,
+        "recovery" => Measure::Recovery,
         "requests" | "count" => Measure::Requests,
         "failures" => Measure::Failures,
         other => {
@@ -153,6 +157,12 @@ fn parse_value(metric: Measure, v: &str) -> Result<f64, String> {
             "" | "/s" => Ok(x),
             _ => Err(format!("'{unit}' is not a throughput unit (/s)")),
         },
+        Measure::Recovery => match unit.as_str() {
+            "s" | "" => Ok(x),
+            "ms" => Ok(x / 1e3),
+            "m" | "min" => Ok(x * 60.0),
+            _ => Err(format!("'{unit}' is not a time unit (ms, s, m)")),
+        },
         Measure::Requests | Measure::Failures => match unit.as_str() {
             "" => Ok(x),
             _ => Err(format!("'{unit}': a count has no unit")),
@@ -174,6 +184,13 @@ impl ThresholdCheck {
     pub fn line(&self) -> String {
         let t = &self.threshold;
         let actual = match (self.actual, t.metric) {
+            (None, Measure::Recovery) => {
+                "no spike in the stages (--stages, --rate-stages)".to_string()
+            }
+            (Some(a), Measure::Recovery) if a.is_infinite() => {
+                "not recovered before the run ended".to_string()
+            }
+            (Some(a), Measure::Recovery) => format!("{a:.0} s"),
             (None, _) => "no such requests".to_string(),
             (Some(a), Measure::ErrorRate) => format!("{:.3}%", a * 100.0),
             (Some(a), Measure::Rps | Measure::VectorsPerSecond) => format!("{a:.1}/s"),
@@ -187,6 +204,7 @@ impl ThresholdCheck {
             t.op.as_str(),
             match t.metric {
                 Measure::ErrorRate => format!("{}%", t.bound * 100.0),
+                Measure::Recovery => format!("{} s", t.bound),
                 Measure::Percentile(_) | Measure::MeanMs | Measure::MinMs =>
                     format!("{} ms", t.bound),
                 _ => format!("{}", t.bound),
@@ -210,6 +228,7 @@ impl ThresholdCheck {
             Measure::Failures => (GateKind::ErrorRate, Some(Metric::Failures)),
             Measure::Rps => (GateKind::Throughput, Some(Metric::Rps)),
             Measure::VectorsPerSecond => (GateKind::Throughput, Some(Metric::VectorsPerSecond)),
+            Measure::Recovery => (GateKind::Latency, Some(Metric::RecoverySeconds)),
             Measure::Requests => (GateKind::Throughput, Some(Metric::Count)),
         };
         match metric {
@@ -239,6 +258,8 @@ impl Threshold {
             Measure::ErrorRate => e.error_rate(),
             Measure::Rps => stats.rps(e),
             Measure::VectorsPerSecond => stats.vectors_per_second(e),
+            // Set by the run: `check` handles it.
+            Measure::Recovery => f64::NAN,
             Measure::Requests => e.requests as f64,
             Measure::Failures => e.failures as f64,
         }
@@ -250,7 +271,11 @@ impl Threshold {
             None => Some(&stats.total),
             Some(n) => stats.entry(n),
         };
-        let actual = entry.map(|e| self.value(e, stats));
+        let actual = if self.metric == Measure::Recovery {
+            stats.recovery().map(|r| r.unwrap_or(f64::INFINITY))
+        } else {
+            entry.map(|e| self.value(e, stats))
+        };
         ThresholdCheck {
             threshold: self.clone(),
             actual,
@@ -279,6 +304,8 @@ mod tests {
         assert_eq!((t.metric, t.bound), (Measure::ErrorRate, 0.01));
         let t: Threshold = "rps>100".parse().unwrap();
         assert_eq!((t.metric, t.op, t.bound), (Measure::Rps, Op::Gt, 100.0));
+        let t: Threshold = "recovery<1m".parse().unwrap();
+        assert_eq!((t.metric, t.op, t.bound), (Measure::Recovery, Op::Lt, 60.0));
         let t: Threshold = "vectors_per_s[insert_sql]>=500/s".parse().unwrap();
         assert_eq!(
             (t.metric, t.op, t.bound, t.name.as_deref()),
@@ -298,6 +325,7 @@ mod tests {
             "error_rate<5",
             "rps>10ms",
             "vectors_per_s>5ms",
+            "recovery<5%",
             "p99[]<1ms",
         ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad} should not parse");

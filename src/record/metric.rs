@@ -254,6 +254,9 @@ pub enum Metric {
     VacuumSeconds,
     /// Rows a phase of `cargo bench streaming` inserted, deleted or re-embedded.
     ChangedRows,
+    /// A shaped load run's recovery after its spike: seconds from the load's return to the
+    /// pre-spike level until p95 is within 1.2× of the pre-spike p95 and errors under 1 %.
+    RecoverySeconds,
     /// The limiter timeline's bucket and traffic.
     Capacity,
     RefillPerSecond,
@@ -280,7 +283,7 @@ pub type Metrics = std::collections::BTreeMap<Metric, f64>;
 
 /// The fixed names (the parameterised ones are built in [`Metric::fmt`] and parsed in
 /// [`Metric::from_str`]).
-const NAMED: [(&str, Metric); 60] = [
+const NAMED: [(&str, Metric); 61] = [
     ("count", Metric::Count),
     ("failures", Metric::Failures),
     ("error_rate", Metric::ErrorRate),
@@ -328,6 +331,7 @@ const NAMED: [(&str, Metric); 60] = [
     ("delete_seconds", Metric::DeleteSeconds),
     ("vacuum_seconds", Metric::VacuumSeconds),
     ("changed_rows", Metric::ChangedRows),
+    ("recovery_seconds", Metric::RecoverySeconds),
     ("ratio_vs_redis_benchmark", Metric::RatioVsRedisBenchmark),
     ("capacity", Metric::Capacity),
     ("refill_per_second", Metric::RefillPerSecond),
@@ -378,7 +382,8 @@ impl Metric {
             | RedisBenchmarkP50Ms | InterleavedP50Ms | InterleavedMeanMs | SloP99Ms | KneeP99Ms => {
                 Unit::Milliseconds
             }
-            Seconds | DurationS | BuildSeconds | DeleteSeconds | VacuumSeconds => Unit::Seconds,
+            Seconds | DurationS | BuildSeconds | DeleteSeconds | VacuumSeconds
+            | RecoverySeconds => Unit::Seconds,
             IndexBytes | TableBytes => Unit::Bytes,
             Rps
             | Qps

@@ -892,3 +892,56 @@ fn load_shapes_follow_their_stages() {
             .unwrap_err();
     assert!(bad.to_string().contains("DURATION:TARGET"), "{bad}");
 }
+
+/// Recovery after a spike: an open run at 50/s against a target that serves 200/s at most (2 at a
+/// time × 10 ms), spiked to 300/s for 2 s, builds a backlog that takes its seconds to drain once the
+/// rate is back; the run reports how many, `recovery<…` judges it, and a shape without a spike
+/// fails a recovery threshold saying so.
+#[test]
+fn a_spike_reports_its_recovery() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(fixture_target(2, Duration::from_millis(10), None));
+    let run = |stages: &str, threshold: &str| {
+        rt.block_on(load::run(
+            common::load_args(&[
+                "--target",
+                &url,
+                "--rate-stages",
+                stages,
+                "--users",
+                "4",
+                "--threshold",
+                threshold,
+                "-q",
+            ]),
+            None,
+        ))
+        .unwrap()
+    };
+    let out = run("1s:50,2s:50,1s:300,1s:300,1s:50,8s:50", "recovery<8s");
+    let (_, done) = &out.finished[0];
+    let seconds = done.stats.recovery().expect("a spike").expect("recovered");
+    assert!(
+        (1.0..8.0).contains(&seconds),
+        "the backlog drains after the return: {seconds} s"
+    );
+    assert!(out.verdicts[0].pass, "{}", out.verdicts[0].line());
+    let total = out
+        .record
+        .results
+        .iter()
+        .find(|r| r.name == "load/Aggregated")
+        .unwrap();
+    assert_eq!(
+        total.metric(&capbench::record::Metric::RecoverySeconds),
+        Some(seconds)
+    );
+    // No spike (never twice the level before): the threshold fails, saying why.
+    let out = run("1s:50,2s:60", "recovery<8s");
+    assert!(!out.verdicts[0].pass);
+    assert!(
+        out.verdicts[0].line().contains("no spike"),
+        "{}",
+        out.verdicts[0].line()
+    );
+}
