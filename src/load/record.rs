@@ -173,6 +173,16 @@ pub(super) async fn build_record(
                 let mut series = history_series(stats);
                 if let Some(shape) = args.shape() {
                     series.insert("target_per_second".into(), shape_series(stats, shape));
+                    // Each stage's start (s) and number (0-based), for the charts' marks.
+                    series.insert(
+                        "stage_starts".into(),
+                        shape
+                            .bounds()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (start, _))| (*start, i as f64))
+                            .collect(),
+                    );
                 }
                 series
             } else {

@@ -356,6 +356,13 @@ fn over_time(r: &RunRecord, sweeps: &[Sweep]) -> Vec<OverTime> {
             .iter()
             .any(|s| s.levels.iter().any(|(_, l)| l.name == e.name))
     };
+    // A shaped run's stage starts (`load --stages`), marked by number on every chart.
+    let stage_starts: Vec<(f64, f64)> = r
+        .results
+        .iter()
+        .find_map(|e| e.series.get("stage_starts"))
+        .cloned()
+        .unwrap_or_default();
     let figures: Vec<Figure> = PER_SECOND
         .iter()
         .filter_map(|(series, what, y_label)| {
@@ -370,12 +377,25 @@ fn over_time(r: &RunRecord, sweeps: &[Sweep]) -> Vec<OverTime> {
                 })
                 .collect();
             (!lines.is_empty()).then(|| {
+                let top = lines
+                    .iter()
+                    .flat_map(|l| l.points.iter().map(|p| p.1))
+                    .filter(|v| v.is_finite())
+                    .fold(0.0f64, f64::max);
                 Figure::xy(Chart {
                     title: (*what).into(),
-                    x_label: "time since start (s)".into(),
+                    x_label: if stage_starts.is_empty() {
+                        "time since start (s)".into()
+                    } else {
+                        "time since start (s); each stage's start marked by its number".into()
+                    },
                     y_label: (*y_label).into(),
                     y_from_zero: true,
                     series: lines,
+                    notes: stage_starts
+                        .iter()
+                        .map(|&(x, n)| ((x, top), format!("{}", n as usize + 1)))
+                        .collect(),
                     ..Chart::default()
                 })
             })

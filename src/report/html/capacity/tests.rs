@@ -159,3 +159,93 @@ fn a_scored_sweep_shows_recall_under_load_per_level_and_an_unscored_one_does_not
     assert_eq!(c.series[0].points, vec![(1.0, 0.95), (10.0, 0.91)]);
     assert_eq!(c.series[1].points, vec![(1.0, 0.6), (10.0, 0.5)]);
 }
+
+#[test]
+fn a_single_run_draws_each_names_lines_over_time_and_marks_its_stages() {
+    let mut r = RunRecord::new(
+        Environment::default(),
+        crate::record::Parameters::Load(crate::record::LoadParameters {
+            model: crate::record::LoadModel::Closed,
+            ..Default::default()
+        }),
+    );
+    let pts = |y: f64| (1..=6).map(|t| (t as f64, y)).collect::<Vec<_>>();
+    let entry = |name: &str, series: &[(&str, f64)]| ResultEntry {
+        name: name.into(),
+        series: series
+            .iter()
+            .map(|(s, y)| (s.to_string(), pts(*y)))
+            .collect(),
+        ..ResultEntry::default()
+    };
+    r.results.push(entry(
+        "load/search_sql",
+        &[
+            ("rps_per_second", 200.0),
+            ("p99_ms_per_second", 9.0),
+            ("recall_per_second", 0.96),
+        ],
+    ));
+    r.results.push(entry(
+        "load/insert_sql",
+        &[
+            ("rps_per_second", 50.0),
+            ("p99_ms_per_second", 24.0),
+            ("table_rows", 100_300.0),
+        ],
+    ));
+    let mut total = entry(
+        "load/Aggregated",
+        &[
+            ("rps_per_second", 250.0),
+            ("p99_ms_per_second", 16.0),
+            ("target_per_second", 10.0),
+        ],
+    );
+    total.series.insert(
+        "stage_starts".into(),
+        vec![(0.0, 0.0), (2.0, 1.0), (4.0, 2.0)],
+    );
+    r.results.push(total);
+    let shown = over_time(&r, &[]);
+    assert_eq!(shown.len(), 1);
+    let charts: Vec<&Chart> = shown[0]
+        .figures
+        .iter()
+        .map(|f| match f {
+            Figure::Xy(c) => c,
+            other => panic!("not a chart of its own: {other:?}"),
+        })
+        .collect();
+    let titles: Vec<&str> = charts.iter().map(|c| c.title.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "Throughput over time",
+            "p99 over time (per second)",
+            "Recall over time (scored answers, last 10 s)",
+            "Rows in the table over time (the run's writes)",
+            "The load shape: the stages' target over time",
+        ]
+    );
+    // One line per request name that has the series.
+    let lines = |i: usize| {
+        charts[i]
+            .series
+            .iter()
+            .map(|s| s.label.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lines(0),
+        ["load/search_sql", "load/insert_sql", "load/Aggregated"]
+    );
+    assert_eq!(lines(2), ["load/search_sql"]);
+    assert_eq!(lines(3), ["load/insert_sql"]);
+    // Every chart marks the three stages' starts by number, at its top.
+    for c in &charts {
+        let marks: Vec<_> = c.notes.iter().map(|((x, _), n)| (*x, n.as_str())).collect();
+        assert_eq!(marks, [(0.0, "1"), (2.0, "2"), (4.0, "3")], "{}", c.title);
+    }
+    assert_eq!(charts[3].notes[0].0.1, 100_300.0);
+}
