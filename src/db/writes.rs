@@ -188,17 +188,7 @@ async fn reindex(conn: &mut PgConnection, config: &Config) -> Result<f64> {
     .execute(&mut *tx)
     .await
     .context("dropping the write table's HNSW index")?;
-    let t = Instant::now();
-    index::build(
-        &mut tx,
-        None,
-        config.dataset.dims,
-        &config.index,
-        config.index.build_workers.unwrap_or(1),
-        |_, _| {},
-    )
-    .await?;
-    let seconds = t.elapsed().as_secs_f64();
+    let seconds = build_index(&mut tx, config).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "UPDATE {SCHEMA}.meta SET churned_rows = 0 WHERE id = 1"
     )))
@@ -206,6 +196,21 @@ async fn reindex(conn: &mut PgConnection, config: &Config) -> Result<f64> {
     .await?;
     tx.commit().await?;
     Ok(seconds)
+}
+
+/// The copy's HNSW index built on `conn` (its search path on the copy) as `config` says, timed (s).
+async fn build_index(conn: &mut PgConnection, config: &Config) -> Result<f64> {
+    let t = Instant::now();
+    index::build(
+        conn,
+        None,
+        config.dataset.dims,
+        &config.index,
+        config.index.build_workers.unwrap_or(1),
+        |_, _| {},
+    )
+    .await?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 async fn is_complete(conn: &mut PgConnection) -> Result<bool> {
@@ -275,18 +280,7 @@ async fn build(conn: &mut PgConnection, config: &Config, fingerprint: &str) -> R
         .execute(&mut *tx)
         .await
         .context("the write table's key and tags index")?;
-    let workers = config.index.build_workers.unwrap_or(1);
-    let t = Instant::now();
-    index::build(
-        &mut tx,
-        None,
-        config.dataset.dims,
-        &config.index,
-        workers,
-        |_, _| {},
-    )
-    .await?;
-    let build_seconds = t.elapsed().as_secs_f64();
+    let build_seconds = build_index(&mut tx, config).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {SCHEMA}.meta (
              id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),

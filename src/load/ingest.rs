@@ -38,6 +38,11 @@ use crate::db::writes::{self, Row};
 /// The request name of the database target's INSERTs.
 pub const INSERT_NAME: &str = "insert_sql";
 
+/// Whether `e` is the database target's INSERTs (on their own schedule, not the arrivals').
+pub fn is_insert(e: &super::stats::Entry) -> bool {
+    e.method == "SQL" && e.name == INSERT_NAME
+}
+
 /// The most rows a run may plan to write (`--write-rate` × `--run-time`): they are generated, and
 /// held, before the clock starts.
 pub const MAX_PLANNED_ROWS: u64 = 200_000;
@@ -70,17 +75,6 @@ pub struct WritePlan {
     pub dataset_rows: u64,
     /// The writers' connections, opened before the clock; taken when the run starts.
     connections: Mutex<Vec<PgConnection>>,
-}
-
-impl std::fmt::Debug for WritePlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WritePlan")
-            .field("rate", &self.rate)
-            .field("batch", &self.batch)
-            .field("writers", &self.writers)
-            .field("rows", &self.rows.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl WritePlan {

@@ -154,11 +154,6 @@ pub fn print_recovery(
     }
 }
 
-/// The database target's INSERTs (`--write-rate`), on their own schedule.
-fn is_writer(e: &Entry) -> bool {
-    e.method == "SQL" && e.name == super::ingest::INSERT_NAME
-}
-
 /// The end-of-run table: per request name and in total (ms).
 pub fn print_table(stats: &Stats, open_model: bool) {
     let header: Vec<&str> = PERCENTILES.iter().map(|(_, h)| *h).collect();
@@ -208,7 +203,11 @@ pub fn print_table(stats: &Stats, open_model: bool) {
         }
         // The arrivals' schedule: every request but the writers', which keep their own.
         let mut lateness = crate::record::latency_histogram();
-        for e in stats.entries.values().filter(|e| !is_writer(e)) {
+        for e in stats
+            .entries
+            .values()
+            .filter(|e| !super::ingest::is_insert(e))
+        {
             let _ = lateness.add(&e.lateness);
         }
         let late = |q: f64| lateness.value_at_quantile(q) as f64 / 1e6;
@@ -222,7 +221,11 @@ pub fn print_table(stats: &Stats, open_model: bool) {
     }
     // Writers keep a schedule of their own (--write-rate), in either model: how late they sent says
     // whether the rate was held.
-    for e in stats.entries.values().filter(|e| is_writer(e)) {
+    for e in stats
+        .entries
+        .values()
+        .filter(|e| super::ingest::is_insert(e))
+    {
         let late = |q: f64| e.lateness.value_at_quantile(q) as f64 / 1e6;
         println!(
             "schedule: {} went out p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms after their due time{}",

@@ -58,8 +58,7 @@ pub fn metrics_of(
     }
     // How late requests went out after their due time: the open model's arrivals, and writers
     // (`--write-rate`) in either model — each name its own, the total over all.
-    let writer = e.method == "SQL" && e.name == super::ingest::INSERT_NAME;
-    if open_model || writer {
+    if open_model || super::ingest::is_insert(e) {
         let h = if e.method.is_empty() {
             &stats.lateness
         } else {
@@ -178,9 +177,8 @@ pub(super) async fn build_record(
                         "stage_starts".into(),
                         shape
                             .bounds()
-                            .iter()
                             .enumerate()
-                            .map(|(i, (start, _))| (*start, i as f64))
+                            .map(|(i, (start, _))| (start, i as f64))
                             .collect(),
                     );
                 }

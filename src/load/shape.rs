@@ -145,25 +145,21 @@ impl Stages {
         self.0.iter().map(|st| st.target).fold(0.0, f64::max)
     }
 
-    /// Each stage's (start, end) in seconds from the run's start.
-    pub fn bounds(&self) -> Vec<(f64, f64)> {
-        let mut at = 0.0;
-        self.0
-            .iter()
-            .map(|st| {
-                let start = at;
-                at += st.duration.as_secs_f64();
-                (start, at)
-            })
-            .collect()
+    /// Each stage's (start, end) in seconds from the run's start (no allocation: the open model's
+    /// schedule thread asks for every request's due time).
+    pub fn bounds(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.0.iter().scan(0.0, |at, st| {
+            let start = *at;
+            *at += st.duration.as_secs_f64();
+            Some((start, *at))
+        })
     }
 
     /// The stage running at `t` (0-based; the last after the end).
     pub fn stage_at(&self, t: Duration) -> usize {
         let t = t.as_secs_f64();
         self.bounds()
-            .iter()
-            .position(|&(_, end)| t < end)
+            .position(|(_, end)| t < end)
             .unwrap_or(self.0.len() - 1)
     }
 
@@ -225,7 +221,7 @@ impl Stages {
 
     /// The shape's spike, if it has one whose load comes back (see [`Spike`]).
     pub fn spike(&self) -> Option<Spike> {
-        let bounds = self.bounds();
+        let bounds: Vec<(f64, f64)> = self.bounds().collect();
         for j in 1..self.0.len() {
             let level = self.0[j - 1].target;
             if level > 0.0 && self.0[j].target >= 2.0 * level {

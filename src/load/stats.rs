@@ -313,7 +313,7 @@ pub struct Stats {
     pub history: Vec<HistoryRow>,
     last_tick: Instant,
     /// See [`Stats::recovery`].
-    pub recovery: Option<Option<f64>>,
+    pub(crate) recovery: Option<Option<f64>>,
 }
 
 impl Default for Stats {

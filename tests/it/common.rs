@@ -176,3 +176,15 @@ pub async fn mint_key(client: &reqwest::Client, base: &str, email: &str) -> Stri
         .expect("api_key in the body")
         .to_string()
 }
+
+/// The entry `name` of `record` (a failure naming it when there is none).
+pub fn entry<'a>(
+    record: &'a capbench::record::RunRecord,
+    name: &str,
+) -> &'a capbench::record::ResultEntry {
+    record
+        .results
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no entry {name}"))
+}

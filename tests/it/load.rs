@@ -853,12 +853,7 @@ fn load_shapes_follow_their_stages() {
     // By 4 s the target has fallen from 4 to 0: users have retired (how many by then depends on
     // the machine's load; at least one). The last second holds 0 so that the 4 s row is there.
     assert!(users.len() >= 4 && users[3] < 4, "ramped down: {users:?}");
-    let total = out
-        .record
-        .results
-        .iter()
-        .find(|r| r.name == "load/Aggregated")
-        .unwrap();
+    let total = common::entry(&out.record, "load/Aggregated");
     let target = &total.series["target_per_second"];
     assert_eq!(target.first(), Some(&(0.0, 0.0)));
     assert!(target.iter().any(|p| (p.1 - 4.0).abs() < 1e-9));
@@ -925,12 +920,7 @@ fn a_spike_reports_its_recovery() {
         "the backlog drains after the return: {seconds} s"
     );
     assert!(out.verdicts[0].pass, "{}", out.verdicts[0].line());
-    let total = out
-        .record
-        .results
-        .iter()
-        .find(|r| r.name == "load/Aggregated")
-        .unwrap();
+    let total = common::entry(&out.record, "load/Aggregated");
     assert_eq!(
         total.metric(&capbench::record::Metric::RecoverySeconds),
         Some(seconds)

@@ -263,13 +263,7 @@ async fn the_streaming_bench_searches_through_every_phase_and_restores_the_copy(
     // Restored: what remains of the bench's rows deleted, the copy the dataset again.
     assert_eq!(o.restored.rows, 700);
     assert_eq!(o.dataset_rows, 2_000);
-    let mut conn = db::connect(&url).await.unwrap();
-    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
-    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(public, 2_000, "public.traces is never written");
+    assert_copy_restored(&url, 2_000).await;
 }
 
 /// A read/write load on the database target: INSERTs at their own rate beside the open model's
@@ -281,8 +275,8 @@ async fn the_streaming_bench_searches_through_every_phase_and_restores_the_copy(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_write_load_on_the_database_writes_at_its_rate_and_restores_the_copy() {
     let cfg = common::config(common::small_params(2_000, 32), IndexParams::default());
-    let (_cfg, url) = common::fresh_database("load_writes", cfg).await;
-    ensure_dataset(&_cfg, &url, &LoadOptions::default())
+    let (cfg, url) = common::fresh_database("load_writes", cfg).await;
+    ensure_dataset(&cfg, &url, &LoadOptions::default())
         .await
         .unwrap();
     let out = capbench::load::run(
@@ -345,13 +339,7 @@ async fn a_read_write_load_on_the_database_writes_at_its_rate_and_restores_the_c
         (p.write_rate, p.write_batch, p.writers, p.write_table),
         (Some(100.0), Some(5), Some(2), true)
     );
-    let entry = |name: &str| {
-        out.record
-            .results
-            .iter()
-            .find(|r| r.name == name)
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let entry = |name: &str| common::entry(&out.record, name);
     let ins = entry("load/insert_sql");
     assert_eq!(
         ins.metric(&capbench::record::Metric::ChangedRows),
@@ -371,15 +359,7 @@ async fn a_read_write_load_on_the_database_writes_at_its_rate_and_restores_the_c
         restore.metric(&capbench::record::Metric::ChangedRows),
         Some(300.0)
     );
-    // Restored; the dataset never written.
-    let mut conn = db::connect(&url).await.unwrap();
-    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
-    assert_eq!(writes::dataset_rows(&mut conn).await.unwrap(), 2_000);
-    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(public, 2_000, "public.traces is never written");
+    assert_copy_restored(&url, 2_000).await;
 }
 
 /// A read/write load through the in-process service: searchers and writers (`search:3,write:1`,
@@ -428,13 +408,7 @@ async fn a_read_write_load_through_the_service_writes_on_the_copy_only() {
     assert_eq!(w.rows, created, "each 201 is one row");
     let s = done.stats.entry("/api/v1/traces/search").unwrap();
     assert!(s.requests > 0 && s.failures == 0 && s.rows == 0);
-    let entry = |name: &str| {
-        out.record
-            .results
-            .iter()
-            .find(|r| r.name == name)
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let entry = |name: &str| common::entry(&out.record, name);
     assert_eq!(
         entry("load/write_table/restore").metric(&capbench::record::Metric::ChangedRows),
         Some(created as f64)
@@ -443,13 +417,7 @@ async fn a_read_write_load_through_the_service_writes_on_the_copy_only() {
     let rows = &entry("load//api/v1/traces").series["table_rows"];
     assert_eq!(rows.first().map(|p| p.1), Some(600.0));
     assert!(rows.iter().all(|p| p.1 <= 600.0 + created as f64));
-    let mut conn = db::connect(&url).await.unwrap();
-    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
-    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(public, 600, "the service wrote into the copy only");
+    assert_copy_restored(&url, 600).await;
 }
 
 /// `--write-rate` is the database target's: an HTTP target, a sweep, or its shape without it are
@@ -494,4 +462,17 @@ async fn is_valid_hnsw(conn: &mut sqlx::PgConnection) -> bool {
     .fetch_one(conn)
     .await
     .unwrap()
+}
+
+/// The write table holds the dataset's `rows` again and nothing added, and `public.traces` still
+/// its `rows`: a run that wrote never touched the dataset.
+async fn assert_copy_restored(url: &str, rows: u64) {
+    let mut conn = db::connect(url).await.unwrap();
+    assert_eq!(writes::written_rows(&mut conn).await.unwrap(), 0);
+    assert_eq!(writes::dataset_rows(&mut conn).await.unwrap(), rows);
+    let public: i64 = sqlx::query_scalar("SELECT count(*) FROM public.traces")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(public as u64, rows, "public.traces is never written");
 }
